@@ -1,0 +1,27 @@
+"""lossctl: a command-line loss advisor and evaluator.
+
+The public Python API:
+
+* ``lossctl.losses``: every built-in loss as a function, ``huber(preds, targets, delta=1.0)``.
+* ``lossctl.evaluate(preds, targets, loss="huber")``: the result object the CLI renders.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lossctl.api import evaluate as evaluate
+
+__all__ = ["__version__", "evaluate"]
+
+
+def __getattr__(name: str) -> Any:
+    # Keep `import lossctl` (and so `lossctl --help`) free of NumPy.
+    if name == "evaluate":
+        from lossctl.api import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'lossctl' has no attribute {name!r}")

@@ -1,0 +1,104 @@
+"""The thin Typer app: parses the command line, calls the core, and owns the exit codes.
+
+Every command module under ``lossctl.commands`` imports only typer at top level, so
+``lossctl --help`` stays free of NumPy, pandas and PyYAML.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from lossctl import __version__
+from lossctl.errors import ExitCode, LossctlError
+
+REPORT_URL = "https://github.com/lossctl/lossctl/issues"
+
+
+class _LossctlGroup(TyperGroup):
+    """Runs a command and maps every outcome onto SPEC §2's exit codes and streams."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        args = list(sys.argv[1:] if args is None else args)
+        debug = "--debug" in args
+        args = [a for a in args if a != "--debug"]
+        from lossctl import console
+
+        try:
+            result = super().main(args=args, prog_name=prog_name or "lossctl",
+                                  complete_var=complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else ExitCode.OK
+        except click.exceptions.Exit as exc:  # pragma: no cover - click returns it instead
+            code = exc.exit_code
+        except (click.exceptions.Abort, KeyboardInterrupt):
+            console.error("interrupted")
+            code = ExitCode.INTERRUPTED
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            console.error(f"{exc.format_message()}{hint}")
+            code = ExitCode.USAGE
+        except click.ClickException as exc:
+            console.error(exc.format_message())
+            code = ExitCode.USAGE
+        except LossctlError as exc:
+            if debug:
+                traceback.print_exc()
+            console.error(str(exc))
+            code = exc.exit_code
+        except BrokenPipeError:
+            code = ExitCode.OK
+        except Exception as exc:  # a bug: say so briefly, traceback only on request
+            if debug:
+                traceback.print_exc()
+            console.error(f"internal error: {type(exc).__name__}: {exc}; please report it at "
+                          f"{REPORT_URL} (rerun with --debug for the traceback)")
+            code = ExitCode.INTERNAL
+        if standalone_mode:
+            sys.exit(int(code))
+        return int(code)
+
+
+app = typer.Typer(
+    cls=_LossctlGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="A loss advisor and evaluator: recommend a loss for a task, compute losses over saved "
+         "predictions, and explain what each loss does.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"lossctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """lossctl: choose, compute and explain training losses. Add --debug anywhere for tracebacks."""
+
+
+def _register() -> None:
+    from lossctl.commands import evaluate, explain, losses, recommend
+
+    app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
+    app.command("recommend", no_args_is_help=True)(recommend.recommend)
+    app.command("losses")(losses.losses)
+    app.command("explain", no_args_is_help=True)(explain.explain)
+
+
+_register()
+
+
+def main() -> None:
+    app()

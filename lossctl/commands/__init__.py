@@ -1,0 +1,1 @@
+"""One module per CLI command. Each imports only typer at top level (fast ``--help``)."""

@@ -1,0 +1,54 @@
+"""Exit codes and the exceptions that map onto them.
+
+Every error a user can cause is a :class:`LossctlError`; the CLI prints its message as one
+``error:`` line on stderr and exits with its ``exit_code``. Anything else is a bug (exit 4).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0  # success; every threshold/baseline check passed
+    CHECK_FAILED = 1  # the command ran, but a threshold or baseline check failed
+    USAGE = 2  # bad flag, unknown loss/param, unreadable or malformed input, shape/dtype/value error
+    INTERNAL = 4  # unexpected internal error (a bug): short message, traceback only with --debug
+    INTERRUPTED = 130  # Ctrl-C
+
+
+class LossctlError(Exception):
+    """A problem with what the user gave us; the message says what is wrong and what to do."""
+
+    exit_code: int = ExitCode.USAGE
+
+
+class UsageError(LossctlError):
+    """A bad flag, option value or combination of options."""
+
+
+class InputError(LossctlError):
+    """An input file that cannot be read, or whose shape, dtype or values do not fit the loss."""
+
+
+class ExprError(LossctlError):
+    """A loss expression that does not parse or does not bind to the registry."""
+
+    def __init__(self, message: str, text: str = "", column: int | None = None) -> None:
+        self.text = text
+        self.column = column
+        where = f" (column {column})" if column is not None else ""
+        prefix = f"--loss {text!r}: " if text else ""
+        super().__init__(f"{prefix}{message}{where}")
+
+
+class DomainError(LossctlError):
+    """A value outside a loss's domain, raised by a kernel about one of its named inputs.
+
+    The engine adds the file that input came from before the user sees it.
+    """
+
+    def __init__(self, input_name: str, message: str) -> None:
+        self.input_name = input_name
+        self.detail = message
+        super().__init__(f"{input_name}: {message}")
