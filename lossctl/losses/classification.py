@@ -1,0 +1,325 @@
+"""Classification losses: binary (probabilities or logits), multiclass (logits, log-probabilities),
+focal, hinge and multi-margin. Class axis is axis 1; semantics follow ``torch.nn.functional``
+(torchvision for binary focal, scikit-learn for hinge).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import InputError
+from lossctl.inputs import LazyArray, reshaped
+from lossctl.losses._common import (
+    check_range,
+    class_indices,
+    class_weights,
+    float_dtype,
+    log_softmax,
+    shape_error,
+    sigmoid,
+    softplus,
+    squeeze_to,
+)
+from lossctl.registry import Param, Part, register_loss
+
+_WEIGHT = Param("weight", "float_or_floats", None, "rescaling weight, broadcast over the last axis", nullable=True)
+_CLASS_WEIGHT = Param("weight", "floats", None, "one weight per class", nullable=True, ge=0)
+_IGNORE = Param("ignore_index", "int", -100, "target value that contributes nothing")
+
+
+def _as_float(x: np.ndarray, dtype: Any) -> np.ndarray:
+    return x if x.dtype == dtype else x.astype(dtype)
+
+
+def _broadcast_last(weight: Any, x: np.ndarray, name: str) -> np.ndarray | float:
+    if weight is None:
+        return 1.0
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim == 1 and w.size not in (1, x.shape[-1] if x.ndim else 1):
+        raise InputError(f"{name}={weight} has {w.size} entries but the inputs' last axis has "
+                         f"{x.shape[-1] if x.ndim else 1}; give one value or one per column")
+    return w
+
+
+# --------------------------------------------------------------------------------- binary
+
+
+@register_loss(
+    "bce", aliases=("binary_cross_entropy",), family="classification", elementwise=True,
+    params=[_WEIGHT],
+    formula="-w*(t*max(log p, -100) + (1 - t)*max(log(1 - p), -100))",
+    summary="Binary cross-entropy on probabilities (log clamped at -100 as in PyTorch).",
+    use_when="binary or multi-label targets when the model already outputs probabilities",
+    reference="torch.nn.functional.binary_cross_entropy",
+)
+def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
+    """Example: bce([0.9, 0.2], [1, 0]) = mean(-log 0.9, -log 0.8) = 0.164252."""
+    dt = float_dtype(preds, targets)
+    p, t = _as_float(preds, dt), _as_float(targets, dt)
+    check_range("preds", p, 0.0, 1.0, "bce expects probabilities",
+                "use bce_with_logits for raw scores (logits)")
+    check_range("targets", t, 0.0, 1.0, "bce expects targets in [0, 1]", "rescale the labels to 0/1")
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(p), -100.0)
+        log_q = np.maximum(np.log1p(-p), -100.0)
+    loss = -(t * log_p + (1.0 - t) * log_q)
+    w = _broadcast_last(weight, loss, "weight")
+    return Part(values=loss * w if weight is not None else loss)
+
+
+@register_loss(
+    "bce_with_logits", aliases=("bce_logits", "binary_cross_entropy_with_logits", "sigmoid_cross_entropy"),
+    family="classification", elementwise=True,
+    params=[
+        Param("pos_weight", "float_or_floats", None, "weight of positive examples (scalar or per column)",
+              nullable=True, ge=0),
+        _WEIGHT,
+    ],
+    formula="-w*(pw*t*log sigmoid(x) + (1 - t)*log(1 - sigmoid(x)))",
+    summary="Binary cross-entropy on logits, computed with the log-sum-exp trick.",
+    use_when="binary or multi-label classification with a linear (logit) head; pos_weight for imbalance",
+    reference="torch.nn.functional.binary_cross_entropy_with_logits",
+)
+def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any = None, weight: Any = None) -> Part:
+    """``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``. Example: x=[2, -1], t=[1, 0] → mean(0.126928, 0.313262)."""
+    dt = float_dtype(preds, targets)
+    x, t = _as_float(preds, dt), _as_float(targets, dt)
+    check_range("targets", t, 0.0, 1.0, "bce_with_logits expects targets in [0, 1]", "rescale the labels to 0/1")
+    sp = softplus(-x)
+    if pos_weight is None:
+        loss = (1.0 - t) * x + sp
+    else:
+        pw = _broadcast_last(pos_weight, x, "pos_weight")
+        loss = (1.0 - t) * x + (1.0 + (pw - 1.0) * t) * sp
+    if weight is not None:
+        loss = loss * _broadcast_last(weight, loss, "weight")
+    return Part(values=loss)
+
+
+# ----------------------------------------------------------------------------- multiclass
+
+
+def _check_multiclass(loss: str, allow_probs: bool) -> Any:
+    """Shape contract of cross_entropy/nll: preds (N,C,...) or (C,); targets (N,...) or same as preds."""
+
+    def check(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+        p, t = arrays["preds"], arrays["targets"]
+        if p.ndim == 0:
+            raise shape_error(loss, arrays, "preds must be logits of shape (N, C, ...) or (C,)")
+        if p.ndim == 1:  # unbatched (C,)
+            if allow_probs and t.shape == p.shape and t.dtype.kind == "f":
+                return {**arrays, "preds": reshaped(p, (1,) + p.shape), "targets": reshaped(t, (1,) + t.shape)}
+            if t.shape in ((), (1,)):
+                return {**arrays, "preds": reshaped(p, (1,) + p.shape), "targets": reshaped(t, (1,))}
+            raise shape_error(loss, arrays, "unbatched preds (C,) need one class index (shape ()) "
+                                            + ("or probabilities of shape (C,)" if allow_probs else ""))
+        index_shape = (p.shape[0],) + p.shape[2:]
+        if t.shape == p.shape and allow_probs:
+            if t.dtype.kind != "f":
+                raise shape_error(loss, arrays, "targets with the shape of preds must be class "
+                                                "probabilities (float); class indices have shape "
+                                                f"{index_shape}")
+            return arrays
+        if t.shape == index_shape:
+            return arrays
+        if t.shape == index_shape + (1,):
+            return {**arrays, "targets": reshaped(t, index_shape)}
+        need = f"targets must be class indices of shape {index_shape}"
+        if allow_probs:
+            need += f" or probabilities of shape {p.shape}"
+        raise shape_error(loss, arrays, need)
+
+    return check
+
+
+def _weighted_nll(logp: np.ndarray, idx: np.ndarray, weight: np.ndarray | None, ignore_index: int,
+                  smoothing: float = 0.0) -> Part:
+    """Index-target NLL with torch's weighted mean: Σ w_y·l / Σ w_y over non-ignored targets."""
+    n_classes = logp.shape[1]
+    ignored = idx == ignore_index
+    safe = np.where(ignored, 0, idx)
+    picked = -np.take_along_axis(logp, safe[:, None, ...], axis=1)[:, 0, ...]
+    w_y = np.ones(idx.shape, dtype=np.float64) if weight is None else weight[safe]
+    w_y = np.where(ignored, 0.0, w_y)
+    loss = w_y * picked
+    if smoothing:
+        wc = 1.0 if weight is None else weight.reshape((1, n_classes) + (1,) * (logp.ndim - 2))
+        smooth = -np.sum(logp * wc, axis=1)
+        smooth = np.where(ignored, 0.0, smooth)
+        loss = (1.0 - smoothing) * loss + (smoothing / n_classes) * smooth
+    return Part(values=np.where(ignored, 0.0, loss), weight=w_y)
+
+
+@register_loss(
+    "cross_entropy", aliases=("ce", "categorical_cross_entropy", "softmax_cross_entropy"),
+    family="classification",
+    params=[_CLASS_WEIGHT, _IGNORE,
+            Param("label_smoothing", "float", 0.0, "mix targets with the uniform distribution", ge=0, le=1)],
+    check_shapes=_check_multiclass("cross_entropy", allow_probs=True),
+    formula="-w_y*log softmax(x)_y (index targets; mean = sum / sum w_y) or -sum_c t_c log softmax(x)_c",
+    summary="Softmax cross-entropy on logits, with class weights, ignore_index and label smoothing.",
+    use_when="single-label multiclass classification (and segmentation) with a logit head",
+    reference="torch.nn.functional.cross_entropy",
+)
+def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100,
+                  label_smoothing: float = 0.0) -> Part:
+    """Example: logits [[2, 0], [0, 1]], targets [0, 1] → mean(0.126928, 0.313262) = 0.220095."""
+    dt = float_dtype(preds)
+    x = _as_float(preds, dt)
+    n_classes = x.shape[1]
+    logp = log_softmax(x, axis=1)
+    w = class_weights("weight", weight, n_classes)
+    if targets.shape == x.shape:  # class probabilities
+        t = _as_float(targets, dt)
+        check_range("targets", t, 0.0, 1.0, "probability targets must lie in [0, 1]",
+                    "give class probabilities, or class indices of shape (N, ...)")
+        if label_smoothing:
+            t = t * (1.0 - label_smoothing) + label_smoothing / n_classes
+        wc = 1.0 if w is None else w.reshape((1, n_classes) + (1,) * (x.ndim - 2))
+        return Part(values=-np.sum(logp * t * wc, axis=1))
+    idx = class_indices("targets", targets, n_classes, ignore_index)
+    return _weighted_nll(logp, idx, w, ignore_index, label_smoothing)
+
+
+@register_loss(
+    "nll", aliases=("nll_loss", "negative_log_likelihood"), family="classification",
+    params=[_CLASS_WEIGHT, _IGNORE],
+    check_shapes=_check_multiclass("nll", allow_probs=False),
+    formula="-w_y*x_y with x = log-probabilities; mean = sum / sum w_y",
+    summary="Negative log-likelihood on log-probabilities (a log_softmax head).",
+    use_when="multiclass models whose head already applies log_softmax",
+    reference="torch.nn.functional.nll_loss",
+)
+def nll(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100) -> Part:
+    """Example: log-probs [[-0.1, -2.4]], targets [0] → 0.1."""
+    x = _as_float(preds, float_dtype(preds))
+    n_classes = x.shape[1]
+    idx = class_indices("targets", targets, n_classes, ignore_index)
+    return _weighted_nll(x, idx, class_weights("weight", weight, n_classes), ignore_index)
+
+
+# --------------------------------------------------------------------------------- focal
+
+
+def _check_binary_or_multiclass(loss: str) -> Any:
+    """Same shape (binary / multi-label), or preds (N,C) with targets (N,) class indices."""
+
+    def check(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+        p, t = arrays["preds"], arrays["targets"]
+        if p.shape == t.shape:
+            return arrays
+        sp, st = squeeze_to(p, 1), squeeze_to(t, 1)
+        if sp.shape == st.shape:
+            return {**arrays, "preds": sp, "targets": st}
+        if p.ndim == 2 and st.shape == (p.shape[0],):
+            return {**arrays, "targets": st}
+        raise shape_error(loss, arrays, f"{loss} needs targets of the same shape as preds (binary), "
+                                        f"or preds (N, C) with class indices (N,) (multiclass)")
+
+    return check
+
+
+@register_loss(
+    "focal", aliases=("focal_loss", "sigmoid_focal"), family="classification",
+    params=[
+        Param("alpha", "float_or_floats", 0.25, "class balance: α for positives (binary), scalar or per class "
+              "(multiclass); none disables", nullable=True),
+        Param("gamma", "float", 2.0, "focusing parameter; 0 gives cross-entropy", ge=0),
+    ],
+    check_shapes=_check_binary_or_multiclass("focal"),
+    formula="-α_t (1 - p_t)^γ log p_t",
+    summary="Focal loss: cross-entropy down-weighted on easy examples.",
+    use_when="extreme class imbalance and dense detection (RetinaNet)",
+    reference="torchvision.ops.sigmoid_focal_loss (binary); Lin et al. (2017), arXiv:1708.02002",
+)
+def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: float = 2.0) -> Part:
+    """Binary: x=[2], t=[1], α=.25, γ=2 → 0.25·σ(-2)²·softplus(-2) = 0.000443."""
+    dt = float_dtype(preds, targets)
+    x = _as_float(preds, dt)
+    if targets.shape == x.shape:  # binary / multi-label, torchvision semantics
+        if isinstance(alpha, list):
+            raise InputError("focal: a per-class alpha list needs multiclass inputs (preds (N, C), "
+                             "targets (N,) indices); binary focal takes one alpha")
+        t = _as_float(targets, dt)
+        check_range("targets", t, 0.0, 1.0, "binary focal expects targets in {0, 1}", "rescale the labels to 0/1")
+        ce = (1.0 - t) * x + softplus(-x)
+        one_minus_pt = t * sigmoid(-x) + (1.0 - t) * sigmoid(x)  # 1 - p_t without cancellation
+        loss = ce * one_minus_pt ** gamma if gamma else ce
+        if alpha is not None and alpha >= 0:
+            loss = (alpha * t + (1.0 - alpha) * (1.0 - t)) * loss
+        return Part(values=loss)
+    n_classes = x.shape[1]
+    idx = class_indices("targets", targets, n_classes)
+    logp_y = np.take_along_axis(log_softmax(x, axis=1), idx[:, None], axis=1)[:, 0]
+    p_y = np.exp(logp_y)
+    loss = -((1.0 - p_y) ** gamma if gamma else 1.0) * logp_y
+    if alpha is not None:
+        a = class_weights("alpha", alpha, n_classes)
+        loss = a[idx] * loss
+    return Part(values=loss)
+
+
+# --------------------------------------------------------------------------------- margins
+
+
+@register_loss(
+    "hinge", family="classification",
+    params=[Param("margin", "float", 1.0, "required margin", ge=0),
+            Param("squared", "bool", False, "square each sample's hinge term")],
+    check_shapes=_check_binary_or_multiclass("hinge"),
+    formula="max(0, margin - t*p) (binary, t in {-1, 1}); max(0, margin + max_{j≠y} p_j - p_y) (multiclass)",
+    summary="Hinge loss (SVM); multiclass is Crammer–Singer.",
+    use_when="a maximum-margin classifier is wanted (linear SVM-style scores)",
+    reference="sklearn.metrics.hinge_loss; Crammer & Singer (2001)",
+)
+def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, squared: bool = False) -> Part:
+    """Binary: scores [0.5, -2], labels [1, -1] → mean(0.5, 0) = 0.25."""
+    dt = float_dtype(preds)
+    x = _as_float(preds, dt)
+    if targets.shape == x.shape:
+        t = _as_float(targets, dt)
+        labels = np.unique(t[~np.isnan(t)]) if t.dtype.kind == "f" else np.unique(t)
+        if not set(labels.tolist()) <= {-1.0, 0.0, 1.0} or (0.0 in labels and -1.0 in labels):
+            raise InputError(f"hinge: targets must be labels in {{-1, 1}} (or {{0, 1}}), found "
+                             f"{', '.join(f'{v:g}' for v in labels[:5])}; relabel them")
+        t = np.where(t == 0, -1.0, t).astype(dt, copy=False)
+        loss = np.maximum(0.0, margin - t * x)
+    else:
+        idx = class_indices("targets", targets, x.shape[1])
+        p_y = np.take_along_axis(x, idx[:, None], axis=1)[:, 0]
+        others = x.copy()
+        np.put_along_axis(others, idx[:, None], -np.inf, axis=1)
+        loss = np.maximum(0.0, margin + others.max(axis=1) - p_y)
+    return Part(values=loss * loss if squared else loss)
+
+
+@register_loss(
+    "multi_margin", aliases=("multi_margin_loss", "multiclass_hinge"), family="classification",
+    params=[Param("p", "int", 1, "exponent (1 or 2)", ge=1, le=2),
+            Param("margin", "float", 1.0, "required margin"),
+            _CLASS_WEIGHT],
+    check_shapes=_check_multiclass("multi_margin", allow_probs=False),
+    formula="sum_{j≠y} w_y max(0, margin - x_y + x_j)^p / C",
+    summary="Multiclass hinge (Weston–Watkins), divided by the number of classes.",
+    use_when="multiclass max-margin training with scores on every class",
+    reference="torch.nn.functional.multi_margin_loss",
+)
+def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: float = 1.0,
+                 weight: Any = None) -> Part:
+    """Example: x=[[0.1, 0.2, 0.4, 0.8]], y=[3] → (0.3 + 0.4 + 0.6)/4 = 0.325 (torch docs)."""
+    x = _as_float(preds, float_dtype(preds))
+    if x.ndim != 2:
+        raise InputError(f"multi_margin: preds must have shape (N, C), got {x.shape}")
+    n_classes = x.shape[1]
+    idx = class_indices("targets", targets, n_classes)
+    x_y = np.take_along_axis(x, idx[:, None], axis=1)
+    terms = np.maximum(0.0, margin - x_y + x)
+    if p == 2:
+        terms = terms * terms
+    np.put_along_axis(terms, idx[:, None], 0.0, axis=1)
+    w = class_weights("weight", weight, n_classes)
+    if w is not None:
+        terms = terms * w[idx][:, None]
+    return Part(values=terms.sum(axis=1) / n_classes)

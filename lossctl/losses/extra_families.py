@@ -1,0 +1,1 @@
+"""Loss families added after the foundation (embeddings, distributions, segmentation, sequences)."""

@@ -1,0 +1,287 @@
+"""The loss registry: one place that knows every loss's name, aliases, inputs, parameters and docs.
+
+A loss is one kernel function plus one ``@register_loss`` call next to it. The kernel takes the
+loss's named inputs for one chunk of samples (NumPy arrays) and its parameters as keywords, and
+returns either the element-wise loss values (mean = over all elements) or a :class:`Part`, which
+carries the additive sufficient statistics the engine sums over chunks.
+
+User plugins use the same decorator (see README, "Custom losses").
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossctl.errors import ExprError
+
+REDUCTIONS = ("mean", "sum", "none")
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Required()
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed loss parameter.
+
+    ``type`` is one of ``float``, ``int``, ``bool``, ``str``, ``floats`` (a list of floats) or
+    ``float_or_floats`` (a scalar or a list). ``nullable`` admits ``none``. Ranges are checked
+    element-wise for lists.
+    """
+
+    name: str
+    type: str
+    default: Any
+    doc: str = ""
+    nullable: bool = False
+    choices: tuple[str, ...] | None = None
+    gt: float | None = None
+    ge: float | None = None
+    lt: float | None = None
+    le: float | None = None
+
+    def describe_range(self) -> str:
+        parts = []
+        if self.gt is not None:
+            parts.append(f"> {self.gt:g}")
+        if self.ge is not None:
+            parts.append(f">= {self.ge:g}")
+        if self.lt is not None:
+            parts.append(f"< {self.lt:g}")
+        if self.le is not None:
+            parts.append(f"<= {self.le:g}")
+        if self.choices:
+            parts.append("one of " + ", ".join(self.choices))
+        return " and ".join(parts)
+
+    def coerce(self, value: Any, loss: str) -> Any:
+        """Check a parsed value against this parameter's type and range; return the typed value."""
+        where = f"parameter {self.name!r} of {loss}"
+        if value is None:
+            if self.nullable:
+                return None
+            if self.type == "str":
+                value = "none"  # a bare `none` is the string "none" for string parameters
+            else:
+                raise ExprError(f"{where} cannot be none; expected {self._type_words()}")
+        t = self.type
+        if t == "bool":
+            if not isinstance(value, bool):
+                raise ExprError(f"{where} must be true or false, got {value!r}")
+            return value
+        if t == "str":
+            if not isinstance(value, str):
+                raise ExprError(f"{where} must be a word, got {value!r}")
+            value = value.lower()
+            if self.choices and value not in self.choices:
+                hint = _did_you_mean(value, self.choices)
+                raise ExprError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}{hint}")
+            return value
+        if t == "int":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ExprError(f"{where} must be an integer, got {value!r}")
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise ExprError(f"{where} must be an integer, got {value!r}")
+                value = int(value)
+            self._check_range(value, where)
+            return value
+        if t == "float":
+            return self._float(value, where)
+        if t == "floats":
+            if not isinstance(value, list):
+                raise ExprError(f"{where} must be a list of numbers like [1, 2.5], got {value!r}")
+            return [self._float(v, where) for v in value]
+        if t == "float_or_floats":
+            if isinstance(value, list):
+                return [self._float(v, where) for v in value]
+            return self._float(value, where)
+        raise AssertionError(f"unknown parameter type {t}")  # pragma: no cover
+
+    def _type_words(self) -> str:
+        return {"float": "a number", "int": "an integer", "bool": "true or false", "str": "a word",
+                "floats": "a list of numbers", "float_or_floats": "a number or a list of numbers"}[self.type]
+
+    def _float(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ExprError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+        if math.isnan(value):
+            raise ExprError(f"{where} must not be NaN")
+        self._check_range(value, where)
+        return value
+
+    def _check_range(self, value: float, where: str) -> None:
+        ok = ((self.gt is None or value > self.gt) and (self.ge is None or value >= self.ge)
+              and (self.lt is None or value < self.lt) and (self.le is None or value <= self.le))
+        if not ok:
+            raise ExprError(f"{where} must be {self.describe_range()}, got {value!r}")
+
+
+@dataclass
+class Part:
+    """What a kernel returns for one chunk: additive statistics plus torch's ``reduction='none'`` values.
+
+    * ``values``: the values torch returns with ``reduction='none'`` for this chunk (their sum is the
+      ``sum`` reduction).
+    * ``weight``: the denominator of the ``mean`` reduction contributed by this chunk (an array to
+      be summed, or a number); ``None`` means the number of elements of ``values``.
+    * ``mean_values``: numerators of the mean when they differ from ``values`` (CTC divides each
+      sample by its target length before averaging).
+    * ``stats``: extra additive sums for losses whose value is not a ratio of sums (global Dice);
+      the spec's ``finalize`` turns them into the value.
+    """
+
+    values: Any
+    weight: Any = None
+    mean_values: Any = None
+    stats: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    name: str
+    kernel: Callable[..., Any]
+    inputs: tuple[str, ...]
+    params: tuple[Param, ...]
+    formula: str
+    summary: str
+    use_when: str
+    reference: str
+    family: str
+    aliases: tuple[str, ...] = ()
+    positional: tuple[str, ...] = ("preds", "targets")
+    optional_inputs: tuple[str, ...] = ()
+    sample_axes: Mapping[str, int] = field(default_factory=dict)
+    elementwise: bool = False
+    # check(shapes: {input: shape}, params) -> None; raises InputError naming the shapes.
+    check_shapes: Callable[..., None] | None = None
+    # prepare(arrays: {input: LazyArray}, params) -> {input: LazyArray}; runs once before chunking.
+    prepare: Callable[..., Any] | None = None
+    # finalize(stats, reduction, params) -> float | None (None: use the ratio of sums).
+    finalize: Callable[..., Any] | None = None
+    plugin: str | None = None
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+    def param(self, name: str) -> Param:
+        for p in self.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def sample_axis(self, input_name: str) -> int:
+        return self.sample_axes.get(input_name, 0)
+
+    def all_inputs(self) -> tuple[str, ...]:
+        return self.inputs + tuple(i for i in self.optional_inputs if i not in self.inputs)
+
+    def bind_params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Effective parameters: defaults overlaid with ``given``, each type- and range-checked."""
+        out: dict[str, Any] = {}
+        known = {p.name: p for p in self.params}
+        for key in given:
+            if key not in known and key != "reduction":
+                hint = _did_you_mean(key, [*known, "reduction"])
+                allowed = ", ".join([*known, "reduction"])
+                raise ExprError(f"unknown parameter {key!r} for {self.name}{hint} (allowed: {allowed})")
+        for p in self.params:
+            if p.name in given:
+                out[p.name] = p.coerce(given[p.name], self.name)
+            elif p.default is REQUIRED:
+                raise ExprError(f"{self.name} needs parameter {p.name!r} ({p.doc})")
+            else:
+                out[p.name] = p.default
+        return out
+
+
+_REGISTRY: dict[str, LossSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_loss(
+    name: str,
+    *,
+    inputs: Sequence[str] = ("preds", "targets"),
+    params: Sequence[Param] = (),
+    formula: str,
+    summary: str,
+    use_when: str,
+    reference: str,
+    family: str = "custom",
+    aliases: Sequence[str] = (),
+    positional: Sequence[str] | None = None,
+    optional_inputs: Sequence[str] = (),
+    sample_axes: Mapping[str, int] | None = None,
+    elementwise: bool = False,
+    check_shapes: Callable[..., None] | None = None,
+    prepare: Callable[..., Any] | None = None,
+    finalize: Callable[..., Any] | None = None,
+    replace: bool = False,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``kernel`` as loss ``name``; returns the kernel unchanged.
+
+    ``elementwise=True`` declares a loss of two same-shape inputs whose kernel returns one value per
+    element (the NaN policy then drops single elements, and (N,) == (N,1) applies).
+    """
+
+    def decorate(kernel: Callable[..., Any]) -> Callable[..., Any]:
+        key = name.lower()
+        if not replace and (key in _REGISTRY or key in _ALIASES):
+            raise ValueError(f"loss {name!r} is already registered")
+        spec = LossSpec(
+            name=key, kernel=kernel, inputs=tuple(inputs), params=tuple(params), formula=formula,
+            summary=summary, use_when=use_when, reference=reference, family=family,
+            aliases=tuple(a.lower() for a in aliases),
+            positional=tuple(positional) if positional is not None else tuple(inputs)[:2],
+            optional_inputs=tuple(optional_inputs), sample_axes=dict(sample_axes or {}),
+            elementwise=elementwise, check_shapes=check_shapes, prepare=prepare, finalize=finalize,
+            plugin=getattr(kernel, "__module__", None) if family == "custom" else None,
+        )
+        _REGISTRY[key] = spec
+        for alias in spec.aliases:
+            _ALIASES[alias] = key
+        return kernel
+
+    return decorate
+
+
+def _ensure_builtins() -> None:
+    import lossctl.losses  # noqa: F401  (registers the built-in losses)
+
+
+def canonical_name(name: str) -> str:
+    """The canonical loss name for ``name`` or an alias; ExprError with a suggestion if unknown."""
+    _ensure_builtins()
+    key = name.lower()
+    if key in _REGISTRY:
+        return key
+    if key in _ALIASES:
+        return _ALIASES[key]
+    hint = _did_you_mean(key, [*_REGISTRY, *_ALIASES])
+    raise ExprError(f"unknown loss {name!r}{hint}; run 'lossctl losses' to list them")
+
+
+def get_spec(name: str) -> LossSpec:
+    return _REGISTRY[canonical_name(name)]
+
+
+def all_specs() -> list[LossSpec]:
+    _ensure_builtins()
+    return sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name))
+
+
+def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

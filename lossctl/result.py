@@ -1,0 +1,82 @@
+"""The result objects that ``lossctl.evaluate`` returns and every renderer reads."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TermResult:
+    name: str
+    weight: float
+    params: dict[str, Any]
+    value: float
+    reduction: str
+
+
+@dataclass
+class Check:
+    kind: str  # "fail_above" | "baseline"
+    limit: float | None
+    passed: bool
+    message: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """Distribution of per-sample values (``--reduction none`` / ``--worst``)."""
+
+    count: int
+    mean: float
+    std: float
+    min: float
+    p50: float
+    p95: float
+    max: float
+    worst: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class LossResult:
+    loss: str  # the expression as the user wrote it
+    canonical: str
+    value: float
+    reduction: str
+    terms: list[TermResult]
+    checks: list[Check] = field(default_factory=list)
+    omitted: int = 0
+    samples: int = 0
+    summary: Summary | None = None
+    per_sample_path: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.value)
+
+
+@dataclass
+class Warning_:
+    message: str
+    level: str = "warn"
+    code: str = ""
+
+
+@dataclass
+class Report:
+    version: str
+    inputs: dict[str, dict[str, Any]]
+    results: list[LossResult]
+    warnings: list[Warning_] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    baseline: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
