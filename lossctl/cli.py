@@ -10,8 +10,12 @@ import sys
 import traceback
 from typing import Annotated, Any
 
-import click
 import typer
+
+try:  # typer >= 0.20 vendors click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover
+    from click import exceptions as click_exc
 from typer.core import TyperGroup
 
 from lossctl import __version__
@@ -34,16 +38,16 @@ class _LossctlGroup(TyperGroup):
             result = super().main(args=args, prog_name=prog_name or "lossctl",
                                   complete_var=complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
-        except click.exceptions.Exit as exc:  # pragma: no cover - click returns it instead
+        except typer.Exit as exc:  # pragma: no cover - click returns it instead
             code = exc.exit_code
-        except (click.exceptions.Abort, KeyboardInterrupt):
+        except (typer.Abort, KeyboardInterrupt):
             console.error("interrupted")
             code = ExitCode.INTERRUPTED
-        except click.UsageError as exc:
+        except click_exc.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             console.error(f"{exc.format_message()}{hint}")
             code = ExitCode.USAGE
-        except click.ClickException as exc:
+        except click_exc.ClickException as exc:
             console.error(exc.format_message())
             code = ExitCode.USAGE
         except LossctlError as exc:

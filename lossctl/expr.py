@@ -102,7 +102,10 @@ class _Parser:
     def parse(self) -> Expr:
         if self.peek().kind == "end":
             raise ExprError("empty loss expression; give a loss name such as 'mse'", self.text, 1)
-        terms = [self.term(sign=1.0)]
+        sign = 1.0
+        if (self.is_op("-") or self.is_op("+")) and self.toks[self.i + 1].kind == "name":
+            sign = -1.0 if self.take().text == "-" else 1.0  # a leading sign: "-mse"
+        terms = [self.term(sign)]
         while self.is_op("+") or self.is_op("-"):
             sign = 1.0 if self.take().text == "+" else -1.0
             terms.append(self.term(sign))

@@ -100,6 +100,8 @@ _FACT_LIST = [
          derived_only=True),
     Fact("class_weights", "float_list", "balanced class weights N / (C * n_c)", derived_only=True),
     Fact("many_classes", "bool", "classes >= 10000", derived_only=True),
+    Fact("label_like_targets", "bool", "regression targets look like class labels (--targets)",
+         derived_only=True),
 ]
 FACTS: dict[str, Fact] = {f.name: f for f in _FACT_LIST}
 INPUT_FACTS = [f.name for f in _FACT_LIST if not f.derived_only]
@@ -248,7 +250,7 @@ def task_from_mapping(data: Any, source: str = "task") -> Task:
                             f"(allowed: {', '.join(INPUT_FACTS)})")
         if k == "task" and isinstance(value, str) and value.strip().lower() in TASK_SHORTHANDS:
             shorthand_labels = TASK_SHORTHANDS[value.strip().lower()][1]
-        facts[k] = check_value(fact, value, f"{where}: {k}" if False else where)
+        facts[k] = check_value(fact, value, where)
         src[k] = "task file"
     if "task" not in facts:
         raise TaskError(f"{source}: missing the required key 'task' "

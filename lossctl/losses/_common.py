@@ -15,6 +15,16 @@ def softplus(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
+def softplus_pair(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(softplus(-x), softplus(x))`` sharing one ``log1p(exp(-|x|))``.
+
+    ``softplus(-x) = -log sigmoid(x)`` and ``softplus(x) = -log(1 - sigmoid(x))``, each with full
+    relative precision (no ``x + softplus(-x)`` cancellation for confident logits).
+    """
+    tail = np.log1p(np.exp(-np.abs(x)))
+    return np.maximum(-x, 0) + tail, np.maximum(x, 0) + tail
+
+
 def log_sigmoid(x: np.ndarray) -> np.ndarray:
     """``log(sigmoid(x)) = -softplus(-x)``, finite at x = -1e4."""
     return -softplus(-x)
@@ -27,10 +37,20 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 def log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
-    """``x - logsumexp(x)`` along ``axis`` (max-shifted: finite for logits of ±1e4)."""
-    m = np.max(x, axis=axis, keepdims=True)
+    """``x - logsumexp(x)`` along ``axis``, finite for logits of ±1e4 and accurate when confident.
+
+    Shifted by the maximum ``m``: ``logsumexp(x) = m + log1p(s)`` where ``s`` sums ``exp(x_j - m)``
+    over every entry except one maximal one. ``log1p(s)`` keeps full relative precision when the
+    top class has probability ``1 - 1e-12`` (``log(1 + s)`` would lose about 4 of 16 digits there,
+    which is what ``torch.log_softmax`` does).
+    """
+    top = np.argmax(x, axis=axis)
+    top = np.expand_dims(top, axis)
+    m = np.take_along_axis(x, top, axis=axis)
     shifted = x - np.where(np.isfinite(m), m, 0)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=axis, keepdims=True))
+    e = np.exp(shifted)
+    np.put_along_axis(e, top, 0.0, axis=axis)
+    return shifted - np.log1p(np.sum(e, axis=axis, keepdims=True))
 
 
 def check_range(name: str, x: np.ndarray, low: float, high: float, what: str, fix: str) -> None:
@@ -48,7 +68,26 @@ def check_range(name: str, x: np.ndarray, low: float, high: float, what: str, fi
 
 def class_indices(name: str, t: np.ndarray, n_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """Targets as int64 class indices in [0, C) (or ignore_index); DomainError otherwise."""
+    idx, nan = class_indices_nan(name, t, n_classes, ignore_index)
+    if nan is not None:
+        raise DomainError(name, f"must hold integer class indices, found nan; give class indices "
+                                f"0..{n_classes - 1}")
+    return idx
+
+
+def class_indices_nan(name: str, t: np.ndarray, n_classes: int,
+                      ignore_index: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Like :func:`class_indices`, but NaN targets (``--nan-policy propagate``) are allowed.
+
+    Returns ``(idx, nan_mask)``: NaN positions hold index 0 in ``idx`` and are flagged in
+    ``nan_mask`` (``None`` when there are none) so the kernel can make their loss NaN.
+    """
+    nan = None
     if t.dtype.kind == "f":
+        isnan = np.isnan(t)
+        if isnan.any():
+            nan = isnan
+            t = np.where(isnan, 0, t)
         with np.errstate(invalid="ignore"):
             integral = np.isfinite(t) & (t == np.round(t))
         if not integral.all():
@@ -56,6 +95,16 @@ def class_indices(name: str, t: np.ndarray, n_classes: int, ignore_index: int | 
             raise DomainError(name, f"must hold integer class indices, found {float(bad):g}; "
                                     f"give class indices 0..{n_classes - 1} (or probabilities with the "
                                     f"same shape as preds)")
+        ok = (t >= 0) & (t < n_classes)  # before the int64 cast: 1e30 must not wrap around
+        if ignore_index is not None:
+            ok |= t == ignore_index
+        if not ok.all():
+            bad = t[~ok].flat[0]
+            raise DomainError(name, f"has class index {float(bad):g} outside [0, {n_classes - 1}] "
+                                    f"for preds with {n_classes} classes on axis 1; fix the labels or the preds")
+    elif t.dtype.kind not in "iub":
+        raise DomainError(name, f"must hold integer class indices, got dtype {t.dtype}; "
+                                f"give class indices 0..{n_classes - 1}")
     idx = t.astype(np.int64, copy=False)
     valid = (idx >= 0) & (idx < n_classes)
     if ignore_index is not None:
@@ -64,7 +113,7 @@ def class_indices(name: str, t: np.ndarray, n_classes: int, ignore_index: int | 
         bad = idx[~valid].flat[0]
         raise DomainError(name, f"has class index {int(bad)} outside [0, {n_classes - 1}] "
                                 f"for preds with {n_classes} classes on axis 1; fix the labels or the preds")
-    return idx
+    return idx, nan
 
 
 def class_weights(name: str, weight: Any, n_classes: int, dtype: Any = np.float64) -> np.ndarray | None:
@@ -93,7 +142,11 @@ def shape_error(loss: str, arrays: dict[str, LazyArray], need: str) -> InputErro
 
 
 def float_dtype(*arrays: np.ndarray) -> Any:
-    """The working float type: float64 if any input is float64 (or integer), else float32."""
+    """The working float type: float32 when every float input is float32, else float64.
+
+    Integer and boolean inputs follow the float inputs (float32 preds with int64 labels work in
+    float32); with no float input at all the maths is float64.
+    """
     kinds = [a.dtype for a in arrays if a.dtype.kind == "f"]
     if kinds and all(k == np.float32 for k in kinds):
         return np.float32

@@ -1,0 +1,197 @@
+"""The loss advisor behind ``lossctl recommend`` (SPEC §7).
+
+``advise(task_path)`` reads a task file, fills in derived (and, with ``targets``/``preds``,
+inferred) facts, runs the rules in ``configs/rules.yaml`` and returns an :class:`Advice` whose
+``to_json()`` is the ``--format json`` document.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lossctl.advisor.rules import (Outcome, RuleSet, Scored, evaluate, load_rules, render,
+                                   render_code, resolve_params, _ref)
+from lossctl.advisor.schema import Task, derive, load_task, public_facts, task_from_mapping
+
+__all__ = ["Advice", "advise", "advise_facts"]
+
+
+@dataclass
+class Advice:
+    task: Task
+    rules: RuleSet
+    outcome: Outcome
+    top: int | None = None
+    extra_warnings: list[dict[str, Any]] = field(default_factory=list)
+
+    # -- recommendations -------------------------------------------------------------------
+    def recommendation(self, s: Scored) -> dict[str, Any]:
+        facts = self.task.facts
+        params = resolve_params(s.params, facts)
+        loss, evaluable = render(s.entry, params)
+        reasons = []
+        refs: list[str] = []
+        for rid, c in sorted(s.contributions, key=lambda rc: (-rc[1].score, rc[0])):
+            if c.score > 0:
+                reasons.append(c.reason)
+                refs.extend(c.refs)
+        refs.extend(s.entry.refs)
+        seen: list[str] = []
+        for r in refs:
+            if r not in seen:
+                seen.append(r)
+        out_params = {k: (v.hint if hasattr(v, "hint") else v) for k, v in params.items()}
+        return {
+            "loss": loss,
+            "evaluable": evaluable,
+            "score": _num(s.score),
+            "id": s.entry.id,
+            "name": s.entry.name,
+            "params": out_params,
+            "reasons": reasons,
+            "references": [_ref(self.rules, r) for r in seen],
+            "code": render_code(s.entry, params, facts.get("framework")),
+            "rules": sorted({rid for rid, c in s.contributions}),
+        }
+
+    @property
+    def ranked(self) -> list[Scored]:
+        r = self.outcome.ranked
+        return r if self.top is None else r[: self.top]
+
+    def recommendations(self) -> list[dict[str, Any]]:
+        return [self.recommendation(s) for s in self.ranked]
+
+    @property
+    def warnings(self) -> list[dict[str, Any]]:
+        order = {"error": 0, "warn": 1, "info": 2}
+        ws = list(self.outcome.warnings) + list(self.extra_warnings)
+        return sorted(ws, key=lambda w: (order[w["level"]], w.get("rule", "")))
+
+    # -- why-not ---------------------------------------------------------------------------
+    def why_not(self, name: str) -> dict[str, Any]:
+        ids = match_loss(self.rules, name)
+        ranks = {s.entry.id: i + 1 for i, s in enumerate(self.outcome.ranked)}
+        entries = []
+        for lid in ids:
+            s = self.outcome.all[lid]
+            params = resolve_params(s.params, self.task.facts)
+            loss, evaluable = render(s.entry, params)
+            item: dict[str, Any] = {
+                "id": lid, "loss": loss, "evaluable": evaluable, "score": _num(s.score),
+                "rank": ranks.get(lid),
+                "contributions": [{"rule": rid, "score": _num(c.score), "reason": c.reason}
+                                  for rid, c in s.contributions],
+                "excluded_by": [{"rule": rid, "reason": why} for rid, why in s.excluded],
+                "applicable": s.applicable,
+            }
+            item["summary"] = _why_summary(item, self.top, len(self.outcome.ranked))
+            entries.append(item)
+        return {"query": name, "matches": entries}
+
+    def to_json(self, explain: bool = False, why_not: str | None = None) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "task": public_facts(self.task),
+            "recommendations": self.recommendations(),
+            "warnings": [{k: w[k] for k in ("level", "message", "rule", "references") if k in w}
+                         for w in self.warnings],
+            "rules_fired": list(self.outcome.fired),
+            "inferred": self.task.inferred,
+            "derived": self.task.derived,
+        }
+        if explain:
+            doc["explain"] = {
+                "facts": [{"fact": k, "value": v, "source": self.task.source.get(k, "task file")}
+                          for k, v in public_facts(self.task).items()],
+                "rules": [{"id": rid, "title": self.rules.rule(rid).title,
+                           "when": self.rules.rule(rid).when.describe()}
+                          for rid in self.outcome.fired],
+                "rules_file": self.rules.path,
+            }
+        if why_not is not None:
+            doc["why_not"] = self.why_not(why_not)
+        return doc
+
+
+def _num(x: float) -> float | int:
+    return int(x) if float(x).is_integer() else round(float(x), 6)
+
+
+def _why_summary(item: dict[str, Any], top: int | None, n_ranked: int) -> str:
+    if not item["applicable"]:
+        return "not applicable to this task (its catalogue entry's applies_to does not match)"
+    if item["excluded_by"]:
+        ex = "; ".join(f"{e['rule']}: {e['reason']}" for e in item["excluded_by"])
+        return f"excluded by {ex}"
+    if item["rank"] is None:
+        if not item["contributions"]:
+            return "no rule recommends it for these facts (score 0)"
+        lowered = [c for c in item["contributions"] if c["score"] < 0]
+        if lowered:
+            s = "; ".join(f"{c['rule']} ({c['score']:+g}): {c['reason']}" for c in lowered)
+            return f"total score {item['score']:g} is not positive; lowered by {s}"
+        return f"total score {item['score']:g} is not positive"
+    shown = "" if top is None or item["rank"] <= top else f" (beyond --top {top})"
+    lowered = [c for c in item["contributions"] if c["score"] < 0]
+    tail = ""
+    if lowered:
+        tail = "; lowered by " + "; ".join(f"{c['rule']} ({c['score']:+g}): {c['reason']}"
+                                         for c in lowered)
+    return f"ranked {item['rank']} of {n_ranked}{shown} with score {item['score']:g}{tail}"
+
+
+def match_loss(rs: RuleSet, name: str) -> list[str]:
+    """Catalogue ids that ``name`` refers to: an id, or a lossctl loss name/alias in an entry."""
+    from lossctl.advisor.schema import did_you_mean
+    from lossctl.errors import UsageError
+    import re
+
+    key = name.strip().lower()
+    aliases = {"l2": "mse", "l1": "mae", "ce": "cross_entropy",
+               "categorical_cross_entropy": "cross_entropy", "bce_logits": "bce_with_logits",
+               "kl": "kl_div", "jaccard": "iou", "logcosh": "log_cosh"}
+    key = aliases.get(key, key)
+    if key in rs.losses:
+        return [key]
+    hits = []
+    for lid, e in rs.losses.items():
+        if not e.evaluable:
+            continue
+        names = {m.lower() for m in re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?=\s*(?:\(|\+|-|$))",
+                                                e.template)}
+        if e.call:
+            names.add(e.call)
+        if key in names:
+            hits.append(lid)
+    if hits:
+        return sorted(hits)
+    raise UsageError(f"--why-not {name!r}: no such loss in the rules catalogue"
+                     f"{did_you_mean(key, list(rs.losses))} (catalogue ids: "
+                     f"{', '.join(sorted(rs.losses))})")
+
+
+def advise_facts(task: Task, rules: RuleSet | None = None, top: int | None = None) -> Advice:
+    rs = rules if rules is not None else load_rules()
+    derive(task)
+    outcome = evaluate(rs, task.facts)
+    extra = [{"level": level, "message": msg, "rule": "data", "references": []}
+             for level, msg in task.notes]
+    return Advice(task=task, rules=rs, outcome=outcome, top=top, extra_warnings=extra)
+
+
+def advise(task_path: str | Path | dict, rules_path: str | Path | None = None,
+           targets: str | None = None, preds: str | None = None,
+           top: int | None = None) -> Advice:
+    """Read, derive, infer and evaluate: everything ``lossctl recommend`` does but rendering."""
+    rs = load_rules(rules_path)
+    if isinstance(task_path, dict):
+        task = task_from_mapping(task_path, "task")
+    else:
+        task = load_task(task_path)
+    if targets is not None or preds is not None:
+        from lossctl.advisor.infer import apply_inference
+
+        apply_inference(task, targets=targets, preds=preds)
+    return advise_facts(task, rs, top=top)

@@ -1,0 +1,64 @@
+"""Run the golden cases that rules carry in their ``tests:`` lists (like ESLint's RuleTester)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lossctl.advisor.rules import RuleSet, Rule, evaluate
+from lossctl.advisor.schema import derive, task_from_mapping
+
+IN_TOP = 5
+
+
+@dataclass
+class GoldenFailure:
+    rule: str
+    case: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"rule {self.rule} tests[{self.case}]: {self.message}"
+
+
+def _ids(v: Any) -> list[str]:
+    return [v] if isinstance(v, str) else list(v or [])
+
+
+def run_case(rs: RuleSet, rule: Rule, i: int, case: dict[str, Any]) -> list[GoldenFailure]:
+    fails = []
+    task = derive(task_from_mapping(dict(case["facts"]), f"rule {rule.id} tests[{i}]"))
+    out = evaluate(rs, task.facts)
+    ranked = [s.entry.id for s in out.ranked]
+
+    def fail(msg: str) -> None:
+        fails.append(GoldenFailure(rule.id, i, f"{msg} (facts {dict(case['facts'])}, "
+                                              f"ranked {ranked[:IN_TOP]}, fired {out.fired})"))
+
+    if rule.id not in out.fired:
+        fail("the rule does not fire on its own golden case")
+    if not ranked:
+        fail("no recommendation at all")
+    for lid in _ids(case.get("expect_top")):
+        if not ranked or ranked[0] != lid:
+            fail(f"expected {lid} first")
+    for lid in _ids(case.get("expect_in_top")):
+        if lid not in ranked[:IN_TOP]:
+            fail(f"expected {lid} in the top {IN_TOP}")
+    got_w = {w["rule"] for w in out.warnings}
+    for wid in _ids(case.get("expect_warnings")):
+        if wid not in got_w:
+            fail(f"expected warning {wid}, got {sorted(got_w)}")
+    for lid in _ids(case.get("expect_excluded")):
+        if not out.all[lid].excluded:
+            fail(f"expected {lid} to be excluded")
+    return fails
+
+
+def run_goldens(rs: RuleSet) -> tuple[int, list[GoldenFailure]]:
+    n, fails = 0, []
+    for rule in rs.rules:
+        for i, case in enumerate(rule.tests):
+            n += 1
+            fails.extend(run_case(rs, rule, i, case))
+    return n, fails
