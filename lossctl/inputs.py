@@ -132,8 +132,14 @@ class ReshapedArray(LazyArray):
     base: LazyArray = field(default=None, repr=False)  # type: ignore[assignment]
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        chunk = self.base.read(start, stop, axis)
-        return chunk.reshape((chunk.shape[0],) + tuple(self.shape[1:]))
+        if axis == 0 and self.base.shape[:1] == self.shape[:1]:
+            chunk = self.base.read(start, stop, axis)
+            return chunk.reshape((chunk.shape[0],) + tuple(self.shape[1:]))
+        # A new leading batch axis (an unbatched (C,) input seen as (1, C)): small, read whole.
+        whole = np.asarray(self.base.read_all()).reshape(self.shape)
+        index = [slice(None)] * whole.ndim
+        index[axis] = slice(start, stop)
+        return whole[tuple(index)]
 
     def identity(self) -> Any:
         return ("reshaped", self.base.identity(), self.shape)

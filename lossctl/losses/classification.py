@@ -9,17 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.errors import InputError
+from lossctl.errors import DomainError, InputError
 from lossctl.inputs import LazyArray, reshaped
 from lossctl.losses._common import (
     check_range,
-    class_indices,
+    class_indices_nan,
     class_weights,
     float_dtype,
     log_softmax,
     shape_error,
     sigmoid,
-    softplus,
+    softplus_pair,
     squeeze_to,
 )
 from lossctl.registry import Param, Part, register_loss
@@ -33,14 +33,38 @@ def _as_float(x: np.ndarray, dtype: Any) -> np.ndarray:
     return x if x.dtype == dtype else x.astype(dtype)
 
 
-def _broadcast_last(weight: Any, x: np.ndarray, name: str) -> np.ndarray | float:
+def _broadcast_last(weight: Any) -> np.ndarray | float:
+    """A scalar or per-column list parameter as an array that broadcasts over the last axis."""
     if weight is None:
         return 1.0
-    w = np.asarray(weight, dtype=np.float64)
-    if w.ndim == 1 and w.size not in (1, x.shape[-1] if x.ndim else 1):
-        raise InputError(f"{name}={weight} has {w.size} entries but the inputs' last axis has "
-                         f"{x.shape[-1] if x.ndim else 1}; give one value or one per column")
-    return w
+    return np.asarray(weight, dtype=np.float64)
+
+
+def _check_column_params(loss: str, names: tuple[str, ...]) -> Any:
+    """Same-shape inputs; list parameters (``weight``, ``pos_weight``) have one entry per column.
+
+    Checked once on the whole shapes, so the answer cannot depend on the chunk size. For 1-D inputs
+    ``(N,)`` every element is its own sample, so only a single value makes sense.
+    """
+
+    def check(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+        p = arrays["preds"]
+        columns = p.shape[-1] if p.ndim >= 2 else 1
+        for name in names:
+            value = params.get(name)
+            if isinstance(value, list) and len(value) not in (1, columns):
+                where = (f"preds have {columns} columns (last axis of shape {p.shape})" if p.ndim >= 2
+                         else f"preds of shape {p.shape} have no column axis")
+                raise InputError(f"{loss}: {name}={value} has {len(value)} entries but {where}; "
+                                 f"give one value, or one per column of (N, C) inputs")
+        return arrays
+
+    return check
+
+
+def _nonnegative_zero(x: np.ndarray) -> np.ndarray:
+    """``-l`` for log-likelihoods ``l <= 0`` without producing ``-0.0`` where ``l == 0``."""
+    return np.subtract(0.0, x)
 
 
 # --------------------------------------------------------------------------------- binary
@@ -49,13 +73,17 @@ def _broadcast_last(weight: Any, x: np.ndarray, name: str) -> np.ndarray | float
 @register_loss(
     "bce", aliases=("binary_cross_entropy",), family="classification", elementwise=True,
     params=[_WEIGHT],
+    check_shapes=_check_column_params("bce", ("weight",)),
     formula="-w*(t*max(log p, -100) + (1 - t)*max(log(1 - p), -100))",
     summary="Binary cross-entropy on probabilities (log clamped at -100 as in PyTorch).",
     use_when="binary or multi-label targets when the model already outputs probabilities",
     reference="torch.nn.functional.binary_cross_entropy",
 )
 def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
-    """Example: bce([0.9, 0.2], [1, 0]) = mean(-log 0.9, -log 0.8) = 0.164252."""
+    """As torch: ``(t - 1) max(log1p(-p), -100) - t max(log p, -100)``, times ``weight``.
+
+    Example: bce([0.9, 0.2, 1.0], [1, 0, 0]) = mean(-log 0.9, -log 0.8, 100) = 33.442834.
+    """
     dt = float_dtype(preds, targets)
     p, t = _as_float(preds, dt), _as_float(targets, dt)
     check_range("preds", p, 0.0, 1.0, "bce expects probabilities",
@@ -64,9 +92,8 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     with np.errstate(divide="ignore"):
         log_p = np.maximum(np.log(p), -100.0)
         log_q = np.maximum(np.log1p(-p), -100.0)
-    loss = -(t * log_p + (1.0 - t) * log_q)
-    w = _broadcast_last(weight, loss, "weight")
-    return Part(values=loss * w if weight is not None else loss)
+    loss = (t - 1.0) * log_q - t * log_p
+    return Part(values=loss * _broadcast_last(weight) if weight is not None else loss)
 
 
 @register_loss(
@@ -77,24 +104,28 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
               nullable=True, ge=0),
         _WEIGHT,
     ],
+    check_shapes=_check_column_params("bce_with_logits", ("pos_weight", "weight")),
     formula="-w*(pw*t*log sigmoid(x) + (1 - t)*log(1 - sigmoid(x)))",
     summary="Binary cross-entropy on logits, computed with the log-sum-exp trick.",
     use_when="binary or multi-label classification with a linear (logit) head; pos_weight for imbalance",
     reference="torch.nn.functional.binary_cross_entropy_with_logits",
 )
 def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any = None, weight: Any = None) -> Part:
-    """``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``. Example: x=[2, -1], t=[1, 0] → mean(0.126928, 0.313262)."""
+    """``pw t softplus(-x) + (1 - t) softplus(x)``, times ``weight``.
+
+    Torch writes this as ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``; the two are equal, but the
+    form used here has no cancellation, so a confident correct logit (t=0, x=-20: 2.06e-9) keeps its
+    relative precision in float32 too.
+    Example: bce_with_logits([2, -1, 0], [1, 0, 1]) = mean(0.126928, 0.313262, 0.693147) = 0.377779.
+    """
     dt = float_dtype(preds, targets)
     x, t = _as_float(preds, dt), _as_float(targets, dt)
     check_range("targets", t, 0.0, 1.0, "bce_with_logits expects targets in [0, 1]", "rescale the labels to 0/1")
-    sp = softplus(-x)
-    if pos_weight is None:
-        loss = (1.0 - t) * x + sp
-    else:
-        pw = _broadcast_last(pos_weight, x, "pos_weight")
-        loss = (1.0 - t) * x + (1.0 + (pw - 1.0) * t) * sp
+    nlog_p, nlog_q = softplus_pair(x)  # -log sigmoid(x), -log(1 - sigmoid(x))
+    pos = t * nlog_p if pos_weight is None else (_broadcast_last(pos_weight) * t) * nlog_p
+    loss = pos + (1.0 - t) * nlog_q
     if weight is not None:
-        loss = loss * _broadcast_last(weight, loss, "weight")
+        loss = loss * _broadcast_last(weight)
     return Part(values=loss)
 
 
@@ -117,11 +148,7 @@ def _check_multiclass(loss: str, allow_probs: bool) -> Any:
                                             + ("or probabilities of shape (C,)" if allow_probs else ""))
         index_shape = (p.shape[0],) + p.shape[2:]
         if t.shape == p.shape and allow_probs:
-            if t.dtype.kind != "f":
-                raise shape_error(loss, arrays, "targets with the shape of preds must be class "
-                                                "probabilities (float); class indices have shape "
-                                                f"{index_shape}")
-            return arrays
+            return arrays  # class probabilities (integer one-hot rows count as probabilities too)
         if t.shape == index_shape:
             return arrays
         if t.shape == index_shape + (1,):
@@ -134,13 +161,20 @@ def _check_multiclass(loss: str, allow_probs: bool) -> Any:
     return check
 
 
+def _with_nan(part: Part, nan: np.ndarray | None) -> Part:
+    """NaN targets under ``--nan-policy propagate``: that sample's loss (and the mean) is NaN."""
+    if nan is not None:
+        part.values = np.where(nan, np.nan, part.values)
+    return part
+
+
 def _weighted_nll(logp: np.ndarray, idx: np.ndarray, weight: np.ndarray | None, ignore_index: int,
                   smoothing: float = 0.0) -> Part:
     """Index-target NLL with torch's weighted mean: Σ w_y·l / Σ w_y over non-ignored targets."""
     n_classes = logp.shape[1]
     ignored = idx == ignore_index
     safe = np.where(ignored, 0, idx)
-    picked = -np.take_along_axis(logp, safe[:, None, ...], axis=1)[:, 0, ...]
+    picked = _nonnegative_zero(np.take_along_axis(logp, safe[:, None, ...], axis=1)[:, 0, ...])
     w_y = np.ones(idx.shape, dtype=np.float64) if weight is None else weight[safe]
     w_y = np.where(ignored, 0.0, w_y)
     loss = w_y * picked
@@ -165,7 +199,8 @@ def _weighted_nll(logp: np.ndarray, idx: np.ndarray, weight: np.ndarray | None, 
 )
 def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100,
                   label_smoothing: float = 0.0) -> Part:
-    """Example: logits [[2, 0], [0, 1]], targets [0, 1] → mean(0.126928, 0.313262) = 0.220095."""
+    """Example: logits [[2, 0], [0, 1], [0, 0]], targets [0, 1, 1] → mean(0.126928, 0.313262, 0.693147)
+    = 0.377779 (two classes: softmax cross-entropy is bce_with_logits of the logit difference)."""
     dt = float_dtype(preds)
     x = _as_float(preds, dt)
     n_classes = x.shape[1]
@@ -178,9 +213,9 @@ def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
         if label_smoothing:
             t = t * (1.0 - label_smoothing) + label_smoothing / n_classes
         wc = 1.0 if w is None else w.reshape((1, n_classes) + (1,) * (x.ndim - 2))
-        return Part(values=-np.sum(logp * t * wc, axis=1))
-    idx = class_indices("targets", targets, n_classes, ignore_index)
-    return _weighted_nll(logp, idx, w, ignore_index, label_smoothing)
+        return Part(values=_nonnegative_zero(np.sum(logp * t * wc, axis=1)))
+    idx, nan = class_indices_nan("targets", targets, n_classes, ignore_index)
+    return _with_nan(_weighted_nll(logp, idx, w, ignore_index, label_smoothing), nan)
 
 
 @register_loss(
@@ -193,11 +228,11 @@ def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
     reference="torch.nn.functional.nll_loss",
 )
 def nll(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100) -> Part:
-    """Example: log-probs [[-0.1, -2.4]], targets [0] → 0.1."""
+    """Example: log-probs [[-0.1, -2.4], [-1.2, -0.4], [-0.7, -0.7]], targets [0, 1, 0] → mean(0.1, 0.4, 0.7) = 0.4."""
     x = _as_float(preds, float_dtype(preds))
     n_classes = x.shape[1]
-    idx = class_indices("targets", targets, n_classes, ignore_index)
-    return _weighted_nll(x, idx, class_weights("weight", weight, n_classes), ignore_index)
+    idx, nan = class_indices_nan("targets", targets, n_classes, ignore_index)
+    return _with_nan(_weighted_nll(x, idx, class_weights("weight", weight, n_classes), ignore_index), nan)
 
 
 # --------------------------------------------------------------------------------- focal
