@@ -80,7 +80,7 @@ def _nonnegative_zero(x: np.ndarray) -> np.ndarray:
     reference="torch.nn.functional.binary_cross_entropy",
 )
 def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
-    """As torch: ``(t - 1) max(log1p(-p), -100) - t max(log p, -100)``, times ``weight``.
+    """As torch: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, times ``weight``.
 
     Example: bce([0.9, 0.2, 1.0], [1, 0, 0]) = mean(-log 0.9, -log 0.8, 100) = 33.442834.
     """
@@ -89,10 +89,10 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     check_range("preds", p, 0.0, 1.0, "bce expects probabilities",
                 "use bce_with_logits for raw scores (logits)")
     check_range("targets", t, 0.0, 1.0, "bce expects targets in [0, 1]", "rescale the labels to 0/1")
-    with np.errstate(divide="ignore"):
-        log_p = np.maximum(np.log(p), -100.0)
-        log_q = np.maximum(np.log1p(-p), -100.0)
-    loss = (t - 1.0) * log_q - t * log_p
+    with np.errstate(divide="ignore"):  # log(0) = -inf, then clamped to -100 as torch does
+        nlog_p = np.minimum(np.negative(np.log(p)), 100.0)
+        nlog_q = np.minimum(np.negative(np.log1p(-p)), 100.0)
+    loss = t * nlog_p + (1.0 - t) * nlog_q
     return Part(values=loss * _broadcast_last(weight) if weight is not None else loss)
 
 
@@ -270,7 +270,14 @@ def _check_binary_or_multiclass(loss: str) -> Any:
     reference="torchvision.ops.sigmoid_focal_loss (binary); Lin et al. (2017), arXiv:1708.02002",
 )
 def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: float = 2.0) -> Part:
-    """Binary: x=[2], t=[1], α=.25, γ=2 → 0.25·σ(-2)²·softplus(-2) = 0.000443."""
+    """Binary (torchvision): ``α_t (1 - p_t)^γ ce`` with ``ce`` = bce_with_logits, ``α_t = α t + (1 - α)(1 - t)``
+    (α < 0 or none: no α_t), ``1 - p_t = t σ(-x) + (1 - t) σ(x)`` (no cancellation).
+    Multiclass: ``-α_y (1 - p_y)^γ log p_y`` with ``p = softmax(x)``, ``1 - p_y = -expm1(log p_y)``; a
+    scalar α scales every class (Keras), a list gives one α per class.
+
+    Example (binary, α=0.25, γ=2): x=[2, 0, -1], t=[1, 1, 0]
+    → mean(0.25·σ(-2)²·softplus(-2), 0.25·0.5²·log 2, 0.75·σ(-1)²·softplus(-1)) = 0.020255.
+    """
     dt = float_dtype(preds, targets)
     x = _as_float(preds, dt)
     if targets.shape == x.shape:  # binary / multi-label, torchvision semantics
@@ -279,21 +286,23 @@ def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: f
                              "targets (N,) indices); binary focal takes one alpha")
         t = _as_float(targets, dt)
         check_range("targets", t, 0.0, 1.0, "binary focal expects targets in {0, 1}", "rescale the labels to 0/1")
-        ce = (1.0 - t) * x + softplus(-x)
+        nlog_p, nlog_q = softplus_pair(x)
+        ce = t * nlog_p + (1.0 - t) * nlog_q  # bce_with_logits without cancellation
         one_minus_pt = t * sigmoid(-x) + (1.0 - t) * sigmoid(x)  # 1 - p_t without cancellation
         loss = ce * one_minus_pt ** gamma if gamma else ce
         if alpha is not None and alpha >= 0:
             loss = (alpha * t + (1.0 - alpha) * (1.0 - t)) * loss
         return Part(values=loss)
     n_classes = x.shape[1]
-    idx = class_indices("targets", targets, n_classes)
+    idx, nan = class_indices_nan("targets", targets, n_classes)
     logp_y = np.take_along_axis(log_softmax(x, axis=1), idx[:, None], axis=1)[:, 0]
-    p_y = np.exp(logp_y)
-    loss = -((1.0 - p_y) ** gamma if gamma else 1.0) * logp_y
-    if alpha is not None:
+    loss = _nonnegative_zero(logp_y)
+    if gamma:
+        loss = (-np.expm1(logp_y)) ** gamma * loss  # 1 - p_y, accurate when p_y is near 1
+    if alpha is not None and (isinstance(alpha, list) or alpha >= 0):
         a = class_weights("alpha", alpha, n_classes)
         loss = a[idx] * loss
-    return Part(values=loss)
+    return _with_nan(Part(values=loss), nan)
 
 
 # --------------------------------------------------------------------------------- margins
@@ -310,23 +319,30 @@ def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: f
     reference="sklearn.metrics.hinge_loss; Crammer & Singer (2001)",
 )
 def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, squared: bool = False) -> Part:
-    """Binary: scores [0.5, -2], labels [1, -1] → mean(0.5, 0) = 0.25."""
+    """Binary: ``max(0, margin - t x)`` with t in {-1, 1} ({0, 1} is mapped 0 → -1).
+    Multiclass (Crammer–Singer): ``max(0, margin + max_{j≠y} x_j - x_y)``. squared: the term squared.
+
+    Example (binary): scores [0.5, -2, 0], labels [1, -1, 1] → mean(0.5, 0, 1) = 0.5.
+    """
     dt = float_dtype(preds)
     x = _as_float(preds, dt)
     if targets.shape == x.shape:
         t = _as_float(targets, dt)
         labels = np.unique(t[~np.isnan(t)]) if t.dtype.kind == "f" else np.unique(t)
         if not set(labels.tolist()) <= {-1.0, 0.0, 1.0} or (0.0 in labels and -1.0 in labels):
-            raise InputError(f"hinge: targets must be labels in {{-1, 1}} (or {{0, 1}}), found "
-                             f"{', '.join(f'{v:g}' for v in labels[:5])}; relabel them")
+            raise DomainError("targets", f"must hold binary labels in {{-1, 1}} (or {{0, 1}}) when they have "
+                                         f"the shape of preds, found {', '.join(f'{v:g}' for v in labels[:5])}; "
+                                         f"relabel them, or give preds (N, C) with class indices (N,)")
         t = np.where(t == 0, -1.0, t).astype(dt, copy=False)
         loss = np.maximum(0.0, margin - t * x)
     else:
-        idx = class_indices("targets", targets, x.shape[1])
+        idx, nan = class_indices_nan("targets", targets, x.shape[1])
         p_y = np.take_along_axis(x, idx[:, None], axis=1)[:, 0]
         others = x.copy()
         np.put_along_axis(others, idx[:, None], -np.inf, axis=1)
         loss = np.maximum(0.0, margin + others.max(axis=1) - p_y)
+        if nan is not None:
+            loss = np.where(nan, np.nan, loss)
     return Part(values=loss * loss if squared else loss)
 
 
@@ -348,7 +364,7 @@ def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: 
     if x.ndim != 2:
         raise InputError(f"multi_margin: preds must have shape (N, C), got {x.shape}")
     n_classes = x.shape[1]
-    idx = class_indices("targets", targets, n_classes)
+    idx, nan = class_indices_nan("targets", targets, n_classes)
     x_y = np.take_along_axis(x, idx[:, None], axis=1)
     terms = np.maximum(0.0, margin - x_y + x)
     if p == 2:
@@ -357,4 +373,4 @@ def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: 
     w = class_weights("weight", weight, n_classes)
     if w is not None:
         terms = terms * w[idx][:, None]
-    return Part(values=terms.sum(axis=1) / n_classes)
+    return _with_nan(Part(values=terms.sum(axis=1) / n_classes), nan)

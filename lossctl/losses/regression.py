@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from lossctl.losses._common import float_dtype
 from lossctl.registry import Param, register_loss
 
 _LOG2 = float(np.log(2.0))
+
+
+def _residual(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``preds - targets`` in the working float type (integer inputs must not wrap or truncate)."""
+    dt = float_dtype(preds, targets)
+    return np.subtract(preds, targets, dtype=dt)
 
 
 @register_loss(
@@ -21,8 +28,8 @@ _LOG2 = float(np.log(2.0))
     reference="torch.nn.functional.mse_loss",
 )
 def mse(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``(p - t)^2``. Example: mse([1, 2, 3], [1, 2, 5]) = 4/3."""
-    d = np.subtract(preds, targets)
+    """``(p - t)^2``. Example: mse([1, 2, 3], [1, 2, 5]) = mean(0, 0, 4) = 4/3."""
+    d = _residual(preds, targets)
     return np.multiply(d, d, out=d)
 
 
@@ -34,14 +41,14 @@ def mse(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     reference="torch.nn.functional.l1_loss",
 )
 def mae(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``|p - t|``. Example: mae([1, 2, 3], [1, 2, 5]) = 2/3."""
-    d = np.subtract(preds, targets)
+    """``|p - t|``. Example: mae([1, 2, 3], [1, 2, 5]) = mean(0, 0, 2) = 2/3."""
+    d = _residual(preds, targets)
     return np.abs(d, out=d)
 
 
 def _quadratic_then_linear(preds: np.ndarray, targets: np.ndarray, knee: float) -> tuple[np.ndarray, np.ndarray]:
     # Huber via q = min(|d|, knee), linear = |d| - q: no branch, no overflow at huge residuals.
-    a = np.abs(np.subtract(preds, targets))
+    a = np.abs(_residual(preds, targets))
     q = np.minimum(a, knee)
     return q, np.subtract(a, q, out=a)
 
@@ -55,7 +62,10 @@ def _quadratic_then_linear(preds: np.ndarray, targets: np.ndarray, knee: float) 
     reference="torch.nn.functional.huber_loss; Huber (1964)",
 )
 def huber(preds: np.ndarray, targets: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
-    """``0.5 q^2 + delta (|d| - q)`` with ``q = min(|d|, delta)``. Example (delta=1): d=[0.5, 2] → [0.125, 1.5]."""
+    """``0.5 q^2 + delta (|d| - q)`` with ``q = min(|d|, delta)``.
+
+    Example (delta=1): huber([0.5, 2, 0], [0, 0, 0]) = mean(0.125, 1.5, 0) = 0.541667.
+    """
     q, linear = _quadratic_then_linear(preds, targets, delta)
     out = np.multiply(q, q, out=q)
     out *= 0.5
@@ -72,12 +82,17 @@ def huber(preds: np.ndarray, targets: np.ndarray, *, delta: float = 1.0) -> np.n
     reference="torch.nn.functional.smooth_l1_loss; Girshick (2015)",
 )
 def smooth_l1(preds: np.ndarray, targets: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
-    """``0.5 q^2 / beta + (|d| - q)`` with ``q = min(|d|, beta)``. Example (beta=1): d=[0.5, 2] → [0.125, 1.5]."""
+    """``0.5 q (q / beta) + (|d| - q)`` with ``q = min(|d|, beta)``.
+
+    ``q / beta <= 1`` is formed first, so a tiny beta neither overflows (0.5/beta) nor underflows (q²).
+    Example (beta=1): smooth_l1([0.5, 2, 0], [0, 0, 0]) = mean(0.125, 1.5, 0) = 0.541667.
+    """
     if beta == 0:
         return mae(preds, targets)
     q, linear = _quadratic_then_linear(preds, targets, beta)
-    out = np.multiply(q, q, out=q)
-    out *= 0.5 / beta
+    out = np.divide(q, beta)
+    out *= q
+    out *= 0.5
     return np.add(out, linear, out=out)
 
 
@@ -93,9 +108,9 @@ def log_cosh(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
     For ``|d| < 1``: ``log1p(2 sinh(d/2)^2)`` (exact identity cosh d = 1 + 2 sinh²(d/2), no
     cancellation at d = 1e-8). Otherwise ``|d| + log1p(exp(-2|d|)) - log 2`` (finite at d = 1e4).
-    Example: log_cosh([0], [1]) = log(cosh 1) = 0.4337808...
+    Example: log_cosh([0, 1, 2], [0, 0, 0]) = mean(0, 0.433781, 1.325003) = 0.586261.
     """
-    a = np.abs(np.subtract(preds, targets))
+    a = np.abs(_residual(preds, targets))
     small = a < 1.0
     out = np.empty_like(a)
     s = np.sinh(a[small] * 0.5)
@@ -114,6 +129,9 @@ def log_cosh(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     reference="sklearn.metrics.mean_pinball_loss(alpha=q); Koenker & Bassett (1978)",
 )
 def quantile(preds: np.ndarray, targets: np.ndarray, *, q: float = 0.5) -> np.ndarray:
-    """``max(q (t - p), (q - 1)(t - p))``. Example (q=0.9): t - p = [1, -1] → [0.9, 0.1]."""
-    r = np.subtract(targets, preds)
+    """``max(q (t - p), (q - 1)(t - p))``.
+
+    Example (q=0.9): quantile([0, 2, 1], [1, 1, 1], q=0.9) = mean(0.9, 0.1, 0) = 1/3.
+    """
+    r = np.negative(_residual(preds, targets))
     return np.maximum(q * r, (q - 1.0) * r)
