@@ -1,1 +1,6 @@
-"""Loss families added after the foundation (embeddings, distributions, segmentation, sequences)."""
+"""Loss families added after the foundation (embeddings, distributions, segmentation, sequences).
+
+Importing this module registers them; each family lives in its own module.
+"""
+
+from lossctl.losses import distribution, extras  # noqa: F401  (registers the losses)

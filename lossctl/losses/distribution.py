@@ -1,0 +1,167 @@
+"""Distribution losses: KL divergence, Jensen–Shannon divergence, and the VAE Gaussian KL term.
+
+Every kernel works in float64 whatever the input dtype and returns one value per sample (the
+divergence summed over the non-batch axes), so ``mean`` is torch's ``batchmean`` and ``sum`` is the
+plain sum. A term with P = 0 contributes 0 whatever Q is (0·log 0 = 0, even where Q = 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import ExprError
+from lossctl.inputs import LazyArray, reshaped
+from lossctl.losses._common import check_range, log_softmax, shape_error
+from lossctl.registry import Param, Part, register_loss
+
+_LOG2 = float(np.log(2.0))
+
+_Q_PARAMS = [
+    Param("log_input", "bool", False, "preds are log-probabilities log Q"),
+    Param("from_logits", "bool", False, "preds are logits; Q = softmax over axis 1"),
+    Param("log_target", "bool", False, "targets are log-probabilities log P"),
+]
+
+
+def _strip_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = list(shape)
+    while len(out) > 1 and out[-1] == 1:
+        out.pop()
+    return tuple(out)
+
+
+def _check_distributions(loss: str) -> Any:
+    """preds and targets of the same shape; a 1-D pair is one distribution (seen as (1, C))."""
+
+    def check(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+        if params.get("log_input") and params.get("from_logits"):
+            raise ExprError(f"{loss}: log_input=true and from_logits=true contradict each other; "
+                            f"pass log_input=true for log-probabilities or from_logits=true for logits")
+        p, t = arrays["preds"], arrays["targets"]
+        if p.shape != t.shape:
+            if _strip_trailing_ones(p.shape) != _strip_trailing_ones(t.shape) or p.ndim == 0:
+                raise shape_error(loss, arrays, f"{loss} needs preds (Q) and targets (P) of the same shape, "
+                                                f"class axis 1 ((C,) for a single distribution)")
+            t = reshaped(t, p.shape)
+        if p.ndim == 1:  # one distribution: the plain sum
+            p, t = reshaped(p, (1,) + p.shape), reshaped(t, (1,) + t.shape)
+        return {**arrays, "preds": p, "targets": t}
+
+    return check
+
+
+def _log_q(preds: np.ndarray, log_input: bool, from_logits: bool) -> np.ndarray:
+    x = np.asarray(preds, dtype=np.float64)
+    if from_logits:
+        return log_softmax(x, axis=1)
+    if log_input:
+        return x
+    check_range("preds", x, 0.0, 1.0, "Q must be probabilities",
+                "pass log_input=true for log-probabilities or from_logits=true for logits")
+    with np.errstate(divide="ignore"):
+        return np.log(x)
+
+
+def _p_and_log_p(targets: np.ndarray, log_target: bool) -> tuple[np.ndarray, np.ndarray]:
+    t = np.asarray(targets, dtype=np.float64)
+    if log_target:
+        with np.errstate(over="ignore"):
+            return np.exp(t), t
+    check_range("targets", t, 0.0, 1.0, "P must be probabilities", "pass log_target=true for log-probabilities")
+    with np.errstate(divide="ignore"):
+        return t, np.log(t)
+
+
+def _per_sample(terms: np.ndarray) -> np.ndarray:
+    return terms.reshape(terms.shape[0], -1).sum(axis=1)
+
+
+def _xlogratio(p: np.ndarray, log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """``p * (log p - log q)`` with the convention that a term with p = 0 is 0 (whatever q is)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = p * (log_p - log_q)
+    return np.where(p == 0, 0.0, out)
+
+
+@register_loss(
+    "kl_div", aliases=("kl", "kl_divergence", "kld"), family="distribution", params=_Q_PARAMS,
+    check_shapes=_check_distributions("kl_div"),
+    formula="KL(P||Q) = sum P*(log P - log Q) over non-batch axes, mean over axis 0 (batchmean)",
+    summary="Kullback–Leibler divergence KL(P‖Q) of the target distribution P from the prediction Q.",
+    use_when="distillation (match a teacher's distribution) and any soft-target distribution matching",
+    reference="torch.nn.functional.kl_div(log Q, P, reduction='batchmean')",
+)
+def kl_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
+           log_target: bool = False) -> Part:
+    """Example: Q=[[0.5, 0.5]], P=[[0.9, 0.1]] → 0.9 log 1.8 + 0.1 log 0.2 = 0.368064."""
+    log_q = _log_q(preds, log_input, from_logits)
+    p, log_p = _p_and_log_p(targets, log_target)
+    return Part(values=_per_sample(_xlogratio(p, log_p, log_q)))
+
+
+@register_loss(
+    "js_div", aliases=("jensen_shannon", "jsd"), family="distribution", params=_Q_PARAMS,
+    check_shapes=_check_distributions("js_div"),
+    formula="JS = 0.5*KL(P||M) + 0.5*KL(Q||M), M = (P + Q)/2, natural log, summed over non-batch axes, "
+            "mean over axis 0",
+    summary="Jensen–Shannon divergence (nats; symmetric, bounded by log 2 per distribution).",
+    use_when="a symmetric, bounded alternative to KL when either distribution may have zeros",
+    reference="Lin (1991), IEEE Trans. Inf. Theory 37(1); equals scipy.spatial.distance.jensenshannon(p, q)**2",
+)
+def js_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
+           log_target: bool = False) -> Part:
+    """Example: Q=[[1, 0]], P=[[0, 1]] → log 2 = 0.693147 (disjoint supports)."""
+    log_q = _log_q(preds, log_input, from_logits)
+    p, log_p = _p_and_log_p(targets, log_target)
+    with np.errstate(over="ignore"):
+        q = np.exp(log_q)
+    log_m = np.logaddexp(log_p, log_q) - _LOG2  # log((P + Q)/2), exact where either is tiny
+    terms = 0.5 * (_xlogratio(p, log_p, log_m) + _xlogratio(q, log_q, log_m))
+    return Part(values=_per_sample(terms))
+
+
+# ----------------------------------------------------------------------------- Gaussian KL
+
+
+def _expm1_minus_x(x: np.ndarray) -> np.ndarray:
+    """``exp(x) - 1 - x`` at full relative precision (a Taylor series where the difference cancels)."""
+    with np.errstate(over="ignore"):
+        direct = np.expm1(x) - x
+    small = np.abs(x) < 0.1
+    if small.any():
+        xs = np.where(small, x, 0.0)
+        series = np.zeros_like(xs)
+        term = xs.copy()
+        for k in range(2, 14):  # x^k/k!; |x| < 0.1 → truncation far below 1 ulp
+            term = term * xs / k
+            series = series + term
+        direct = np.where(small, series, direct)
+    return direct
+
+
+def _check_gaussian(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    mu, lv = arrays["mu"], arrays["logvar"]
+    if mu.shape != lv.shape:
+        if _strip_trailing_ones(mu.shape) != _strip_trailing_ones(lv.shape):
+            raise shape_error("gaussian_kl", arrays, "gaussian_kl needs mu and logvar of the same shape (N, D)")
+        lv = reshaped(lv, mu.shape)
+    return {**arrays, "logvar": lv}
+
+
+@register_loss(
+    "gaussian_kl", aliases=("vae_kl", "kl_normal"), family="distribution",
+    inputs=("mu", "logvar"), positional=("mu", "logvar"), check_shapes=_check_gaussian,
+    formula="0.5 * sum_d (mu^2 + exp(logvar) - 1 - logvar), summed over D, mean over N",
+    summary="KL(N(mu, exp(logvar)) ‖ N(0, 1)): the latent term of a VAE's ELBO.",
+    use_when="variational autoencoders (add to a reconstruction loss: bce + gaussian_kl)",
+    reference="Kingma & Welling (2014), arXiv:1312.6114, Appendix B",
+)
+def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> Part:
+    """Example: mu=[[1, 0]], logvar=[[0, 0]] → 0.5·(1 + 0) = 0.5."""
+    m = np.asarray(mu, dtype=np.float64)
+    lv = np.asarray(logvar, dtype=np.float64)
+    with np.errstate(over="ignore"):
+        terms = 0.5 * (m * m + _expm1_minus_x(lv))
+    return Part(values=_per_sample(terms) if terms.ndim > 1 else terms)

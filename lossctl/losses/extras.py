@@ -1,0 +1,168 @@
+"""Likelihood and similarity losses beyond the core table: Poisson NLL, Gaussian NLL, cosine embedding.
+
+Semantics, parameter names and defaults are ``torch.nn.functional``'s; the maths runs in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import DomainError
+from lossctl.inputs import LazyArray, MemoryArray, reshaped
+from lossctl.losses._common import check_range, shape_error
+from lossctl.registry import Param, Part, register_loss
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _strip_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = list(shape)
+    while len(out) > 1 and out[-1] == 1:
+        out.pop()
+    return tuple(out)
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+# ----------------------------------------------------------------------------- Poisson NLL
+
+
+@register_loss(
+    "poisson_nll", aliases=("poisson_nll_loss", "poisson"), family="regression", elementwise=True,
+    params=[
+        Param("log_input", "bool", True, "preds are log-rates (exp(p) - t*p); false: rates (p - t*log(p + eps))"),
+        Param("full", "bool", False, "add the Stirling term t*log t - t + 0.5*log(2*pi*t) where t > 1"),
+        Param("eps", "float", 1e-8, "added inside the log when log_input=false", ge=0),
+    ],
+    formula="exp(p) - t*p (log_input) or p - t*log(p + eps); full adds t*log t - t + 0.5*log(2*pi*t) for t > 1",
+    summary="Poisson negative log-likelihood for count targets.",
+    use_when="count targets (events, visits, photons); predicts a rate",
+    reference="torch.nn.functional.poisson_nll_loss",
+)
+def poisson_nll(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = True, full: bool = False,
+                eps: float = 1e-8) -> np.ndarray:
+    """Example: log-rates [0, log 2], counts [1, 3] → mean(1, 2 - 3 log 2) = 0.460279."""
+    x, t = _f64(preds), _f64(targets)
+    check_range("targets", t, 0.0, math.inf, "Poisson targets are counts >= 0", "fix the targets")
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if log_input:
+            loss = np.exp(x) - t * x
+        else:
+            check_range("preds", x, 0.0, math.inf, "with log_input=false preds are rates >= 0",
+                        "pass log_input=true for log-rates")
+            loss = x - t * np.log(x + eps)
+        if full:
+            safe = np.where(t > 1, t, 2.0)
+            stirling = safe * np.log(safe) - safe + 0.5 * np.log(2.0 * math.pi * safe)
+            loss = loss + np.where(t > 1, stirling, 0.0)
+    return loss
+
+
+# ---------------------------------------------------------------------------- Gaussian NLL
+
+
+def _check_gaussian_nll(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    p, t, v = arrays["preds"], arrays["targets"], arrays["var"]
+    if p.shape != t.shape:
+        if _strip_trailing_ones(p.shape) != _strip_trailing_ones(t.shape):
+            raise shape_error("gaussian_nll", arrays, "gaussian_nll needs preds (the mean) and targets of "
+                                                      "the same shape")
+        t = reshaped(t, p.shape)
+    out = {**arrays, "targets": t}
+    size = int(np.prod(v.shape, dtype=np.int64))
+    if v.shape == p.shape:
+        return out
+    if size == 1 and p.shape[:1] != (1,):  # one variance for everything (torch accepts a float)
+        data = v.read_all().reshape(())
+        full = np.broadcast_to(data, p.shape)
+        out["var"] = MemoryArray(v.path, p.shape, v.dtype, v.key, v.name, data=full)
+        return out
+    if _strip_trailing_ones(v.shape) == _strip_trailing_ones(p.shape):
+        out["var"] = reshaped(v, p.shape)
+        return out
+    if p.ndim >= 2 and v.shape == p.shape[:-1]:  # homoscedastic over the last axis
+        out["var"] = reshaped(v, v.shape + (1,))
+        return out
+    if v.ndim == p.ndim and v.shape[0] == p.shape[0]:
+        mismatched = [(a, b) for a, b in zip(p.shape, v.shape) if a != b]
+        if len(mismatched) == 1 and mismatched[0][1] == 1:
+            return out
+    raise shape_error("gaussian_nll", {**arrays, "targets": t},
+                      f"var must have the shape of preds {p.shape}, or that shape with one axis of size 1 "
+                      f"(or without the last axis), or be a single value")
+
+
+@register_loss(
+    "gaussian_nll", aliases=("gaussian_nll_loss", "heteroscedastic"), family="regression",
+    inputs=("preds", "targets", "var"), check_shapes=_check_gaussian_nll,
+    params=[
+        Param("full", "bool", False, "add the constant 0.5*log(2*pi)"),
+        Param("eps", "float", 1e-6, "variances are clamped to at least eps", ge=0),
+    ],
+    formula="0.5*(log(max(var, eps)) + (p - t)^2 / max(var, eps)) [+ 0.5*log(2*pi) with full]",
+    summary="Gaussian negative log-likelihood with a predicted variance (named input var).",
+    use_when="regression that also predicts its own uncertainty (heteroscedastic noise)",
+    reference="torch.nn.functional.gaussian_nll_loss",
+)
+def gaussian_nll(preds: np.ndarray, targets: np.ndarray, var: np.ndarray, *, full: bool = False,
+                 eps: float = 1e-6) -> Part:
+    """Example: mean [0], target [1], var [1] → 0.5·(0 + 1) = 0.5."""
+    x, t, v = _f64(preds), _f64(targets), _f64(var)
+    if v.size and (v < 0).any():
+        count = int((v < 0).sum())
+        raise DomainError("var", f"has {count} negative value{'s' if count != 1 else ''} "
+                                 f"(e.g. {float(v[v < 0].flat[0]):g}); variances must be >= 0")
+    v = np.maximum(v, eps)
+    d = x - t
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        loss = 0.5 * (np.log(v) + d * d / v)
+    if full:
+        loss = loss + _HALF_LOG_2PI
+    return Part(values=np.broadcast_to(loss, np.broadcast_shapes(x.shape, v.shape)))
+
+
+# ------------------------------------------------------------------------ cosine embedding
+
+
+def _check_cosine(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
+    if a.shape != b.shape or a.ndim not in (1, 2):
+        raise shape_error("cosine_embedding", arrays, "cosine_embedding needs x1 and x2 of the same shape "
+                                                      "(N, D) (or (D,) for one pair) and targets (N,)")
+    if a.ndim == 1:  # one pair
+        a, b = reshaped(a, (1,) + a.shape), reshaped(b, (1,) + b.shape)
+    n = a.shape[0]
+    if y.shape not in ((n,), (n, 1)) and not (arrays["x1"].ndim == 1 and y.shape in ((), (1,))):
+        raise shape_error("cosine_embedding", arrays, f"targets must have shape ({n},): one label "
+                                                      f"(1 or -1) per pair")
+    return {**arrays, "x1": a, "x2": b, "targets": reshaped(y, (n,))}
+
+
+@register_loss(
+    "cosine_embedding", aliases=("cosine_embedding_loss",), family="embedding",
+    inputs=("x1", "x2", "targets"), positional=("", "targets"), check_shapes=_check_cosine,
+    params=[Param("margin", "float", 0.0, "dissimilar pairs are penalised above this cosine", ge=-1, le=1)],
+    formula="1 - cos(x1, x2) if y = 1; max(0, cos(x1, x2) - margin) if y = -1; "
+            "cos = x1·x2 / sqrt((|x1|^2 + 1e-12)(|x2|^2 + 1e-12))",
+    summary="Cosine embedding loss for pairs labelled similar (1) or dissimilar (-1).",
+    use_when="learning embeddings compared by cosine similarity from labelled pairs",
+    reference="torch.nn.functional.cosine_embedding_loss",
+)
+def cosine_embedding(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray, *, margin: float = 0.0) -> Part:
+    """Example: x1=[[1, 0]], x2=[[1, 1]], y=[1] → 1 - 1/√2 = 0.292893."""
+    a, b, y = _f64(x1), _f64(x2), _f64(targets)
+    bad = ~np.isin(y, (1.0, -1.0)) & ~np.isnan(y)
+    if bad.any():
+        raise DomainError("targets", f"must be 1 (similar) or -1 (dissimilar), found {float(y[bad][0]):g}; "
+                                     f"relabel the pairs (0 → -1)")
+    eps = 1e-12  # torch's EPSILON: zero vectors give cos = 0
+    with np.errstate(over="ignore", invalid="ignore"):
+        cos = np.sum(a * b, axis=1) / np.sqrt((np.sum(a * a, axis=1) + eps) * (np.sum(b * b, axis=1) + eps))
+    loss = np.where(y == 1, 1.0 - cos, np.maximum(cos - margin, 0.0))
+    loss = np.where(np.isnan(y), np.nan, loss)
+    return Part(values=loss)
