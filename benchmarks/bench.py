@@ -1,0 +1,376 @@
+#!/usr/bin/env python3
+"""lossctl benchmark: lossctl (library and CLI) against the memory floor, plain NumPy and torch.
+
+Everything is measured in one process run on the same generated arrays:
+
+* ``floor``   one pass summing both memory-mapped ``.npy`` inputs (``a.sum() + b.sum()``);
+* ``lossctl`` ``lossctl.evaluate(a.npy, b.npy, loss)`` end to end from the files;
+* ``cli``     ``lossctl evaluate a.npy b.npy --loss L --format json`` in a subprocess (wall time and
+              peak RSS of that process, measured with ``wait4``);
+* ``numpy``   a plain NumPy one-liner on the arrays in memory;
+* ``torch``   the ``torch.nn.functional`` loss on the same in-memory arrays (when torch is installed).
+
+Usage (see benchmarks/README.md)::
+
+    python benchmarks/bench.py                       # sizes 1e5 1e6 1e7 5e7
+    python benchmarks/bench.py --sizes 1e5,1e6,1e7,1e8 --repeat 3
+    python benchmarks/bench.py --big                 # + peak RSS on two 2 GB float32 inputs
+    python benchmarks/bench.py --csv-rows 2e7        # + CSV throughput against pandas.read_csv
+
+Sizes count elements per input array (for cross_entropy: logits elements, 10 classes).
+Generated files go to benchmarks/data/ (gitignored); ``--keep`` keeps them, otherwise the
+large ones are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
+
+import lossctl  # noqa: E402
+
+LOSSES = ["mse", "mae", "huber", "smooth_l1", "log_cosh", "quantile", "bce_with_logits", "focal",
+          "cross_entropy"]
+KIND = {"bce_with_logits": "binary", "focal": "binary", "cross_entropy": "multiclass"}
+CLASSES = 10
+
+
+# --------------------------------------------------------------------------------------- data
+
+
+def make_data(directory: str, n: int, dtype: str, seed: int = 0) -> dict[str, tuple[str, str]]:
+    """Write the input pairs for size ``n``; returns {kind: (preds path, targets path)}."""
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    tag = f"{n}_{dtype}"
+    out: dict[str, tuple[str, str]] = {}
+
+    def save(name: str, make: Callable[[], np.ndarray]) -> str:
+        path = os.path.join(directory, f"{name}_{tag}.npy")
+        if not os.path.exists(path):
+            arr = make()
+            np.save(path + ".tmp.npy", arr)
+            os.replace(path + ".tmp.npy", path)
+            del arr
+        return path
+
+    out["regression"] = (save("reg_preds", lambda: rng.standard_normal(n, dtype=np.float64).astype(dtype) * 2),
+                         save("reg_targets", lambda: rng.standard_normal(n, dtype=np.float64).astype(dtype)))
+    out["binary"] = (save("bin_logits", lambda: (rng.standard_normal(n) * 3).astype(dtype)),
+                     save("bin_labels", lambda: (rng.random(n) < 0.3).astype(dtype)))
+    rows = max(1, n // CLASSES)
+    out["multiclass"] = (save("mc_logits", lambda: (rng.standard_normal((rows, CLASSES)) * 2).astype(dtype)),
+                         save("mc_labels", lambda: rng.integers(0, CLASSES, rows).astype(np.int64)))
+    return out
+
+
+# ------------------------------------------------------------------------------------ timings
+
+
+def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    times, result = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def floor_time(a_path: str, b_path: str, repeat: int) -> float:
+    def go() -> float:
+        a = np.load(a_path, mmap_mode="r")
+        b = np.load(b_path, mmap_mode="r")
+        return float(a.sum()) + float(b.sum())
+
+    return best(go, repeat)[0]
+
+
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run ``args``; wall time, peak RSS (MB, from wait4) and stdout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    out = proc.stdout.read()  # type: ignore[union-attr]
+    err = proc.stderr.read()  # type: ignore[union-attr]
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {err.decode()[-500:]}")
+    return wall, usage.ru_maxrss / 1024.0, out.decode()
+
+
+def lossctl_cmd() -> list[str]:
+    exe = shutil.which("lossctl")
+    return [exe] if exe else [sys.executable, "-m", "lossctl"]
+
+
+def numpy_impl(loss: str) -> Callable[[np.ndarray, np.ndarray], float]:
+    def sp(x: np.ndarray) -> np.ndarray:
+        return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+    def focal(x: np.ndarray, t: np.ndarray) -> float:
+        p = 1 / (1 + np.exp(-x))
+        ce = sp(x) - x * t
+        pt = p * t + (1 - p) * (1 - t)
+        return float(np.mean((0.25 * t + 0.75 * (1 - t)) * ce * (1 - pt) ** 2))
+
+    def ce(x: np.ndarray, y: np.ndarray) -> float:
+        m = x.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
+        return float(np.mean(lse - np.take_along_axis(x, y[:, None], 1)[:, 0]))
+
+    d: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+        "mse": lambda a, b: float(np.mean((a - b) ** 2)),
+        "mae": lambda a, b: float(np.mean(np.abs(a - b))),
+        "huber": lambda a, b: float(np.mean(np.where(np.abs(a - b) < 1, 0.5 * (a - b) ** 2, np.abs(a - b) - 0.5))),
+        "smooth_l1": lambda a, b: float(np.mean(np.where(np.abs(a - b) < 1, 0.5 * (a - b) ** 2, np.abs(a - b) - 0.5))),
+        "log_cosh": lambda a, b: float(np.mean(np.log(np.cosh(a - b)))),
+        "quantile": lambda a, b: float(np.mean(np.maximum(0.5 * (b - a), -0.5 * (b - a)))),
+        "bce_with_logits": lambda x, t: float(np.mean(sp(x) - x * t)),
+        "focal": focal,
+        "cross_entropy": ce,
+    }
+    return d[loss]
+
+
+def torch_impl(loss: str) -> Callable[[Any, Any], float] | None:
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+
+    def focal(x: Any, t: Any) -> float:  # torchvision.ops.sigmoid_focal_loss, written out
+        p = torch.sigmoid(x)
+        ce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+        p_t = p * t + (1 - p) * (1 - t)
+        loss_ = ce * ((1 - p_t) ** 2)
+        return float((0.25 * t + 0.75 * (1 - t)).mul_(loss_).mean())
+
+    d = {
+        "mse": lambda a, b: float(F.mse_loss(a, b)),
+        "mae": lambda a, b: float(F.l1_loss(a, b)),
+        "huber": lambda a, b: float(F.huber_loss(a, b)),
+        "smooth_l1": lambda a, b: float(F.smooth_l1_loss(a, b)),
+        "bce_with_logits": lambda x, t: float(F.binary_cross_entropy_with_logits(x, t)),
+        "focal": focal,
+        "cross_entropy": lambda x, y: float(F.cross_entropy(x, y)),
+    }
+    return d.get(loss)
+
+
+# --------------------------------------------------------------------------------------- main
+
+
+def fmt_row(cols: list[str], widths: list[int]) -> str:
+    return "| " + " | ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cols, widths))) + " |"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1e5,1e6,1e7,5e7", help="comma-separated element counts (1e5 … 1e8)")
+    ap.add_argument("--losses", default=",".join(LOSSES))
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--repeat", type=int, default=3, help="best of N")
+    ap.add_argument("--data-dir", default=os.path.join(HERE, "data"))
+    ap.add_argument("--no-cli", action="store_true", help="skip the CLI subprocess runs")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--cli-max-size", type=float, default=1e8, help="run the CLI only up to this size")
+    ap.add_argument("--big", action="store_true", help="peak RSS of the CLI on two 2 GB float32 inputs")
+    ap.add_argument("--csv-rows", type=float, default=0, help="CSV throughput check with this many rows")
+    ap.add_argument("--no-startup", action="store_true", help="skip the start-up timings")
+    ap.add_argument("--keep", action="store_true", help="keep generated files")
+    ap.add_argument("--json", help="also write the raw rows to this JSON file")
+    args = ap.parse_args()
+
+    sizes = [int(float(s)) for s in args.sizes.split(",") if s]
+    losses = [s.strip() for s in args.losses.split(",") if s.strip()]
+    env = dict(os.environ)
+    env.pop("OPENBLAS_CORETYPE", None)
+    env.pop("OPENBLAS_L2_SIZE", None)
+    rows: list[dict[str, Any]] = []
+    print(f"# lossctl {lossctl.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cores, dtype {args.dtype}, best of {args.repeat}", flush=True)
+    try:
+        import torch
+
+        torch_version = torch.__version__
+        torch.set_num_threads(os.cpu_count() or 1)
+    except ImportError:
+        torch_version = None
+    if args.no_torch:
+        torch_version = None
+    print(f"# torch {torch_version or 'not installed'}", flush=True)
+
+    header = ["size", "loss", "impl", "time ms", "GB/s", "x floor", "x torch", "peak RSS MB", "value"]
+    widths = [10, 16, 8, 9, 7, 8, 8, 11, 14]
+    print(fmt_row(header, widths))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|", flush=True)
+
+    for n in sizes:
+        paths = make_data(args.data_dir, n, args.dtype)
+        floors = {kind: floor_time(p, t, args.repeat) for kind, (p, t) in paths.items()}
+        for kind, (p, t) in paths.items():
+            nbytes = os.path.getsize(p) + os.path.getsize(t)
+            row = dict(size=n, loss=f"(floor {kind})", impl="floor", time=floors[kind], gbs=nbytes / floors[kind] / 1e9,
+                       x_floor=1.0, x_torch=None, rss=None, value=None)
+            rows.append(row)
+            _print(row, widths)
+        mem = {kind: (np.load(p), np.load(t)) for kind, (p, t) in paths.items()}
+        for loss in losses:
+            kind = KIND.get(loss, "regression")
+            p, t = paths[kind]
+            nbytes = os.path.getsize(p) + os.path.getsize(t)
+            floor = floors[kind]
+            res: dict[str, dict[str, Any]] = {}
+            tt, rep = best(lambda: lossctl.evaluate(p, t, loss, provenance=False), args.repeat)
+            res["lossctl"] = dict(time=tt, value=rep.results[0].value, rss=None)
+            if not args.no_cli and n <= args.cli_max_size:
+                times, rss, out = [], 0.0, ""
+                try:
+                    for _ in range(args.repeat):
+                        wall, r, out = run_measured([*lossctl_cmd(), "evaluate", p, t, "--loss", loss, "--format", "json"], env)
+                        times.append(wall)
+                        rss = max(rss, r)
+                    res["cli"] = dict(time=min(times), value=json.loads(out)["results"][0]["value"], rss=rss)
+                except RuntimeError as exc:
+                    print(f"# cli {loss} failed: {exc}", file=sys.stderr, flush=True)
+            a, b = mem[kind]
+            tt, v = best(lambda: numpy_impl(loss)(a, b), args.repeat)
+            res["numpy"] = dict(time=tt, value=v, rss=None)
+            timpl = None if torch_version is None else torch_impl(loss)
+            if timpl is not None:
+                import torch
+
+                ta = torch.from_numpy(a)
+                tb = torch.from_numpy(b)
+                tt, v = best(lambda: timpl(ta, tb), args.repeat)
+                res["torch"] = dict(time=tt, value=v, rss=None)
+            torch_t = res.get("torch", {}).get("time")
+            for impl, r in res.items():
+                row = dict(size=n, loss=loss, impl=impl, time=r["time"], gbs=nbytes / r["time"] / 1e9,
+                           x_floor=r["time"] / floor, x_torch=(r["time"] / torch_t) if torch_t else None,
+                           rss=r["rss"], value=r["value"])
+                rows.append(row)
+                _print(row, widths)
+        del mem
+        if not args.keep and n >= 10_000_000:
+            for p, t in paths.values():
+                for f in (p, t):
+                    os.remove(f)
+
+    if not args.no_startup:
+        small = make_data(args.data_dir, 1000, args.dtype)["regression"]
+        for label, cmd in (("--help", [*lossctl_cmd(), "--help"]),
+                           ("evaluate small", [*lossctl_cmd(), "evaluate", *small, "--loss", "mse"])):
+            times, rss = [], 0.0
+            for _ in range(max(3, args.repeat)):
+                wall, r, _ = run_measured(cmd, env)
+                times.append(wall)
+                rss = max(rss, r)
+            row = dict(size=1000, loss=label, impl="startup", time=min(times), gbs=None, x_floor=None,
+                       x_torch=None, rss=rss, value=None)
+            rows.append(row)
+            _print(row, widths)
+
+    if args.csv_rows:
+        rows.extend(csv_bench(args, int(args.csv_rows), env, widths))
+
+    if args.big:
+        rows.extend(big_rss(args, env, widths))
+
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1, default=float)
+    return 0
+
+
+def csv_bench(args: Any, n: int, env: dict[str, str], widths: list[int]) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    path = os.path.join(args.data_dir, f"bench_{n}.csv")
+    if not os.path.exists(path):
+        rng = np.random.default_rng(1)
+        step = 5_000_000
+        with open(path + ".tmp", "w") as fh:
+            fh.write("pred,target\n")
+            for s in range(0, n, step):
+                k = min(step, n - s)
+                block = np.column_stack([rng.standard_normal(k) * 2, rng.standard_normal(k)])
+                np.savetxt(fh, block, delimiter=",", fmt="%.7g")
+        os.replace(path + ".tmp", path)
+    size = os.path.getsize(path)
+    rows = []
+    t_pd, _ = best(lambda: pd.read_csv(path, engine="c", dtype=np.float64), args.repeat)
+    rows.append(dict(size=n, loss="(csv read)", impl="pandas", time=t_pd, gbs=size / t_pd / 1e9, x_floor=None,
+                     x_torch=None, rss=None, value=None))
+    times, rss = [], 0.0
+    for _ in range(args.repeat):
+        wall, r, out = run_measured([*lossctl_cmd(), "evaluate", f"{path}:pred", f"{path}:target", "--loss", "mse",
+                                     "--format", "json"], env)
+        times.append(wall)
+        rss = max(rss, r)
+    value = json.loads(out)["results"][0]["value"]
+    rows.append(dict(size=n, loss="mse (csv)", impl="cli", time=min(times), gbs=size / min(times) / 1e9,
+                     x_floor=min(times) / t_pd, x_torch=None, rss=rss, value=value))
+    print(f"# csv: {size / 1e6:.0f} MB file; 'x floor' of the cli row is the ratio to pandas.read_csv", flush=True)
+    for row in rows:
+        _print(row, widths)
+    if not args.keep:
+        os.remove(path)
+    return rows
+
+
+def big_rss(args: Any, env: dict[str, str], widths: list[int]) -> list[dict[str, Any]]:
+    n = 500_000_000  # 2 GB of float32 each
+    paths = []
+    for name, seed in (("big_a", 2), ("big_b", 3)):
+        path = os.path.join(args.data_dir, f"{name}.npy")
+        if not os.path.exists(path):
+            mm = np.lib.format.open_memmap(path + ".tmp.npy", mode="w+", dtype=np.float32, shape=(n,))
+            rng = np.random.default_rng(seed)
+            step = 20_000_000
+            for s in range(0, n, step):
+                mm[s:s + step] = rng.standard_normal(min(step, n - s), dtype=np.float32)
+            mm.flush()
+            del mm
+            os.replace(path + ".tmp.npy", path)
+        paths.append(path)
+    rows = []
+    for loss in ("mse", "huber", "log_cosh"):
+        wall, rss, out = run_measured([*lossctl_cmd(), "evaluate", *paths, "--loss", loss, "--format", "json"], env)
+        row = dict(size=n, loss=f"{loss} (2x2GB)", impl="cli", time=wall, gbs=4e9 / wall, x_floor=None, x_torch=None,
+                   rss=rss, value=json.loads(out)["results"][0]["value"])
+        rows.append(row)
+        _print(row, widths)
+    if not args.keep:
+        for p in paths:
+            os.remove(p)
+    return rows
+
+
+def _print(row: dict[str, Any], widths: list[int]) -> None:
+    def f(v: Any, spec: str) -> str:
+        return "" if v is None else format(v, spec)
+
+    cols = [f"{row['size']:.0e}".replace("e+0", "e"), row["loss"], row["impl"], f(row["time"] * 1e3, ".1f"),
+            f(row["gbs"], ".2f"), f(row["x_floor"], ".2f"), f(row["x_torch"], ".2f"), f(row["rss"], ".0f"),
+            f(row["value"], ".8g")]
+    print(fmt_row(cols, widths), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
