@@ -8,9 +8,14 @@ and resident memory is a few chunks whatever the input size.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+import os
+import threading
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +104,8 @@ def normalize_shapes(spec: LossSpec, arrays: dict[str, LazyArray], params: Mappi
             arrays = {**arrays, spec.inputs[0]: reshaped(a, sa), spec.inputs[1]: reshaped(b, sb)}
     if spec.check_shapes is not None:
         arrays = spec.check_shapes(dict(arrays), params) or arrays
+    if spec.prepare is not None:  # once, before chunking (CTC: concatenated targets → padded)
+        arrays = spec.prepare(dict(arrays), params) or arrays
     for name, arr in arrays.items():
         if arr.ndim == 0:
             raise InputError(f"{spec.name}: {arr.label} is a scalar (shape ()); give an array of samples")
@@ -128,6 +135,7 @@ class TermPlan:
     stats: dict[str, Any] = field(default_factory=dict)
     omitted: int = 0
     keep_values: bool = False
+    observe: Any = None  # called with each chunk {input: array} after the NaN policy (lossctl.pitfalls)
     values: list[np.ndarray] = field(default_factory=list)
     indices: list[np.ndarray] = field(default_factory=list)
 
@@ -206,35 +214,213 @@ def _raise_nan(arr: LazyArray, first_index: int, rows: int) -> None:
 
 
 def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | None = None,
-        on_progress: Any = None) -> None:
-    """Stream over the samples of every plan (grouped by sample count), accumulating each term."""
+        on_progress: Any = None, *, threads: int | None = None) -> None:
+    """Stream over the samples of every plan (grouped by sample count), accumulating each term.
+
+    Work is split into tasks of consecutive chunks that run on ``threads`` worker threads (NumPy
+    releases the GIL in its kernels); results are added up in sample order, so the value does not
+    depend on the thread count. Built-in losses with a fused fast path (:mod:`lossctl.fast`) are
+    summed straight from zero-copy windows of the inputs; everything else goes through the kernels.
+    ``on_progress(samples)`` is called after each chunk, in order.
+    """
     if nan_policy not in NAN_POLICIES:
         raise UsageError(f"--nan-policy must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
     groups: dict[int, list[TermPlan]] = {}
     for plan in plans:
         groups.setdefault(plan.n, []).append(plan)
+    workers = worker_count(threads)
+    passes = []
     for n, group in groups.items():
+        fused = {id(p): f for p in group if FAST_PATHS and (f := _fast().fused_for(p)) is not None}
+        fast_plans = [p for p in group if id(p) in fused]
+        slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
-        for start in range(0, n, rows):
-            stop = min(n, start + rows)
-            cache: dict[Any, np.ndarray] = {}
-            for plan in group:
-                _run_chunk(plan, start, stop, cache, nan_policy, rows)
-            if on_progress is not None:
-                on_progress(stop - start)
+        if fast_plans:
+            passes.append(("fast", n, fast_plans, fused, rows))
+        if slow_plans:
+            passes.append(("slow", n, slow_plans, fused, rows))
+    tracker = _progress_tracker(passes)
+    try:
+        for kind, n, group, fused, rows in passes:
+            report = on_progress if kind == "slow" or not any(p[0] == "slow" and p[1] == n for p in passes) else None
+            if kind == "fast":
+                _run_fast(group, fused, n, rows, chunk_rows is not None, nan_policy, report, tracker, workers)
+            else:
+                _run_slow(group, n, rows, nan_policy, report, tracker, workers)
+    finally:
+        if tracker is not None:
+            tracker.close()
 
 
-def _default_rows(group: Sequence[TermPlan], n: int) -> int:
+FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
+TASK_ELEMENTS = 1 << 20  # elements of the widest input per worker task (a few MB)
+
+
+def worker_count(threads: int | None = None) -> int:
+    """Worker threads: ``threads``, else $LOSSCTL_THREADS, else the usable cores."""
+    if threads is None:
+        env = os.environ.get("LOSSCTL_THREADS", "").strip()
+        if env.isdigit() and int(env) > 0:
+            threads = int(env)
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            threads = os.cpu_count() or 1
+    return max(1, int(threads))
+
+
+def _fast() -> Any:
+    from lossctl import fast
+
+    return fast
+
+
+def _row_elements(group: Sequence[TermPlan]) -> int:
     per_row = 1
     for plan in group:
         for name, arr in plan.arrays.items():
             size = int(np.prod(arr.shape, dtype=np.int64))
             per_row = max(per_row, size // max(1, arr.shape[plan.spec.sample_axis(name)]))
-    return max(1, DEFAULT_CHUNK_ELEMENTS // per_row)
+    return per_row
+
+
+def _default_rows(group: Sequence[TermPlan], n: int) -> int:
+    return max(1, DEFAULT_CHUNK_ELEMENTS // _row_elements(group))
+
+
+def _tasks(group: Sequence[TermPlan], n: int, rows: int) -> list[tuple[int, int]]:
+    """Consecutive ranges of whole chunks, about TASK_ELEMENTS elements each."""
+    per_task = rows * max(1, TASK_ELEMENTS // max(1, rows * _row_elements(group)))
+    return [(s, min(n, s + per_task)) for s in range(0, n, per_task)]
+
+
+def _ordered_map(fn: Any, items: Sequence[Any], workers: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``workers`` threads, results in order, at most 2×workers in flight."""
+    if workers <= 1 or len(items) <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl") as pool:
+        pending: deque[Any] = deque()
+        try:
+            for item in items:
+                # each task runs in a copy of the caller's context (diagnostics.warn collects there)
+                pending.append(pool.submit(contextvars.copy_context().run, fn, item))
+                if len(pending) >= 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+@dataclass
+class _ChunkResult:
+    part: Part
+    index: np.ndarray
+    omitted: int
+
+
+def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
+              tracker: Any, workers: int) -> None:
+    locks = {id(p): threading.Lock() for p in group}
+
+    def work(task: tuple[int, int]) -> list[tuple[int, int, list[_ChunkResult | None]]]:
+        return _slow_range(group, task[0], task[1], rows, nan_policy, locks)
+
+    for done in _ordered_map(work, _tasks(group, n, rows), workers):
+        for start, stop, results in done:
+            for plan, res in zip(group, results):
+                _apply_chunk(plan, res)
+            if on_progress is not None:
+                on_progress(stop - start)
+            if tracker is not None:
+                tracker.advance(stop - start)
+
+
+def _slow_range(group: Sequence[TermPlan], start: int, stop: int, rows: int, nan_policy: str,
+                locks: dict[int, Any]) -> list[tuple[int, int, list[_ChunkResult | None]]]:
+    out = []
+    for s in range(start, stop, rows):
+        e = min(stop, s + rows)
+        cache: dict[Any, np.ndarray] = {}
+        out.append((s, e, [_compute_chunk(plan, s, e, cache, nan_policy, rows, locks.get(id(plan)))
+                           for plan in group]))
+    return out
+
+
+def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: int, exact_chunks: bool,
+              nan_policy: str, on_progress: Any, tracker: Any, workers: int) -> None:
+    """Fused sums over zero-copy windows; a window the fast path cannot take goes to the kernels."""
+    fast = _fast()
+    locks = {id(p): threading.Lock() for p in group}
+    keys: dict[Any, Any] = {}  # identity -> the LazyArray to window
+    entries = []
+    for plan in group:
+        names = {}
+        for name, arr in plan.arrays.items():
+            ident = (arr.identity(), arr.shape)
+            keys.setdefault(ident, arr)
+            names[name] = ident
+        entries.append((fused[id(plan)], names, dict(plan.bound.params)))
+    sub_rows = rows if exact_chunks else max(1, fast.SUB_ELEMENTS // _row_elements(group))
+
+    def work(task: tuple[int, int]) -> Any:
+        start, stop = task
+        views: dict[Any, np.ndarray] = {}
+        releases = []
+        try:
+            for ident, arr in keys.items():
+                views[ident], release = arr.view(start, stop)
+                releases.append(release)
+            sums = fast.run_task(entries, views, stop - start, sub_rows)
+            if sums is not None:
+                for plan, (_, names, _) in zip(group, entries):
+                    if plan.observe is not None:
+                        with locks[id(plan)]:
+                            plan.observe({name: views[ident] for name, ident in names.items()})
+        finally:
+            views.clear()
+            for release in releases:
+                release()
+        if sums is not None:
+            return ("sums", start, stop, sums)
+        return ("chunks", start, stop, _slow_range(group, start, stop, rows, nan_policy, locks))
+
+    for kind, start, stop, result in _ordered_map(work, _tasks(group, n, rows), workers):
+        if kind == "sums":
+            for plan, (total, weight) in zip(group, result):
+                plan.total += total
+                plan.numerator += total
+                plan.denominator += weight
+        else:
+            for _, _, results in result:
+                for plan, res in zip(group, results):
+                    _apply_chunk(plan, res)
+        if on_progress is not None:
+            on_progress(stop - start)
+        if tracker is not None:
+            tracker.advance(stop - start)
+
+
+def _progress_tracker(passes: Sequence[Any]) -> Any:
+    """A progress bar for long evaluations (only when one is asked for: see lossctl.progress)."""
+    from lossctl import progress
+
+    return progress.tracker_for([(kind, n, group) for kind, n, group, _, _ in passes])
 
 
 def _run_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.ndarray], nan_policy: str,
                rows: int) -> None:
+    """Evaluate one chunk of one term and add it up (single-threaded callers)."""
+    _apply_chunk(plan, _compute_chunk(plan, start, stop, cache, nan_policy, rows))
+
+
+def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.ndarray], nan_policy: str,
+                   rows: int, lock: Any = None) -> _ChunkResult | None:
+    """One chunk of one term: read, apply the NaN policy, run the kernel. Touches no plan totals."""
     spec = plan.spec
     chunk: dict[str, np.ndarray] = {}
     for name, arr in plan.arrays.items():
@@ -244,28 +430,45 @@ def _run_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.ndarra
             cache[cache_key] = _prepare_chunk(arr.read(start, stop, axis))
         chunk[name] = cache[cache_key]
     index = np.arange(start, stop)
+    omitted = 0
     if nan_policy != "propagate":
-        chunk, index = _apply_nan_policy(plan, chunk, index, nan_policy, start, rows)
+        chunk, index, omitted = _apply_nan_policy(plan, chunk, index, nan_policy, start, rows)
         if chunk is None:
-            return
+            return _ChunkResult(part=None, index=index, omitted=omitted)  # type: ignore[arg-type]
+    if plan.observe is not None:
+        if lock is None:
+            plan.observe(chunk)
+        else:
+            with lock:
+                plan.observe(chunk)
     try:
         part = _as_part(spec.kernel(**chunk, **plan.bound.params))
     except DomainError as exc:
         arr = plan.arrays.get(exc.input_name)
         label = arr.label if arr is not None else exc.input_name
         raise InputError(f"{spec.name}: {label} {exc.detail}") from None
+    return _ChunkResult(part=part, index=index, omitted=omitted)
+
+
+def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
+    if res is None:
+        return
+    plan.omitted += res.omitted
+    part = res.part
+    if part is None:
+        return
     plan.add(part)
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
-        plan.indices.append(index)
+        plan.indices.append(res.index)
 
 
 def _apply_nan_policy(plan: TermPlan, chunk: dict[str, np.ndarray], index: np.ndarray, policy: str,
-                      start: int, rows: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray]:
+                      start: int, rows: int) -> tuple[dict[str, np.ndarray] | None, np.ndarray, int]:
     spec = plan.spec
     nan_inputs = [name for name, arr in chunk.items() if _has_nan(arr)]
     if not nan_inputs:
-        return chunk, index
+        return chunk, index, 0
     if policy == "raise":
         name = nan_inputs[0]
         mask = _sample_nan_mask(chunk[name], spec.sample_axis(name))
@@ -275,11 +478,11 @@ def _apply_nan_policy(plan: TermPlan, chunk: dict[str, np.ndarray], index: np.nd
     for name in nan_inputs:
         bad |= _sample_nan_mask(chunk[name], spec.sample_axis(name))
     keep = ~bad
-    plan.omitted += int(bad.sum())
+    omitted = int(bad.sum())
     if not keep.any():
-        return None, index
+        return None, index, omitted
     out = {}
     for name, arr in chunk.items():
         axis = spec.sample_axis(name)
         out[name] = np.compress(keep, arr, axis=axis)
-    return out, index[keep]
+    return out, index[keep], omitted

@@ -1,0 +1,328 @@
+"""Metric-learning losses: triplet margin and contrastive, on explicit tuples or mined from labels.
+
+Explicit tuples: ``triplet`` takes named inputs ``anchor``, ``positive``, ``negative`` (N, D);
+``contrastive`` takes ``x1``, ``x2`` (N, D) and ``targets`` (N,) with 0 = similar, 1 = dissimilar.
+
+Mining (``mining=``): give the model's ``embeddings`` (N, D) (PREDS) and class labels ``targets``
+(N,) (TARGETS) and lossctl builds the tuples over the whole set:
+
+* ``contrastive(mining=all_pairs)``: every unordered pair {i, j}, y = 1 when the labels differ;
+  mean over pairs. Each pair's loss is shared equally by its two samples, so ``reduction=none``
+  gives each sample half the sum of its pair losses and ``sum`` is the sum over pairs.
+* ``triplet(mining=batch_hard)``: for each anchor, its farthest positive and nearest negative
+  (Hermans et al. 2017, arXiv:1703.07737); anchors without a positive or a negative are skipped.
+
+Distances are computed block-wise (a block of anchors against all samples, at most about 2^20
+distances at a time), never as an N×N matrix. For p = 2 the blocks use the Gram-matrix identity
+``|a-b|² = |a|² + |b|² - 2a·b``; distances where that identity would lose digits (small against the
+norms) and every selected (hardest) pair are recomputed directly from the differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import DomainError, InputError
+from lossctl.inputs import LazyArray, reshaped
+from lossctl.losses._common import shape_error
+from lossctl.registry import Param, Part, register_loss
+
+_BLOCK_ELEMENTS = 1 << 20
+
+
+def _f64(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _pnorm(diff: np.ndarray, p: float) -> np.ndarray:
+    """The p-norm over the last axis (torch ``norm(diff, p, dim=-1)``)."""
+    a = np.abs(diff)
+    if p == 2.0:
+        return np.sqrt(np.sum(a * a, axis=-1))
+    if p == 1.0:
+        return np.sum(a, axis=-1)
+    with np.errstate(over="ignore", divide="ignore"):
+        return np.sum(a ** p, axis=-1) ** (1.0 / p)
+
+
+def _pairwise_distance(x1: np.ndarray, x2: np.ndarray, p: float, eps: float) -> np.ndarray:
+    """torch ``pairwise_distance``: ``|x1 - x2 + eps|_p`` (eps added to the difference vector)."""
+    return _pnorm(x1 - x2 + eps, p)
+
+
+# ------------------------------------------------------------------------------------ input checks
+
+
+def _need(loss: str, arrays: dict[str, LazyArray], names: tuple[str, ...], how: str) -> None:
+    missing = [n for n in names if n not in arrays]
+    if missing:
+        found = ", ".join(sorted(arrays)) or "none"
+        name = missing[0]
+        raise InputError(f"{loss} needs input {name!r} {how}: give --input {name}=PATH or an .npz PREDS "
+                         f"with key {name!r} (missing: {', '.join(missing)}; found: {found})")
+
+
+def _as_rows(loss: str, arrays: dict[str, LazyArray], names: tuple[str, ...]) -> dict[str, LazyArray]:
+    """Same-shape (N, D) inputs; one unbatched (D,) tuple becomes (1, D)."""
+    shapes = {arrays[n].shape for n in names}
+    if len(shapes) != 1:
+        raise shape_error(loss, {n: arrays[n] for n in names},
+                          f"{loss} needs {', '.join(names)} of the same shape (N, D)")
+    shape = shapes.pop()
+    if len(shape) not in (1, 2):
+        raise shape_error(loss, {n: arrays[n] for n in names}, f"{loss} needs (N, D) arrays (or (D,) for one tuple)")
+    if len(shape) == 1:
+        return {n: reshaped(arrays[n], (1,) + shape) for n in names}
+    return {n: arrays[n] for n in names}
+
+
+def _labels_for(loss: str, arrays: dict[str, LazyArray], n: int, what: str,
+                unbatched: bool = False) -> LazyArray:
+    y = arrays["targets"]
+    if y.shape in ((n,), (n, 1)) or (unbatched and y.shape in ((), (1,))):
+        return reshaped(y, (n,))
+    raise shape_error(loss, {k: arrays[k] for k in arrays}, f"targets must have shape ({n},): {what}")
+
+
+def _check_embeddings(loss: str, arrays: dict[str, LazyArray]) -> tuple[LazyArray, LazyArray]:
+    _need(loss, arrays, ("embeddings", "targets"),
+          "with mining (embeddings (N, D) as PREDS, class labels (N,) as TARGETS)")
+    emb = arrays["embeddings"]
+    if emb.ndim != 2:
+        raise shape_error(loss, {"embeddings": emb, "targets": arrays["targets"]},
+                          f"{loss} with mining needs embeddings of shape (N, D)")
+    return emb, _labels_for(loss, {"embeddings": emb, "targets": arrays["targets"]}, emb.shape[0],
+                            "one class label per embedding")
+
+
+# ------------------------------------------------------------------------------------------- mining
+
+
+@dataclass
+class MinedArray(LazyArray):
+    """Per-anchor statistics ``(rows, 2)`` = (value, weight), computed on read for anchors start:stop
+    against every embedding. Reports and hashes as the ``embeddings`` input it came from."""
+
+    base: LazyArray = field(default=None, repr=False)  # type: ignore[assignment]
+    compute: Callable[[int, int], np.ndarray] = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        return self.compute(start, min(stop, self.shape[0]))
+
+    def identity(self) -> Any:
+        return ("mined", id(self))
+
+    def sha256(self) -> str:
+        return self.base.sha256()
+
+    def describe(self) -> dict[str, Any]:
+        return self.base.describe()
+
+
+def _read_labels(labels: LazyArray, loss: str) -> np.ndarray:
+    y = labels.read_all().reshape(-1)
+    if y.dtype.kind == "f":
+        if np.isnan(y).any():
+            raise InputError(f"{loss}: {labels.label} contains NaN class labels; give integer class labels")
+        if not np.all(y == np.round(y)):
+            raise InputError(f"{loss}: {labels.label} must hold integer class labels with mining, "
+                             f"found {float(y[y != np.round(y)][0]):g}")
+    return y
+
+
+class _Distances:
+    """Block-wise distances from a block of anchors to every embedding (never the N×N matrix)."""
+
+    def __init__(self, emb: np.ndarray, p: float, eps: float) -> None:
+        self.emb, self.p, self.eps = emb, p, eps
+        self.sq = np.einsum("ij,ij->i", emb, emb)
+        self.rowsum = emb.sum(axis=1)
+        n, d = emb.shape
+        self.step = max(1, _BLOCK_ELEMENTS // max(1, n if p == 2.0 else n * d))
+
+    def exact(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        out = np.empty(len(i))
+        step = max(1, _BLOCK_ELEMENTS // max(1, self.emb.shape[1]))
+        for s in range(0, len(i), step):
+            out[s:s + step] = _pairwise_distance(self.emb[i[s:s + step]], self.emb[j[s:s + step]], self.p, self.eps)
+        return out
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Distances (stop-start, N) from anchors start:stop."""
+        emb = self.emb
+        if self.p != 2.0:
+            return _pairwise_distance(emb[start:stop, None, :], emb[None, :, :], self.p, self.eps)
+        d2 = self.sq[start:stop, None] + self.sq[None, :] - 2.0 * (emb[start:stop] @ emb.T)
+        if self.eps:
+            d2 += 2.0 * self.eps * (self.rowsum[start:stop, None] - self.rowsum[None, :]) + emb.shape[1] * self.eps ** 2
+        scale = self.sq[start:stop, None] + self.sq[None, :]
+        risky = d2 < 1e-3 * scale  # the identity loses digits here: recompute from differences
+        d = np.sqrt(np.maximum(d2, 0.0))
+        if risky.any():
+            ii, jj = np.nonzero(risky)
+            d[ii, jj] = self.exact(ii + start, jj)
+        return d
+
+
+def _mined(emb_arr: LazyArray, compute: Callable[[int, int], np.ndarray]) -> MinedArray:
+    n = emb_arr.shape[0]
+    return MinedArray(emb_arr.path, (n, 2), np.dtype(np.float64), emb_arr.key, "embeddings",
+                      base=emb_arr, compute=compute)
+
+
+def _contrastive_all_pairs(emb_arr: LazyArray, labels: LazyArray, margin: float) -> MinedArray:
+    emb = _f64(emb_arr.read_all())
+    y = _read_labels(labels, "contrastive")
+    n = emb.shape[0]
+    dist = _Distances(emb, 2.0, 0.0)
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, 2))
+        for s in range(start, stop, dist.step):
+            e = min(stop, s + dist.step)
+            d = dist.block(s, e)
+            dissimilar = y[s:e, None] != y[None, :]
+            loss = np.where(dissimilar, np.maximum(margin - d, 0.0) ** 2, d * d)
+            loss[np.arange(e - s), np.arange(s, e)] = 0.0  # no pair with itself
+            out[s - start:e - start, 0] = 0.5 * loss.sum(axis=1)
+        out[:, 1] = 0.5 * (n - 1)
+        return out
+
+    return _mined(emb_arr, compute)
+
+
+def _triplet_batch_hard(emb_arr: LazyArray, labels: LazyArray, margin: float, p: float, eps: float) -> MinedArray:
+    emb = _f64(emb_arr.read_all())
+    y = _read_labels(labels, "triplet")
+    dist = _Distances(emb, p, eps)
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, 2))
+        for s in range(start, stop, dist.step):
+            e = min(stop, s + dist.step)
+            d = dist.block(s, e)
+            same = y[s:e, None] == y[None, :]
+            rows = np.arange(e - s)
+            same[rows, np.arange(s, e)] = False  # an anchor is not its own positive
+            diff = y[s:e, None] != y[None, :]
+            has = same.any(axis=1) & diff.any(axis=1)
+            pos = np.argmax(np.where(same, d, -np.inf), axis=1)
+            neg = np.argmin(np.where(diff, d, np.inf), axis=1)
+            anchors = rows[has] + s
+            d_ap = dist.exact(anchors, pos[has])
+            d_an = dist.exact(anchors, neg[has])
+            out[s - start + rows[has], 0] = np.maximum(margin + d_ap - d_an, 0.0)
+            out[s - start + rows[has], 1] = 1.0
+        return out
+
+    return _mined(emb_arr, compute)
+
+
+# ------------------------------------------------------------------------------------------ triplet
+
+
+def _check_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    if params["mining"] != "none":
+        emb, y = _check_embeddings("triplet", arrays)
+        return {"embeddings": emb, "targets": y}
+    names = ("anchor", "positive", "negative")
+    _need("triplet", arrays, names, "(or pass mining=batch_hard with embeddings and class labels)")
+    return _as_rows("triplet", arrays, names)
+
+
+def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    if params["mining"] == "batch_hard":
+        mined = _triplet_batch_hard(arrays["embeddings"], arrays["targets"], params["margin"], params["p"],
+                                    params["eps"])
+        return {"embeddings": mined}
+    return arrays
+
+
+@register_loss(
+    "triplet", aliases=("triplet_margin", "triplet_margin_loss"), family="embedding",
+    inputs=(), optional_inputs=("anchor", "positive", "negative", "embeddings", "targets"),
+    positional=("embeddings", "targets"), check_shapes=_check_triplet, prepare=_prepare_triplet,
+    params=[
+        Param("margin", "float", 1.0, "required gap between positive and negative distances", gt=0),
+        Param("p", "float", 2.0, "norm degree of the pairwise distance", gt=0),
+        Param("eps", "float", 1e-6, "added to the difference vector before the norm (as torch)", ge=0),
+        Param("swap", "bool", False, "use min(d(a, n), d(p, n)) as the negative distance (distance swap)"),
+        Param("mining", "str", "none", "build triplets from embeddings + class labels: batch_hard",
+              choices=("none", "batch_hard")),
+    ],
+    formula="max(0, margin + d(a, p) - d(a, n)), d(x, y) = |x - y + eps|_p",
+    summary="Triplet margin loss: anchors closer to positives than to negatives by a margin.",
+    use_when="embedding / metric learning with (anchor, positive, negative) triplets or class labels",
+    reference="torch.nn.functional.triplet_margin_loss; Schroff et al. (2015) FaceNet; "
+              "batch_hard: Hermans et al. (2017), arXiv:1703.07737",
+)
+def triplet(anchor: np.ndarray | None = None, positive: np.ndarray | None = None,
+            negative: np.ndarray | None = None, embeddings: np.ndarray | None = None, *, margin: float = 1.0,
+            p: float = 2.0, eps: float = 1e-6, swap: bool = False, mining: str = "none") -> Part:
+    """Example: a=[[0, 0]], p=[[1, 0]], n=[[2, 0]], eps=0 → max(0, 1 + 1 - 2) = 0."""
+    if mining != "none":
+        return Part(values=embeddings[:, 0], weight=embeddings[:, 1])
+    a, pos, neg = _f64(anchor), _f64(positive), _f64(negative)
+    d_ap = _pairwise_distance(a, pos, p, eps)
+    d_an = _pairwise_distance(a, neg, p, eps)
+    if swap:
+        d_an = np.minimum(d_an, _pairwise_distance(pos, neg, p, eps))
+    return Part(values=np.maximum(margin + d_ap - d_an, 0.0))
+
+
+# -------------------------------------------------------------------------------------- contrastive
+
+
+def _check_contrastive(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    if params["mining"] != "none":
+        emb, y = _check_embeddings("contrastive", arrays)
+        return {"embeddings": emb, "targets": y}
+    names = ("x1", "x2", "targets")
+    _need("contrastive", arrays, names, "(or pass mining=all_pairs with embeddings and class labels)")
+    rows = _as_rows("contrastive", arrays, ("x1", "x2"))
+    n = rows["x1"].shape[0]
+    rows["targets"] = _labels_for("contrastive", arrays, n, "one label per pair (0 similar, 1 dissimilar)",
+                                  unbatched=arrays["x1"].ndim == 1)
+    return rows
+
+
+def _prepare_contrastive(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    if params["mining"] == "all_pairs":
+        if arrays["embeddings"].shape[0] < 2:
+            raise InputError("contrastive(mining=all_pairs) needs at least 2 embeddings to form a pair")
+        return {"embeddings": _contrastive_all_pairs(arrays["embeddings"], arrays["targets"], params["margin"])}
+    return arrays
+
+
+@register_loss(
+    "contrastive", aliases=("contrastive_loss",), family="embedding",
+    inputs=(), optional_inputs=("x1", "x2", "targets", "embeddings"),
+    positional=("embeddings", "targets"), check_shapes=_check_contrastive, prepare=_prepare_contrastive,
+    params=[
+        Param("margin", "float", 1.0, "dissimilar pairs closer than this are penalised", ge=0),
+        Param("mining", "str", "none", "build pairs from embeddings + class labels: all_pairs",
+              choices=("none", "all_pairs")),
+    ],
+    formula="(1 - y)*d^2 + y*max(0, margin - d)^2, d = |x1 - x2|_2, y = 0 similar, 1 dissimilar",
+    summary="Contrastive loss: pull similar pairs together, push dissimilar pairs beyond a margin.",
+    use_when="embedding / metric learning from labelled pairs (siamese networks) or class labels",
+    reference="Hadsell, Chopra & LeCun (2006), 'Dimensionality Reduction by Learning an Invariant Mapping' "
+              "(without the 1/2 factors)",
+)
+def contrastive(x1: np.ndarray | None = None, x2: np.ndarray | None = None, targets: np.ndarray | None = None,
+                embeddings: np.ndarray | None = None, *, margin: float = 1.0, mining: str = "none") -> Part:
+    """Example: x1=[[0, 0], [0, 0]], x2=[[3, 4], [0.3, 0.4]], y=[0, 1] → mean(25, 0.25) = 12.625."""
+    if mining != "none":
+        return Part(values=embeddings[:, 0], weight=embeddings[:, 1])
+    a, b, y = _f64(x1), _f64(x2), _f64(targets)
+    bad = ~np.isin(y, (0.0, 1.0)) & ~np.isnan(y)
+    if bad.any():
+        raise DomainError("targets", f"must be 0 (similar) or 1 (dissimilar), found {float(y[bad][0]):g}; "
+                                     f"relabel the pairs")
+    diff = a - b
+    d = np.sqrt(np.sum(diff * diff, axis=1))
+    return Part(values=(1.0 - y) * d * d + y * np.maximum(margin - d, 0.0) ** 2)

@@ -1,0 +1,106 @@
+"""triplet and contrastive beyond the golden cases: per-sample values, mining in blocks, errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+from family_support import cases_with_none, check_none_values, run_cli, save_npz
+
+import lossctl
+from lossctl.losses import compute, embedding
+
+NONE_CASES = cases_with_none("embedding")
+
+
+@pytest.mark.parametrize("case", NONE_CASES, ids=[c["id"] for c in NONE_CASES])
+def test_reduction_none_matches_reference(case):
+    check_none_values(case)
+
+
+def _brute_all_pairs(emb, labels, margin=1.0):
+    losses = []
+    for i, j in itertools.combinations(range(len(emb)), 2):
+        d = np.linalg.norm(emb[i] - emb[j])
+        y = float(labels[i] != labels[j])
+        losses.append((1 - y) * d * d + y * max(0.0, margin - d) ** 2)
+    return float(np.mean(losses))
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_mining_is_blockwise_and_exact(monkeypatch, block):
+    """Tiny blocks (a few distances at a time) give the same value: no N×N matrix is needed."""
+    rng = np.random.default_rng(9)
+    emb = rng.normal(0, 1, (40, 5)); labels = rng.integers(0, 4, 40)
+    expected = _brute_all_pairs(emb, labels)
+    monkeypatch.setattr(embedding, "_BLOCK_ELEMENTS", block)
+    for chunk in (None, 3, 17):
+        v = lossctl.evaluate(emb, labels, "contrastive(mining=all_pairs)", chunk_size=chunk,
+                             provenance=False).results[0].value
+        assert v == pytest.approx(expected, rel=1e-12)
+    hard = [lossctl.evaluate(emb, labels, "triplet(mining=batch_hard)", chunk_size=c, provenance=False)
+            .results[0].value for c in (None, 5)]
+    assert hard[0] == pytest.approx(hard[1], rel=1e-13)
+
+
+def test_mining_from_positional_npy(tmp_path, runner):
+    rng = np.random.default_rng(1)
+    np.save(tmp_path / "emb.npy", rng.normal(0, 1, (12, 3)).astype(np.float32))
+    np.save(tmp_path / "lab.npy", rng.integers(0, 3, 12))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "emb.npy"), str(tmp_path / "lab.npy"),
+                                      "--loss", "triplet(mining=batch_hard)", "--loss",
+                                      "contrastive(mining=all_pairs)", "--format", "json"])
+    assert code == 0, err
+    doc = json.loads(out)
+    assert all(r["value"] is not None for r in doc["results"])
+    assert doc["inputs"]["embeddings"]["shape"] == [12, 3]
+
+
+def test_triplet_missing_input_names_it_and_found_keys(tmp_path, runner):
+    npz = save_npz(tmp_path / "t.npz", anchor=np.zeros((3, 2)), positive=np.zeros((3, 2)))
+    code, out, err = run_cli(runner, ["evaluate", npz, "--loss", "triplet"])
+    assert code == 2 and out == ""
+    assert err.startswith("error:") and "'negative'" in err and "anchor, positive" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_contrastive_mining_needs_labels(tmp_path, runner):
+    np.save(tmp_path / "emb.npy", np.zeros((4, 2)))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "emb.npy"), "--loss", "contrastive(mining=all_pairs)"])
+    assert code == 2 and "'targets'" in err
+
+
+def test_unknown_mining_is_usage_error(tmp_path, runner):
+    np.save(tmp_path / "emb.npy", np.zeros((4, 2)))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "emb.npy"), "--loss", "contrastive(mining=batch_hrd)"])
+    assert code == 2 and "all_pairs" in err
+
+
+def test_triplet_shape_mismatch(tmp_path, runner):
+    npz = save_npz(tmp_path / "t.npz", anchor=np.zeros((3, 2)), positive=np.zeros((3, 2)), negative=np.zeros((3, 4)))
+    code, out, err = run_cli(runner, ["evaluate", npz, "--loss", "triplet"])
+    assert code == 2 and "(3, 2)" in err and "(3, 4)" in err
+
+
+def test_contrastive_label_domain(tmp_path, runner):
+    npz = save_npz(tmp_path / "c.npz", x1=np.zeros((3, 2)), x2=np.ones((3, 2)), targets=np.array([0, 1, -1]))
+    code, out, err = run_cli(runner, ["evaluate", npz, "--loss", "contrastive"])
+    assert code == 2 and "dissimilar" in err
+
+
+def test_triplet_margin_must_be_positive(tmp_path, runner):
+    npz = save_npz(tmp_path / "t.npz", anchor=np.zeros((3, 2)), positive=np.zeros((3, 2)), negative=np.zeros((3, 2)))
+    code, out, err = run_cli(runner, ["evaluate", npz, "--loss", "triplet(margin=0)"])
+    assert code == 2 and "margin" in err
+
+
+def test_mined_float_labels_must_be_integers():
+    with pytest.raises(lossctl.errors.InputError, match="integer class labels"):
+        lossctl.evaluate(np.zeros((3, 2)), np.array([0.5, 1, 1]), "triplet(mining=batch_hard)", provenance=False)
+
+
+def test_explicit_tuples_via_api_keywords():
+    a = np.array([[0.0, 0.0]]); p = np.array([[3.0, 4.0]]); n = np.array([[0.0, 1.0]])
+    assert compute("triplet", anchor=a, positive=p, negative=n, eps=0.0) == pytest.approx(5.0)
