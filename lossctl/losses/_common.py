@@ -50,7 +50,11 @@ def log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     shifted = x - np.where(np.isfinite(m), m, 0)
     e = np.exp(shifted)
     np.put_along_axis(e, top, 0.0, axis=axis)
-    return shifted - np.log1p(np.sum(e, axis=axis, keepdims=True))
+    out = shifted - np.log1p(np.sum(e, axis=axis, keepdims=True))
+    finite = np.isfinite(m)
+    if not finite.all():  # a NaN/inf logit makes its whole row NaN, as in torch (not just one entry)
+        out = out + np.where(finite, 0.0, np.nan).astype(out.dtype, copy=False)
+    return out
 
 
 def check_range(name: str, x: np.ndarray, low: float, high: float, what: str, fix: str) -> None:
