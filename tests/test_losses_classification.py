@@ -296,3 +296,17 @@ def test_nan_class_targets_propagate_instead_of_failing(loss):
     assert math.isnan(report.results[0].value)
     omitted = lossctl.evaluate(z, y, loss=loss, nan_policy="omit", provenance=False)
     assert omitted.results[0].value == pytest.approx(losses.compute(loss, z[[0, 2]], np.array([0, 2])), rel=1e-15)
+
+
+@pytest.mark.parametrize("chunk", ["1", "2", "100"])
+def test_hinge_mixed_label_sets_across_chunks_is_exit_2(runner, tmp_path, chunk):
+    # {0, 1} in the first chunk and {-1, 1} in a later one is three labels: an error whatever the chunk
+    # size (before the fix, chunk sizes 1 and 2 silently mapped the 0 to -1).
+    result = _cli(runner, tmp_path, np.zeros(6), np.array([0.0, 1.0, 1.0, -1.0, 1.0, 1.0]), "--loss", "hinge",
+                  "--chunk-size", chunk)
+    _assert_usage_error(result, "targets.npy", "-1, 0, 1")
+
+
+def test_multi_margin_rejects_spatial_scores(runner, tmp_path):
+    result = _cli(runner, tmp_path, np.zeros((3, 4, 2)), np.zeros((3, 2), dtype=np.int64), "--loss", "multi_margin")
+    _assert_usage_error(result, "(3, 4, 2)", "(3, 2)")

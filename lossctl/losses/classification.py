@@ -273,7 +273,8 @@ def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: f
     """Binary (torchvision): ``α_t (1 - p_t)^γ ce`` with ``ce`` = bce_with_logits, ``α_t = α t + (1 - α)(1 - t)``
     (α < 0 or none: no α_t), ``1 - p_t = t σ(-x) + (1 - t) σ(x)`` (no cancellation).
     Multiclass: ``-α_y (1 - p_y)^γ log p_y`` with ``p = softmax(x)``, ``1 - p_y = -expm1(log p_y)``; a
-    scalar α scales every class (Keras), a list gives one α per class.
+    scalar α scales every class (Keras), a list gives one α per class; none or a negative scalar disables α
+    (torchvision's convention).
 
     Example (binary, α=0.25, γ=2): x=[2, 0, -1], t=[1, 1, 0]
     → mean(0.25·σ(-2)²·softplus(-2), 0.25·0.5²·log 2, 0.75·σ(-1)²·softplus(-1)) = 0.020255.
@@ -308,11 +309,43 @@ def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: f
 # --------------------------------------------------------------------------------- margins
 
 
+def _binary_label_problem(labels: set[float]) -> str | None:
+    """Why a set of binary hinge labels is invalid (None if it is {-1, 1}, {0, 1} or a subset)."""
+    if labels <= {-1.0, 1.0} or labels <= {0.0, 1.0}:
+        return None
+    shown = ", ".join(f"{v:g}" for v in sorted(labels)[:5])
+    return (f"must hold binary labels in {{-1, 1}} (or {{0, 1}}) when they have the shape of preds, found "
+            f"{shown}; relabel them, or give preds (N, C) with class indices (N,)")
+
+
+def _labels_of(t: np.ndarray) -> set[float]:
+    if t.dtype.kind == "f":
+        t = t[~np.isnan(t)]
+    return set(np.unique(t).astype(np.float64).tolist())
+
+
+def _scan_binary_labels(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    """Binary hinge: check the label set of the whole targets once, before chunking, so that a file
+    whose chunks hold {0, 1} and {-1, 1} is an error whatever the chunk size (read in bounded chunks)."""
+    p, t = arrays["preds"], arrays["targets"]
+    if p.shape != t.shape or t.ndim == 0:
+        return arrays
+    rows = max(1, (1 << 20) // max(1, int(np.prod(t.shape[1:], dtype=np.int64))))
+    seen: set[float] = set()
+    for start in range(0, t.shape[0], rows):
+        seen |= _labels_of(t.read(start, start + rows))
+        problem = _binary_label_problem(seen)
+        if problem:
+            raise InputError(f"hinge: {t.label} {problem}")
+    return arrays
+
+
 @register_loss(
     "hinge", family="classification",
     params=[Param("margin", "float", 1.0, "required margin", ge=0),
             Param("squared", "bool", False, "square each sample's hinge term")],
     check_shapes=_check_binary_or_multiclass("hinge"),
+    prepare=_scan_binary_labels,
     formula="max(0, margin - t*p) (binary, t in {-1, 1}); max(0, margin + max_{j≠y} p_j - p_y) (multiclass)",
     summary="Hinge loss (SVM); multiclass is Crammer–Singer.",
     use_when="a maximum-margin classifier is wanted (linear SVM-style scores)",
@@ -328,11 +361,9 @@ def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, square
     x = _as_float(preds, dt)
     if targets.shape == x.shape:
         t = _as_float(targets, dt)
-        labels = np.unique(t[~np.isnan(t)]) if t.dtype.kind == "f" else np.unique(t)
-        if not set(labels.tolist()) <= {-1.0, 0.0, 1.0} or (0.0 in labels and -1.0 in labels):
-            raise DomainError("targets", f"must hold binary labels in {{-1, 1}} (or {{0, 1}}) when they have "
-                                         f"the shape of preds, found {', '.join(f'{v:g}' for v in labels[:5])}; "
-                                         f"relabel them, or give preds (N, C) with class indices (N,)")
+        problem = _binary_label_problem(_labels_of(t))
+        if problem:
+            raise DomainError("targets", problem)
         t = np.where(t == 0, -1.0, t).astype(dt, copy=False)
         loss = np.maximum(0.0, margin - t * x)
     else:
@@ -346,12 +377,21 @@ def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, square
     return Part(values=loss * loss if squared else loss)
 
 
+def _check_multi_margin(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    """torch's multi_margin_loss takes (N, C) or unbatched (C,) scores only (no spatial axes)."""
+    out = _check_multiclass("multi_margin", allow_probs=False)(arrays, params)
+    if out["preds"].ndim != 2:
+        raise shape_error("multi_margin", arrays, "multi_margin needs scores of shape (N, C) or (C,) "
+                                                  "with class indices of shape (N,) or ()")
+    return out
+
+
 @register_loss(
     "multi_margin", aliases=("multi_margin_loss", "multiclass_hinge"), family="classification",
     params=[Param("p", "int", 1, "exponent (1 or 2)", ge=1, le=2),
             Param("margin", "float", 1.0, "required margin"),
             _CLASS_WEIGHT],
-    check_shapes=_check_multiclass("multi_margin", allow_probs=False),
+    check_shapes=_check_multi_margin,
     formula="sum_{j≠y} w_y max(0, margin - x_y + x_j)^p / C",
     summary="Multiclass hinge (Weston–Watkins), divided by the number of classes.",
     use_when="multiclass max-margin training with scores on every class",
@@ -361,8 +401,6 @@ def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: 
                  weight: Any = None) -> Part:
     """Example: x=[[0.1, 0.2, 0.4, 0.8]], y=[3] → (0.3 + 0.4 + 0.6)/4 = 0.325 (torch docs)."""
     x = _as_float(preds, float_dtype(preds))
-    if x.ndim != 2:
-        raise InputError(f"multi_margin: preds must have shape (N, C), got {x.shape}")
     n_classes = x.shape[1]
     idx, nan = class_indices_nan("targets", targets, n_classes)
     x_y = np.take_along_axis(x, idx[:, None], axis=1)
