@@ -286,6 +286,8 @@ def _inputs_for(expr: str):
     idx = rng.integers(0, c, size=n)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     bits = rng.integers(0, 2, size=n).astype(float)
+    if "mining=" in expr:  # embeddings (N, D) as PREDS, class labels as TARGETS
+        return rng.normal(size=(n, 3)), np.repeat(np.arange(4), n // 4), {}
     if "triplet" in ns:
         return None, None, {k: rng.normal(size=(n, 3)) for k in ("anchor", "positive", "negative")}
     if "contrastive" in ns:
@@ -318,7 +320,7 @@ def _inputs_for(expr: str):
         return rng.normal(size=n), bits, {}
     if "bce" in ns:
         return rng.uniform(0.05, 0.95, size=n), bits, {}
-    if ns & {"bce_with_logits", "focal", "dice"}:
+    if ns & {"bce_with_logits", "focal", "dice", "iou", "tversky"}:
         return rng.normal(size=n), bits, {}
     if "poisson_nll" in ns:
         return rng.normal(size=n), rng.poisson(3, size=n).astype(float), {}
