@@ -8,6 +8,7 @@ returning the samples ``start:stop`` along its sample axis. Nothing reads more t
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
 from collections.abc import Mapping
@@ -47,6 +48,19 @@ class LazyArray:
         """A key equal for two LazyArrays that read the same bytes (so a chunk is read once)."""
         return ("file", self.path, self.key)
 
+    def can_view(self) -> bool:
+        """Whether :meth:`view` gives zero-copy windows (C-ordered samples along axis 0)."""
+        return False
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        """Samples ``start:stop`` along axis 0 without copying, and a ``release()`` callable.
+
+        Only when :meth:`can_view`; the caller drops every reference to the window before
+        calling ``release()`` (an ``.npy`` window is an ``mmap`` that is then unmapped, so the
+        pages it touched stop counting as resident memory).
+        """
+        raise NotImplementedError
+
     def read_all(self) -> np.ndarray:
         return self.read(0, self.shape[0] if self.shape else 1)
 
@@ -77,6 +91,12 @@ class MemoryArray(LazyArray):
 
     def identity(self) -> Any:
         return ("memory", id(self.data))
+
+    def can_view(self) -> bool:
+        return self.data.ndim > 0 and self.data.flags.c_contiguous
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        return self.data[start:stop], _noop
 
     def sha256(self) -> str:
         if self.path and os.path.isfile(self.path):
@@ -114,6 +134,35 @@ class NpyArray(LazyArray):
                 os.close(fd)
         return out
 
+    def can_view(self) -> bool:
+        return bool(self.shape) and not self.fortran
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        """A read-only ``mmap`` window over samples ``start:stop`` (unmapped by ``release()``)."""
+        stop = max(start, min(stop, self.shape[0]))
+        row_items = int(np.prod(self.shape[1:], dtype=np.int64))
+        count = (stop - start) * row_items
+        shape = (stop - start,) + tuple(self.shape[1:])
+        if count == 0:
+            return np.empty(shape, dtype=self.dtype), _noop
+        first = self.offset + start * row_items * self.dtype.itemsize
+        last = first + count * self.dtype.itemsize
+        base = first - first % mmap.ALLOCATIONGRANULARITY
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            mm = mmap.mmap(fd, last - base, access=mmap.ACCESS_READ, offset=base)
+        finally:
+            os.close(fd)
+        arr = np.frombuffer(mm, dtype=self.dtype, count=count, offset=first - base).reshape(shape)
+
+        def release() -> None:
+            try:
+                mm.close()
+            except BufferError:  # a view is still alive somewhere: the mapping goes with it
+                pass
+
+        return arr, release
+
     def _read_strided(self, start: int, stop: int, axis: int) -> np.ndarray:
         mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
                        order="F" if self.fortran else "C")
@@ -144,8 +193,19 @@ class ReshapedArray(LazyArray):
     def identity(self) -> Any:
         return ("reshaped", self.base.identity(), self.shape)
 
+    def can_view(self) -> bool:
+        return self.base.can_view()
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        arr, release = self.base.view(start, stop)
+        return arr.reshape((arr.shape[0],) + tuple(self.shape[1:])), release
+
     def sha256(self) -> str:
         return self.base.sha256()
+
+
+def _noop() -> None:
+    return None
 
 
 def reshaped(arr: LazyArray, shape: tuple[int, ...]) -> LazyArray:

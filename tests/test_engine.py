@@ -1,0 +1,243 @@
+"""The chunked, threaded engine and its fused fast paths (lossctl.engine, lossctl.fast)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lossctl
+from lossctl import engine, fast
+from lossctl.errors import InputError
+from lossctl.inputs import open_input
+
+FUSED = ["mse", "mae", "huber", "huber(delta=0.3)", "smooth_l1", "smooth_l1(beta=0.25)", "smooth_l1(beta=0)",
+         "log_cosh", "quantile", "quantile(q=0.9)"]
+BINARY = ["bce_with_logits", "focal", "focal(alpha=0.6, gamma=1.5)", "focal(alpha=none, gamma=0)"]
+
+
+def _values(preds, targets, losses, **kw):
+    report = lossctl.evaluate(preds, targets, losses, provenance=False, **kw)
+    return [r.value for r in report.results]
+
+
+def _generic(monkeypatch, *args, **kw):
+    with monkeypatch.context() as m:
+        m.setattr(engine, "FAST_PATHS", False)
+        return _values(*args, **kw)
+
+
+@pytest.fixture
+def small_tasks(monkeypatch):
+    """Many small tasks, so several worker threads really share the work."""
+    monkeypatch.setattr(engine, "TASK_ELEMENTS", 512)
+    monkeypatch.setattr(fast, "SUB_ELEMENTS", 128)
+
+
+@pytest.fixture(params=[np.float32, np.float64])
+def regression_files(request, tmp_path):
+    rng = np.random.default_rng(1)
+    n = 5003
+    p = (rng.standard_normal(n) * 3).astype(request.param)
+    t = rng.standard_normal(n).astype(request.param)
+    p[::97] = t[::97] + 1e-9  # tiny residuals
+    p[5] = 1e4  # a huge one
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "t.npy", t)
+    return str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), request.param
+
+
+@pytest.fixture(params=[np.float32, np.float64])
+def binary_files(request, tmp_path):
+    rng = np.random.default_rng(2)
+    n = 4099
+    x = (rng.standard_normal(n) * 4).astype(request.param)
+    x[:4] = [1e4, -1e4, 30, -30]
+    t = (rng.random(n) < 0.3).astype(request.param)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", t)
+    return str(tmp_path / "x.npy"), str(tmp_path / "y.npy"), request.param
+
+
+def _tol(dtype):
+    return 1e-12 if dtype == np.float64 else 2e-6
+
+
+def test_fused_sums_match_the_kernels(regression_files, monkeypatch, small_tasks):
+    p, t, dtype = regression_files
+    fast_values = _values(p, t, FUSED)
+    generic = _generic(monkeypatch, p, t, FUSED)
+    np.testing.assert_allclose(fast_values, generic, rtol=_tol(dtype))
+
+
+def test_fused_binary_losses_match_the_kernels(binary_files, monkeypatch, small_tasks):
+    x, y, dtype = binary_files
+    fast_values = _values(x, y, BINARY)
+    generic = _generic(monkeypatch, x, y, BINARY)
+    np.testing.assert_allclose(fast_values, generic, rtol=_tol(dtype) * 10)
+
+
+def test_thread_count_and_chunk_size_do_not_change_the_value(regression_files, monkeypatch, small_tasks):
+    p, t, dtype = regression_files
+    seen = []
+    for threads in ("1", "2", "3"):
+        monkeypatch.setenv("LOSSCTL_THREADS", threads)
+        for chunk in (None, 1, 7, 1000, 10**6):
+            seen.append(_values(p, t, FUSED, chunk_size=chunk))
+    np.testing.assert_allclose(seen, [seen[0]] * len(seen), rtol=_tol(dtype))
+    # and the threaded value is exactly reproducible
+    monkeypatch.setenv("LOSSCTL_THREADS", "2")
+    assert _values(p, t, FUSED) == _values(p, t, FUSED)
+
+
+def test_in_memory_arrays_take_the_same_path(regression_files):
+    p, t, dtype = regression_files
+    a, b = np.load(p), np.load(t)
+    np.testing.assert_allclose(_values(a, b, FUSED), _values(p, t, FUSED), rtol=1e-15)
+
+
+def test_several_losses_in_one_pass_equal_separate_runs(regression_files):
+    p, t, dtype = regression_files
+    together = _values(p, t, FUSED)
+    alone = [_values(p, t, [loss])[0] for loss in FUSED]
+    np.testing.assert_allclose(together, alone, rtol=1e-15)
+
+
+def test_mse_float64_is_exact_to_1e_10(tmp_path):
+    rng = np.random.default_rng(3)
+    p = 1e6 + rng.standard_normal(100_000)  # large mean offset
+    t = 1e6 + rng.standard_normal(100_000)
+    d = (p - t)
+    exact = float(np.sum(d.astype(np.longdouble) ** 2) / len(d))
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "t.npy", t)
+    got = _values(str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), ["mse"])[0]
+    assert abs(got - exact) / exact < 1e-10
+
+
+def test_log_cosh_fused_keeps_precision_and_does_not_overflow(tmp_path):
+    for dtype, tol in ((np.float64, 1e-14), (np.float32, 1e-6)):
+        for d in (1e-8, 1e-3, 0.7, 3.0, 19.0, 25.0, 1e4):
+            p = np.full(10, d, dtype=dtype)
+            t = np.zeros(10, dtype=dtype)
+            dd = float(dtype(d))
+            exact = dd - np.log(2) + np.log1p(np.exp(-2 * dd)) if dd > 1 else np.log1p(2 * np.sinh(dd / 2) ** 2)
+            got = _values(p, t, ["log_cosh"])[0]
+            assert np.isfinite(got)
+            assert abs(got - exact) <= tol * exact, (dtype, d, got, exact)
+
+
+def test_nan_raise_names_the_first_sample_on_the_fast_path(tmp_path, small_tasks):
+    p = np.arange(3000, dtype=np.float32)
+    t = np.zeros(3000, dtype=np.float32)
+    p[[2500, 2700]] = np.nan
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "t.npy", t)
+    with pytest.raises(InputError, match=r"2 NaN values \(first at sample 2500\)"):
+        _values(str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), ["mse"])
+
+
+def test_nan_omit_and_propagate_match_the_kernels(tmp_path, monkeypatch, small_tasks):
+    rng = np.random.default_rng(4)
+    p = rng.standard_normal(3000)
+    p[[10, 2000]] = np.nan
+    t = rng.standard_normal(3000)
+    omit = lossctl.evaluate(p, t, FUSED, nan_policy="omit", provenance=False)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "FAST_PATHS", False)
+        ref = lossctl.evaluate(p, t, FUSED, nan_policy="omit", provenance=False)
+    np.testing.assert_allclose([r.value for r in omit.results], [r.value for r in ref.results], rtol=1e-12)
+    assert [r.omitted for r in omit.results] == [2] * len(FUSED)
+    prop = _values(p, t, ["mse"], nan_policy="propagate")
+    assert np.isnan(prop[0])
+
+
+def test_out_of_domain_targets_still_raise_the_kernels_error(binary_files, tmp_path):
+    x, _, dtype = binary_files
+    bad = np.load(x).copy()
+    bad[100] = 1.5
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(InputError, match=r"targets .* outside \[0, 1\]"):
+        _values(x, str(tmp_path / "bad.npy"), ["bce_with_logits"])
+
+
+def test_soft_labels_take_the_generic_focal(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(1000)
+    t = rng.random(1000)
+    np.testing.assert_allclose(_values(x, t, ["focal"]), _generic(monkeypatch, x, t, ["focal"]), rtol=1e-15)
+
+
+def test_infinite_inputs_give_the_kernels_answer(monkeypatch):
+    p = np.array([1.0, np.inf, 2.0])
+    t = np.array([0.0, 0.0, np.inf])
+    assert _values(p, t, ["mae"]) == _generic(monkeypatch, p, t, ["mae"])
+    big = np.full(100_000, 1e19, dtype=np.float32)  # squares overflow float32 sums, not float64 ones
+    got = _values(big, np.zeros_like(big), ["mse"])[0]
+    assert np.isfinite(got) and abs(got - 1e38) / 1e38 < 1e-6
+
+
+def test_a_plugin_replacing_a_loss_gets_the_generic_path():
+    from lossctl.expr import bind
+
+    term = bind("mse")[0]
+    arr = lossctl.inputs.from_array(np.ones(4), "preds")
+    plan = engine.TermPlan(bound=term, arrays={"preds": arr, "targets": arr}, n=4, reduction="mean")
+    assert fast.fused_for(plan) is not None
+    replaced = type(term.spec)(**{**term.spec.__dict__, "kernel": lambda preds, targets: preds - targets})
+    plan2 = engine.TermPlan(bound=type(term)(replaced, 1.0, {}, None), arrays=plan.arrays, n=4, reduction="mean")
+    assert fast.fused_for(plan2) is None
+    plan3 = engine.TermPlan(bound=term, arrays=plan.arrays, n=4, reduction="mean", keep_values=True)
+    assert fast.fused_for(plan3) is None
+
+
+def test_progress_callback_covers_every_sample(regression_files, small_tasks):
+    p, t, _ = regression_files
+    from lossctl.expr import bind
+
+    seen = []
+    for keep in ([False], [False, True]):  # a fused pass alone; a fused and a generic pass
+        plans = []
+        for k in keep:
+            term = bind("mse")[0]
+            arrays = {"preds": open_input(p, "preds"), "targets": open_input(t, "targets")}
+            plans.append(engine.TermPlan(bound=term, arrays=arrays, n=arrays["preds"].shape[0], reduction="mean",
+                                         keep_values=k))
+        got = []
+        engine.run(plans, on_progress=got.append, threads=2)
+        seen.append(sum(got))
+    n = np.load(p).shape[0]
+    assert seen == [n, n]
+
+
+def test_worker_count(monkeypatch):
+    monkeypatch.setenv("LOSSCTL_THREADS", "3")
+    assert engine.worker_count() == 3
+    assert engine.worker_count(1) == 1
+    monkeypatch.setenv("LOSSCTL_THREADS", "junk")
+    assert engine.worker_count() >= 1
+
+
+def test_npy_view_is_a_window_that_can_be_released(tmp_path):
+    arr = np.arange(200_000, dtype=np.float64).reshape(100_000, 2)
+    np.save(tmp_path / "a.npy", arr)
+    lazy = open_input(str(tmp_path / "a.npy"))
+    assert lazy.can_view()
+    view, release = lazy.view(70_000, 100_500)
+    np.testing.assert_array_equal(view, arr[70_000:])
+    del view
+    release()
+    np.save(tmp_path / "f.npy", np.asfortranarray(arr))
+    assert not open_input(str(tmp_path / "f.npy")).can_view()
+
+
+def test_pitfall_observers_still_see_the_data_on_the_fast_path(tmp_path):
+    labels = np.tile(np.arange(3.0), 400)
+    preds = labels + 0.1
+    report = lossctl.evaluate(preds, labels, ["mse"], provenance=False)
+    fast_codes = sorted(w.code for w in report.warnings)
+    engine.FAST_PATHS = False
+    try:
+        report = lossctl.evaluate(preds, labels, ["mse"], provenance=False)
+    finally:
+        engine.FAST_PATHS = True
+    assert fast_codes == sorted(w.code for w in report.warnings)
