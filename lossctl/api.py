@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl import __version__, diagnostics
+from lossctl import __version__, diagnostics, pitfalls
 from lossctl.engine import Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
 from lossctl.errors import InputError, UsageError
 from lossctl.expr import BoundTerm, bind
@@ -100,6 +100,7 @@ def evaluate(
                 if p.sink is not None:
                     p.sink.abort()
             raise
+        pitfalls.finish_all(t.observe for t in all_terms)
         results = [_result(p) for p in plans]
         used = _used_inputs(all_terms)
         report = Report(version=__version__, inputs={k: a.describe() for k, a in used.items()},
@@ -123,6 +124,7 @@ def _plan_expression(text: str, terms: list[BoundTerm], sources: Sources, reduct
             shapes = ", ".join(f"{a.label} {a.shape}" for a in arrays.values())
             raise InputError(f"{term.spec.name}: no samples to evaluate ({shapes}); give non-empty inputs")
         plans.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or reduction,
+                              observe=pitfalls.observer(term.spec.name, term.params),
                               keep_values=wants_values))
     from lossctl.expr import format_expr, parse
 

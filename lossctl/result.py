@@ -76,7 +76,9 @@ class Report:
     warnings: list[Warning_] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     baseline: str | None = None
+    # report-level checks: losses in the baseline that this run did not evaluate
+    checks: list[Check] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return all(r.passed for r in self.results) and all(c.passed for c in self.checks)

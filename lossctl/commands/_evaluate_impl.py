@@ -1,4 +1,11 @@
-"""The body of `lossctl evaluate`, kept apart so the command module imports nothing heavy."""
+"""The body of `lossctl evaluate`, kept apart so the command module imports nothing heavy.
+
+Order of work: read the scoring file (if any) and lay the flags over it; check every gate spec
+and read the baseline (usage errors before any input is read); evaluate; apply the gates (pure,
+:mod:`lossctl.gates`); print warnings; render; write ``--output``; GitHub annotations and job
+summary; then the exit code: 2 for ``--strict`` with warnings, 1 for a failed gate (unless
+``--no-fail``), else 0.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import os
 from collections.abc import Sequence
 
 from lossctl import console
-from lossctl.errors import ExitCode, UsageError
+from lossctl.errors import ExitCode, LossctlError, UsageError
 from lossctl.report import FORMATS, render
 
 
@@ -36,28 +43,104 @@ def write_output(path: str, text: str) -> None:
 
 
 def run_evaluate(*, preds: str | None, targets: str | None, losses: Sequence[str], inputs: Sequence[str],
-                 reduction: str, nan_policy: str, fmt: str, output: str | None, per_sample: str | None,
-                 worst: int, chunk_size: int | None, plugins: Sequence[str]) -> int:
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not losses:
-        raise UsageError("no loss given; pass --loss NAME, e.g. --loss mse (see 'lossctl losses')")
-    if preds is None and not inputs:
-        raise UsageError("no inputs given; pass PREDS [TARGETS] or --input NAME=PATH")
-    if per_sample and reduction != "none" and not worst:
-        pass  # per-sample values are written whatever the reduction
+                 reduction: str | None, nan_policy: str | None, fmt: str | None, output: str | None,
+                 per_sample: str | None, worst: int | None, chunk_size: int | None, plugins: Sequence[str],
+                 fail_above: Sequence[str] = (), baseline: str | None = None, max_increase: Sequence[str] = (),
+                 allow_missing: bool = False, no_fail: bool = False, github: bool = False,
+                 strict: bool = False, config: str | None = None) -> int:
+    state = {"github": github}
+    try:
+        return _run(state, preds=preds, targets=targets, losses=losses, inputs=inputs, reduction=reduction,
+                    nan_policy=nan_policy, fmt=fmt, output=output, per_sample=per_sample, worst=worst,
+                    chunk_size=chunk_size, plugins=plugins, fail_above=fail_above, baseline=baseline,
+                    max_increase=max_increase, allow_missing=allow_missing, no_fail=no_fail, github=github,
+                    strict=strict, config=config)
+    except LossctlError as exc:
+        if state["github"]:  # an error in a GitHub job is an annotation too
+            from lossctl.github import command
+
+            console.note(command("error", str(exc), title="lossctl evaluate"))
+        raise
+
+
+def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, losses: Sequence[str], inputs: Sequence[str],
+         reduction: str | None, nan_policy: str | None, fmt: str | None, output: str | None,
+         per_sample: str | None, worst: int | None, chunk_size: int | None, plugins: Sequence[str],
+         fail_above: Sequence[str], baseline: str | None, max_increase: Sequence[str], allow_missing: bool,
+         no_fail: bool, github: bool, strict: bool, config: str | None) -> int:
+    from lossctl.scoring_config import ScoringConfig, load_config, merge
+
+    cfg = load_config(config) if config else ScoringConfig()
+    state["github"] = github or cfg.github
+    s = merge(cfg, preds=preds, targets=targets, inputs=parse_named_inputs(inputs), losses=list(losses),
+              reduction=reduction, nan_policy=nan_policy, chunk_size=chunk_size, plugins=list(plugins),
+              fail_above=list(fail_above), baseline=baseline, max_increase=list(max_increase),
+              allow_missing=allow_missing, fmt=fmt, output=output, worst=worst, per_sample=per_sample,
+              no_fail=no_fail, github=github, strict=strict)
+    fmt_ = s.format or "table"
+    if fmt_ not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt_!r}")
+    if not s.losses:
+        raise UsageError("no loss given; pass --loss NAME, e.g. --loss mse (see 'lossctl losses')"
+                         + ("" if not config else f", or list losses in {config}"))
+    if s.preds is None and not s.inputs:
+        raise UsageError("no inputs given; pass PREDS [TARGETS] or --input NAME=PATH"
+                         + ("" if not config else f", or set inputs in {config}"))
+
+    from lossctl.gates import FailAbove, Tolerance, apply_gates, load_baseline, parse_max_increase
+
+    cli_gates = {g.rpartition("=")[0].strip() for g in fail_above}
+    gates = [FailAbove(loss, limit, "--fail-above" if loss in cli_gates or not config else f"{config}: fail_above")
+             for loss, limit in s.fail_above.items()]
+    if s.max_increase and not s.baseline:
+        raise UsageError("--max-increase needs --baseline REPORT.json (the earlier report to compare against)")
+    tolerance = parse_max_increase(s.max_increase) if s.max_increase else Tolerance()
+    base = load_baseline(s.baseline) if s.baseline else None
+
     from lossctl.plugins import load_plugins
 
-    load_plugins(plugins)
+    load_plugins(s.plugins)
     from lossctl.api import evaluate
 
-    report = evaluate(preds, targets, list(losses), inputs=parse_named_inputs(inputs), reduction=reduction,
-                      nan_policy=nan_policy, chunk_size=chunk_size, per_sample=per_sample, worst=worst,
-                      provenance=fmt in ("json", "markdown", "junit") or output is not None)
+    report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, reduction=s.reduction or "mean",
+                      nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
+                      worst=s.worst or 0,
+                      provenance=fmt_ in ("json", "markdown", "junit") or s.output is not None
+                      or base is not None or s.github)
+    if base is not None:
+        report.baseline = s.baseline
+    apply_gates(report, gates, base, tolerance, s.allow_missing)
+
     for w in report.warnings:
         console.warn(w.message)
-    text = render(report, fmt)
-    if output:
-        write_output(output, text)
+    text = render(report, fmt_)
+    if s.output:
+        write_output(s.output, text)
     console.stdout_write(text)
-    return ExitCode.OK if report.passed else ExitCode.CHECK_FAILED
+    if s.github:
+        from lossctl.github import annotations, append_step_summary
+
+        for line in annotations(report):
+            console.note(line)
+        summary = text if fmt_ == "markdown" else render(report, "markdown")
+        try:
+            append_step_summary(summary)
+        except OSError as exc:
+            console.warn(f"could not append to $GITHUB_STEP_SUMMARY: {exc.strerror or exc}")
+    if s.strict and report.warnings:
+        n = len(report.warnings)
+        raise UsageError(f"--strict: {n} warning{'s' if n != 1 else ''} (see above); fix the inputs or the "
+                         f"loss, or drop --strict")
+    if not report.passed:
+        failed = [c.message for r in report.results for c in r.checks if not c.passed] + \
+            [c.message for c in report.checks if not c.passed]
+        for message in failed[:20]:
+            console.note(f"failed: {message}")
+        n = len(failed)
+        verdict = f"lossctl: {n} check{'s' if n != 1 else ''} failed"
+        if s.no_fail:
+            console.note(f"{verdict}; exit 0 because of --no-fail")
+            return ExitCode.OK
+        console.note(verdict)
+        return ExitCode.CHECK_FAILED
+    return ExitCode.OK

@@ -1,4 +1,8 @@
-"""`lossctl evaluate`: compute losses over saved predictions and targets (SPEC §6)."""
+"""`lossctl evaluate`: compute losses over saved predictions and targets (SPEC §6).
+
+Only typer is imported here; the work happens in ``_evaluate_impl`` (imported when run), so
+``lossctl --help`` stays free of NumPy, pandas and PyYAML.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Annotated
 import typer
 
 FORMAT_HELP = "Report format: table, json, csv, markdown or junit."
+GATES = "Gates (CI)"
 
 
 def evaluate(
@@ -14,20 +19,41 @@ def evaluate(
     targets: Annotated[str | None, typer.Argument(help="Targets (optional when the loss takes named inputs).")] = None,
     loss: Annotated[list[str] | None, typer.Option("--loss", "-l", help="Loss expression, e.g. 'huber(delta=0.5)' or 'mse + 2*mae'. Repeatable.")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="Named input NAME=PATH (anchor, x1, log_probs, ...). Repeatable.")] = None,
-    reduction: Annotated[str, typer.Option(help="mean | sum | none (none writes per-sample values).")] = "mean",
-    nan_policy: Annotated[str, typer.Option("--nan-policy", help="raise | omit | propagate.")] = "raise",
-    format_: Annotated[str, typer.Option("--format", "-f", help=FORMAT_HELP)] = "table",
+    reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). [default: mean]")] = None,
+    nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. [default: raise]")] = None,
+    format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " [default: table]")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Also write the report to FILE.")] = None,
     per_sample: Annotated[str | None, typer.Option("--per-sample", help="Write per-sample values to FILE (.npy or .csv).")] = None,
-    worst: Annotated[int, typer.Option("--worst", help="Show the K worst samples.")] = 0,
+    worst: Annotated[int | None, typer.Option("--worst", help="Show summary statistics and the K worst samples.")] = None,
     chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per chunk (default: about 64K elements).")] = None,
     plugin: Annotated[list[str] | None, typer.Option("--plugin", help="Python file registering custom losses. Repeatable.")] = None,
+    fail_above: Annotated[list[str] | None, typer.Option(
+        "--fail-above", rich_help_panel=GATES,
+        help="LOSS=VALUE: exit 1 if that loss is above VALUE (LOSS as written in --loss, or a bare loss name). Repeatable.")] = None,
+    baseline: Annotated[str | None, typer.Option(
+        "--baseline", rich_help_panel=GATES, help="An earlier --format json report to compare against.")] = None,
+    max_increase: Annotated[list[str] | None, typer.Option(
+        "--max-increase", rich_help_panel=GATES,
+        help="Tolerated increase over the baseline: X (absolute) or X% (relative); give both to allow the larger. [default: 0]")] = None,
+    allow_missing: Annotated[bool, typer.Option(
+        "--allow-missing", rich_help_panel=GATES, help="A loss in the baseline but not evaluated now is not a failure.")] = False,
+    no_fail: Annotated[bool, typer.Option(
+        "--no-fail", rich_help_panel=GATES, help="Report failed gates but exit 0.")] = False,
+    github: Annotated[bool, typer.Option(
+        "--github", rich_help_panel=GATES,
+        help="GitHub Actions: annotations for failed gates and warnings; append the markdown report to $GITHUB_STEP_SUMMARY.")] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", rich_help_panel=GATES, help="Treat warnings (pitfalls, non-finite values) as errors: exit 2.")] = False,
+    config: Annotated[str | None, typer.Option(
+        "--config", rich_help_panel=GATES, help="A scoring YAML file (inputs, losses, gates, baseline); flags override it.")] = None,
 ) -> int:
-    """Compute losses over saved predictions and targets."""
+    """Compute losses over saved predictions and targets; gate them for CI."""
     from lossctl.commands._evaluate_impl import run_evaluate
 
     return run_evaluate(
         preds=preds, targets=targets, losses=loss or [], inputs=input_ or [], reduction=reduction,
         nan_policy=nan_policy, fmt=format_, output=output, per_sample=per_sample, worst=worst,
-        chunk_size=chunk_size, plugins=plugin or [],
+        chunk_size=chunk_size, plugins=plugin or [], fail_above=fail_above or [], baseline=baseline,
+        max_increase=max_increase or [], allow_missing=allow_missing, no_fail=no_fail, github=github,
+        strict=strict, config=config,
     )

@@ -74,6 +74,8 @@ def report_dict(report: Report) -> dict[str, Any]:
         "warnings": [{"level": w.level, "message": w.message, **({"code": w.code} if w.code else {})}
                      for w in report.warnings],
     }
+    if report.checks:
+        out["checks"] = [_check(c) for c in report.checks]
     if report.baseline:
         out["baseline"] = report.baseline
     if report.provenance:

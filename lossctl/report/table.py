@@ -43,6 +43,9 @@ def render(report: Report, **_: object) -> str:
     console = Console(file=buf, force_terminal=tty, no_color=not tty, width=max(100, _width()),
                       highlight=False)
     console.print(table)
+    for check in report.checks:  # losses in the baseline that this run did not evaluate
+        status = "skipped" if check.extra.get("skipped") else ("ok" if check.passed else "FAIL")
+        console.print(f"{status} baseline: {check.message}", markup=False, soft_wrap=True)
     for res in report.results:
         if res.summary is not None and res.summary.count:
             s = res.summary

@@ -1,0 +1,419 @@
+"""CI gates: ``--fail-above`` thresholds and ``--baseline`` regression checks (SPEC §6).
+
+Everything here is a pure function of a :class:`~lossctl.result.Report`, the gate specs and a
+baseline (a parsed earlier JSON report): it appends :class:`~lossctl.result.Check` objects to
+``LossResult.checks`` (and, for losses the baseline has but this run lacks, to ``Report.checks``).
+Only :func:`load_baseline` touches the file system.
+
+Rules, chosen so that a gate fails for the right reasons only:
+
+* ``--fail-above LOSS=VALUE`` fails when the value is *above* VALUE (equal passes).
+* A non-finite value (NaN, inf, -inf) never passes any gate.
+* ``--max-increase`` is absolute (``0.01``) or relative to the baseline (``5%``); given both, the
+  larger allowance wins (like ``math.isclose``'s ``abs_tol``/``rel_tol``). Without it the allowance
+  is 0: any increase beyond float rounding (1e-12 relative) fails.
+* Relative tolerances scale with ``abs(baseline)``, so a baseline of 0 allows no increase at all
+  under a relative tolerance (an improvement or an exact 0 still passes); add an absolute
+  ``--max-increase`` to tolerate some.
+* A baseline value that was non-finite cannot be regressed from: a finite value now passes (with
+  a message saying there was nothing to compare against).
+* A loss in the baseline that this run did not evaluate fails unless ``allow_missing``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossctl.errors import ExprError, UsageError
+from lossctl.result import Check, LossResult, Report, Warning_
+
+ROUNDING = 1e-12  # relative change treated as float noise, not a regression
+SUPPORTED_SCHEMA = 1
+
+
+# --------------------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class FailAbove:
+    """``--fail-above LOSS=VALUE``: ``loss`` as the user wrote it, ``limit`` the highest passing value."""
+
+    loss: str
+    limit: float
+    origin: str = "--fail-above"  # where it came from, for messages ("scoring.yaml: fail_above")
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Allowed increase over the baseline: absolute, relative (a fraction: 5% → 0.05), or both."""
+
+    absolute: float | None = None
+    relative: float | None = None
+
+    def allowed(self, old: float) -> float:
+        return max(self.absolute or 0.0, (self.relative or 0.0) * abs(old))
+
+    def describe(self) -> str:
+        parts = []
+        if self.absolute is not None:
+            parts.append(f"{self.absolute:g}")
+        if self.relative is not None:
+            parts.append(f"{self.relative * 100:g}%")
+        return " or ".join(parts) if parts else "0"
+
+
+def parse_limit(text: Any, where: str) -> float:
+    """A threshold number (int/float, or text such as ``0.3``, ``1e-3``); NaN is refused."""
+    if isinstance(text, bool):
+        raise UsageError(f"{where}: expected a number, got {text!r}")
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        try:
+            value = float(str(text).strip())
+        except ValueError:
+            raise UsageError(f"{where}: {str(text).strip()!r} is not a number") from None
+    if math.isnan(value):
+        raise UsageError(f"{where}: the limit must be a number, not NaN")
+    return value
+
+
+def parse_fail_above(item: str, origin: str = "--fail-above") -> FailAbove:
+    """``LOSS=VALUE``, split at the last ``=`` (so ``huber(delta=0.5)=0.2`` works)."""
+    loss, sep, value = item.rpartition("=")
+    loss = loss.strip()
+    if not sep or not loss or not value.strip():
+        raise UsageError(f"{origin} {item!r}: expected LOSS=VALUE, e.g. --fail-above mse=0.3 or "
+                         f"--fail-above 'huber(delta=0.5)=0.2'")
+    return FailAbove(loss, parse_limit(value, f"{origin} {item!r}"), origin)
+
+
+def parse_max_increase(items: Sequence[Any] | Any, origin: str = "--max-increase") -> Tolerance:
+    """``X`` (absolute) or ``X%`` (relative to the baseline); at most one of each."""
+    if not isinstance(items, (list, tuple)):
+        items = [items]
+    absolute = relative = None
+    for item in items:
+        text = str(item).strip() if not isinstance(item, bool) else ""
+        if isinstance(item, bool) or not text:
+            raise UsageError(f"{origin} {item!r}: expected a number (absolute, e.g. 0.01) or a "
+                             f"percentage (relative to the baseline, e.g. 5%)")
+        is_pct = text.endswith("%")
+        value = parse_limit(text[:-1] if is_pct else text, f"{origin} {item!r}")
+        if value < 0 or math.isinf(value):
+            raise UsageError(f"{origin} {item!r}: the tolerated increase must be a finite number >= 0")
+        if is_pct:
+            if relative is not None:
+                raise UsageError(f"{origin}: two relative tolerances given ({relative * 100:g}% and {text})")
+            relative = value / 100.0
+        else:
+            if absolute is not None:
+                raise UsageError(f"{origin}: two absolute tolerances given ({absolute:g} and {text})")
+            absolute = value
+    return Tolerance(absolute, relative)
+
+
+# ------------------------------------------------------------------------------------ matching
+
+
+def _signature(text: str) -> tuple[Any, ...] | None:
+    """What an expression computes: (name, weight, params, reduction) per term; None if unbindable."""
+    from lossctl.expr import bind
+
+    try:
+        terms = bind(text)
+    except (ExprError, UsageError):
+        return None
+    return tuple((t.spec.name, t.weight, json.dumps(t.params, sort_keys=True, default=repr), t.reduction)
+                 for t in terms)
+
+
+def _bare_name(text: str) -> str | None:
+    """The canonical loss name if ``text`` is a bare loss name (``huber``, ``l2``), else None."""
+    from lossctl.expr import parse
+    from lossctl.registry import canonical_name
+
+    try:
+        expr = parse(text)
+    except ExprError:
+        return None
+    if len(expr.terms) != 1 or expr.terms[0].weight != 1.0 or expr.terms[0].call.args:
+        return None
+    try:
+        return canonical_name(expr.terms[0].call.name)
+    except ExprError:
+        return None
+
+
+def _norm(text: str) -> str:
+    return "".join(text.split()).lower()
+
+
+def match_loss(loss: str, results: Sequence[LossResult]) -> list[tuple[LossResult, int | None]]:
+    """The results (and, for a bare name found only inside combinations, the term) ``loss`` names.
+
+    In order: the expression exactly as written (ignoring spaces and case); the same computation
+    (aliases and default parameters resolved: ``l2`` == ``mse``, ``huber`` == ``huber(delta=1.0)``);
+    a bare loss name, which names every single-term result of that loss (``huber`` matches
+    ``huber(delta=0.5)``), or failing that the terms of that loss inside combined expressions.
+    """
+    exact = [(r, None) for r in results if _norm(r.loss) == _norm(loss)]
+    if exact:
+        return exact
+    sig = _signature(loss)
+    if sig is not None:
+        same = [(r, None) for r in results if _signature(r.loss) == sig]
+        if same:
+            return same
+    name = _bare_name(loss)
+    if name is None:
+        return []
+    single = [(r, None) for r in results if len(r.terms) == 1 and r.terms[0].name == name]
+    if single:
+        return single
+    return [(r, i) for r in results for i, t in enumerate(r.terms) if t.name == name]
+
+
+def _no_match_message(loss: str, origin: str, results: Sequence[LossResult]) -> str:
+    evaluated = [r.loss for r in results]
+    close = difflib.get_close_matches(loss, evaluated, n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return (f"{origin}: {loss!r} names no evaluated loss{hint} (evaluated: {', '.join(evaluated)}); "
+            f"use the expression as given to --loss, or a bare loss name")
+
+
+# ------------------------------------------------------------------------------- value checks
+
+
+def _fmt(value: float) -> str:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return f"{value:.6g}"
+
+
+def _non_finite(value: float) -> str | None:
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return None
+
+
+def fail_above_check(label: str, value: float, limit: float) -> Check:
+    """Passes when ``value <= limit``; a non-finite value never passes."""
+    bad = _non_finite(value)
+    if bad is not None:
+        passed = False
+        message = f"{label} is {bad}, which never passes a gate (limit {_fmt(limit)})"
+    elif value > limit:
+        passed = False
+        message = f"{label} = {_fmt(value)} is above the limit {_fmt(limit)}"
+    else:
+        passed = True
+        message = f"{label} = {_fmt(value)} is within the limit {_fmt(limit)}"
+    return Check(kind="fail_above", limit=limit, passed=passed, message=message, extra={"value": value})
+
+
+def change_pct(old: float, new: float) -> float | None:
+    """Percentage change relative to ``abs(old)``; 0 for 0 → 0; None (undefined) for 0 → nonzero."""
+    if not (math.isfinite(old) and math.isfinite(new)):
+        return None
+    if old == 0:
+        return 0.0 if new == 0 else None
+    return 100.0 * (new - old) / abs(old)
+
+
+def baseline_check(label: str, old: float, new: float, tolerance: Tolerance) -> Check:
+    """Compare ``new`` with the baseline value ``old`` under ``tolerance`` (see the module rules)."""
+    change = new - old if math.isfinite(old) and math.isfinite(new) else math.nan
+    extra: dict[str, Any] = {"baseline": old, "value": new, "change": change,
+                             "change_pct": change_pct(old, new), "max_increase": tolerance.describe()}
+    bad_new, bad_old = _non_finite(new), _non_finite(old)
+    if bad_new is not None:
+        return Check("baseline", None, False, f"{label} is {bad_new}, which never passes a gate "
+                                              f"(baseline {_fmt(old)})", extra)
+    if bad_old is not None:
+        return Check("baseline", None, True, f"{label} = {_fmt(new)}; the baseline value was {bad_old}, "
+                                             f"so there is nothing to regress from", extra)
+    allowed = tolerance.allowed(old)
+    limit = old + allowed
+    slack = ROUNDING * max(abs(old), abs(new))
+    passed = change <= allowed + slack
+    pct = extra["change_pct"]
+    pct_text = f" ({pct:+.3g}%)" if pct is not None else ""
+    if passed:
+        message = (f"{label} = {_fmt(new)}, baseline {_fmt(old)}: change {change:+.6g}{pct_text} within "
+                   f"the allowed increase {tolerance.describe()}")
+    else:
+        message = (f"{label} = {_fmt(new)} got worse than the baseline {_fmt(old)} by {change:+.6g}"
+                   f"{pct_text}; allowed increase {tolerance.describe()}")
+        if old == 0 and tolerance.relative is not None and not tolerance.absolute:
+            message += (" (the baseline is 0, so a relative tolerance allows no increase; add an absolute "
+                        "--max-increase to tolerate some)")
+    return Check("baseline", limit, passed, message, extra)
+
+
+# ------------------------------------------------------------------------------------ baseline
+
+
+@dataclass
+class BaselineEntry:
+    loss: str
+    value: float
+    reduction: str | None = None
+    samples: int | None = None
+
+
+@dataclass
+class Baseline:
+    """The parts of an earlier ``--format json`` report that gates compare against."""
+
+    path: str
+    entries: list[BaselineEntry]
+    input_sha256: dict[str, str] = field(default_factory=dict)
+
+
+def _entry_value(res: Mapping[str, Any], where: str) -> float:
+    value = res.get("value")
+    if value is None:
+        kind = res.get("non_finite", "nan")
+        return {"inf": math.inf, "-inf": -math.inf}.get(str(kind), math.nan)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UsageError(f"{where}: 'value' must be a number or null, got {value!r}")
+    return float(value)
+
+
+def baseline_from_dict(doc: Any, path: str) -> Baseline:
+    """Validate a parsed JSON report and keep what the gates need."""
+    hint = f"make one with: lossctl evaluate ... --format json --output {path}"
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise UsageError(f"--baseline {path}: not a lossctl JSON report (no 'results' list); {hint}")
+    version = doc.get("schema_version", 1)
+    if isinstance(version, bool) or not isinstance(version, int) or version > SUPPORTED_SCHEMA:
+        raise UsageError(f"--baseline {path}: schema_version {version!r} is not supported by this lossctl "
+                         f"(supports {SUPPORTED_SCHEMA}); regenerate the baseline or upgrade lossctl")
+    entries: list[BaselineEntry] = []
+    seen: set[str] = set()
+    for i, res in enumerate(doc["results"]):
+        where = f"--baseline {path}: results[{i}]"
+        if not isinstance(res, dict) or not isinstance(res.get("loss"), str) or not res["loss"].strip():
+            raise UsageError(f"{where}: expected an object with a 'loss' expression and a 'value'")
+        if "value" not in res:
+            raise UsageError(f"{where} ({res['loss']}): no 'value'")
+        if _norm(res["loss"]) in seen:
+            continue
+        seen.add(_norm(res["loss"]))
+        reduction = res.get("reduction") if isinstance(res.get("reduction"), str) else None
+        samples = res.get("samples") if isinstance(res.get("samples"), int) else None
+        entries.append(BaselineEntry(res["loss"], _entry_value(res, where), reduction, samples))
+    sha: dict[str, str] = {}
+    prov = doc.get("provenance")
+    if isinstance(prov, dict) and isinstance(prov.get("inputs"), dict):
+        for name, info in prov["inputs"].items():
+            if isinstance(info, dict) and isinstance(info.get("sha256"), str):
+                sha[str(name)] = info["sha256"]
+    return Baseline(path, entries, sha)
+
+
+def load_baseline(path: str) -> Baseline:
+    """Read an earlier ``lossctl evaluate --format json`` report; every problem is exit 2."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        raise UsageError(f"--baseline {path}: no such file; make one with: lossctl evaluate ... "
+                         f"--format json --output {path}") from None
+    except IsADirectoryError:
+        raise UsageError(f"--baseline {path}: is a directory, not a JSON report") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--baseline {path}: not UTF-8 text; give a JSON report") from None
+    except OSError as exc:
+        raise UsageError(f"--baseline {path}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--baseline {path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    return baseline_from_dict(doc, path)
+
+
+def _find_entry(res: LossResult, entries: Sequence[BaselineEntry]) -> BaselineEntry | None:
+    for e in entries:
+        if _norm(e.loss) == _norm(res.loss):
+            return e
+    sig = _signature(res.loss)
+    if sig is not None:
+        for e in entries:
+            if _signature(e.loss) == sig:
+                return e
+    return None
+
+
+# ------------------------------------------------------------------------------------ applying
+
+
+def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: Baseline | None = None,
+                tolerance: Tolerance | None = None, allow_missing: bool = False) -> Report:
+    """Append the checks for every gate to ``report`` (in place) and return it.
+
+    A ``fail_above`` naming no evaluated loss is a UsageError (exit 2), as is a baseline entry whose
+    reduction differs from this run's (the values are not comparable).
+    """
+    results = report.results
+    for gate in fail_above:
+        matches = match_loss(gate.loss, results)
+        if not matches:
+            raise UsageError(_no_match_message(gate.loss, f"{gate.origin} {gate.loss}={gate.limit:g}", results))
+        for res, term in matches:
+            if term is None:
+                res.checks.append(fail_above_check(res.loss, res.value, gate.limit))
+            else:
+                t = res.terms[term]
+                check = fail_above_check(f"{res.loss} [term {t.name}]", t.value, gate.limit)
+                check.extra["term"] = t.name
+                res.checks.append(check)
+    if baseline is None:
+        return report
+    tolerance = tolerance or Tolerance()
+    used: set[int] = set()
+    for res in results:
+        entry = _find_entry(res, baseline.entries)
+        if entry is None:
+            continue
+        used.add(id(entry))
+        if entry.reduction and entry.reduction != res.reduction:
+            raise UsageError(f"--baseline {baseline.path}: {res.loss} was reduced with {entry.reduction} "
+                             f"there but with {res.reduction} now; the values are not comparable "
+                             f"(regenerate the baseline or use the same --reduction)")
+        check = baseline_check(res.loss, entry.value, res.value, tolerance)
+        if entry.loss != res.loss:
+            check.extra["baseline_loss"] = entry.loss
+        res.checks.append(check)
+    for entry in baseline.entries:
+        if id(entry) in used:
+            continue
+        extra = {"loss": entry.loss, "baseline": entry.value, "value": None, "missing": True}
+        if allow_missing:
+            report.checks.append(Check("baseline", None, True, f"{entry.loss} is in the baseline but was not "
+                                                                f"evaluated in this run (allowed by --allow-missing)",
+                                       {**extra, "skipped": True}))
+        else:
+            report.checks.append(Check("baseline", None, False, f"{entry.loss} is in the baseline but was not "
+                                                                 f"evaluated in this run; evaluate it, or pass "
+                                                                 f"--allow-missing", extra))
+    current = report.provenance.get("inputs", {}) if report.provenance else {}
+    for name in ("targets",):
+        old_sha = baseline.input_sha256.get(name)
+        new_sha = (current.get(name) or {}).get("sha256") if isinstance(current.get(name), dict) else None
+        if old_sha and new_sha and old_sha != new_sha:
+            report.warnings.append(Warning_(
+                message=f"the {name} differ from the baseline's ({baseline.path}); the comparison is "
+                        f"only meaningful on the same evaluation data",
+                code="baseline_inputs_differ"))
+    return report

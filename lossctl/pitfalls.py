@@ -1,0 +1,353 @@
+"""Pitfall diagnostics: cheap statistics gathered per chunk that flag a likely misuse of a loss.
+
+The engine hands every chunk a term sees (after the NaN policy) to that term's :class:`Observer`;
+``finish`` turns the statistics into warnings through :func:`lossctl.diagnostics.warn`. The work
+per chunk is a few vectorised reductions (min/max, a bincount of integer labels, row sums) plus
+checks on a bounded, evenly strided sample, so it costs almost nothing next to the loss itself.
+
+Codes (stable; ``--strict`` turns any of them into exit 2):
+
+* ``probabilities_to_logits_loss``: preds all within [0, 1] (rows summing to 1 for multiclass)
+  fed to a loss that expects logits.
+* ``logits_to_probability_loss``: preds outside [0, 1] fed to a loss that expects probabilities,
+  or values that cannot be log-probabilities (> 0) fed to one that expects those.
+* ``regression_on_class_labels``: a regression loss whose targets are a few small integers.
+* ``class_imbalance``: heavily imbalanced class targets (majority : minority >= 10 : 1) with an
+  unweighted loss.
+* ``kl_rows_not_normalized``: KL/JS inputs whose rows (axis 1) do not sum to 1.
+* ``ctc_raw_logits``: CTC ``log_probs`` that are not log-probabilities (values > 0, or rows whose
+  logsumexp is not 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from lossctl import diagnostics
+
+SAMPLE = 4096  # elements looked at per chunk for the checks that need more than min/max
+MIN_ELEMENTS = 8  # below this, nothing is said: too little evidence
+IMBALANCE_RATIO = 10.0  # majority : minority at or above this is "heavily imbalanced"
+MIN_SAMPLES_FOR_IMBALANCE = 50
+ROW_TOL = 1e-3
+MAX_DISTINCT = 64
+
+LOGIT_LOSSES = {"bce_with_logits", "cross_entropy", "focal"}
+PROBABILITY_LOSSES = {"bce"}
+SEGMENTATION_LOSSES = {"dice", "iou", "tversky"}
+REGRESSION_LOSSES = {"mse", "mae", "huber", "smooth_l1", "log_cosh", "quantile"}
+KL_LOSSES = {"kl_div", "js_div"}
+
+
+def _sample(arr: np.ndarray, limit: int = SAMPLE) -> np.ndarray:
+    flat = arr.reshape(-1)
+    if flat.size <= limit:
+        return flat
+    return flat[:: flat.size // limit + 1]
+
+
+def _rows_sample(rows: np.ndarray, limit: int = SAMPLE) -> np.ndarray:
+    """At most ``limit`` rows of a 2-D (rows, C) array, evenly strided."""
+    if len(rows) <= limit:
+        return rows
+    return rows[:: len(rows) // limit + 1]
+
+
+def _as_rows(arr: np.ndarray, class_axis: int = 1) -> np.ndarray:
+    """(..., C) rows with the class axis last, for row-wise checks."""
+    return np.moveaxis(arr, class_axis, -1).reshape(-1, arr.shape[class_axis])
+
+
+class _Range:
+    """min / max / count of one input over every chunk, and whether it is integer-valued."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.min = np.inf
+        self.max = -np.inf
+        self.integer = True
+        self.distinct: set[float] = set()
+
+    def update(self, arr: np.ndarray) -> None:
+        if arr.size == 0 or arr.dtype.kind not in "biuf":
+            return
+        with np.errstate(all="ignore"):
+            finite = arr if arr.dtype.kind != "f" else arr[np.isfinite(arr)]
+        if finite.size == 0:
+            return
+        self.count += int(finite.size)
+        self.min = min(self.min, float(finite.min()))
+        self.max = max(self.max, float(finite.max()))
+        if self.integer:
+            s = _sample(finite)
+            if s.dtype.kind == "f" and not np.all(s == np.floor(s)):
+                self.integer = False
+                self.distinct.clear()
+            elif len(self.distinct) <= MAX_DISTINCT:
+                self.distinct.update(float(v) for v in np.unique(s)[: MAX_DISTINCT + 1])
+
+    @property
+    def in_unit(self) -> bool:
+        return self.count > 0 and self.min >= 0.0 and self.max <= 1.0
+
+
+class Observer:
+    """Statistics for one term of one expression; callable on each chunk ``{input: array}``."""
+
+    def __init__(self, loss: str, params: Mapping[str, Any]) -> None:
+        self.loss = loss
+        self.params = dict(params)
+        self.preds = _Range()
+        self.targets = _Range()
+        self.rows_seen = 0
+        self.rows_normalized = 0  # preds rows (class axis) that sum to 1, in the sample
+        self.counts: np.ndarray | None = None  # class counts of index targets
+        self.binary_targets = True
+        self.positives = 0
+        self.negatives = 0
+        self.kl_bad: dict[str, tuple[int, float, float]] = {}  # input -> (bad rows, worst dev, example sum)
+        self.kl_total: dict[str, float] = {}  # 1-D inputs: one distribution, summed over chunks
+        self.ctc_max = -np.inf
+        self.ctc_worst_lse = 0.0
+        self.ctc_rows = 0
+        self.index_targets = False
+        self.broken = False
+
+    # ------------------------------------------------------------------------------- updating
+
+    def __call__(self, chunk: Mapping[str, np.ndarray]) -> None:
+        if self.broken:
+            return
+        try:
+            self._update(chunk)
+        except Exception:  # diagnostics must never break an evaluation
+            self.broken = True
+
+    def _update(self, chunk: Mapping[str, np.ndarray]) -> None:
+        name = self.loss
+        preds, targets = chunk.get("preds"), chunk.get("targets")
+        if preds is not None:
+            self.preds.update(preds)
+        if targets is not None:
+            self.targets.update(targets)
+        if name in ("cross_entropy", "nll", "multi_margin", "focal") and preds is not None \
+                and targets is not None and preds.ndim >= 2 and targets.ndim == preds.ndim - 1:
+            self.index_targets = True
+            self._count_classes(targets)
+            if name == "cross_entropy" and preds.dtype.kind == "f":
+                rows = _rows_sample(_as_rows(preds))
+                with np.errstate(all="ignore"):
+                    sums = rows.sum(axis=1)
+                self.rows_seen += len(rows)
+                self.rows_normalized += int(np.sum(np.abs(sums - 1.0) <= ROW_TOL))
+        elif name in ("bce", "bce_with_logits") and targets is not None and self.binary_targets:
+            s = _sample(targets)
+            if not np.all((s == 0) | (s == 1)):
+                self.binary_targets = False
+            else:
+                pos = int(np.count_nonzero(targets >= 0.5))
+                self.positives += pos
+                self.negatives += int(targets.size) - pos
+        if name in KL_LOSSES:
+            self._kl_rows(chunk)
+        if name == "ctc" and chunk.get("log_probs") is not None:
+            self._ctc(chunk["log_probs"])
+
+    def _count_classes(self, targets: np.ndarray) -> None:
+        t = targets.reshape(-1)
+        if t.dtype.kind == "f":
+            if not np.all(t == np.floor(t)):
+                return
+        t = t.astype(np.int64, copy=False)
+        t = t[t >= 0]  # ignore_index (-100 by default) and other negative markers
+        if t.size == 0 or t.max() > 100_000:
+            return
+        counts = np.bincount(t)
+        if self.counts is None:
+            self.counts = counts
+        else:
+            size = max(len(self.counts), len(counts))
+            self.counts = np.pad(self.counts, (0, size - len(self.counts))) + np.pad(counts, (0, size - len(counts)))
+
+    def _kl_rows(self, chunk: Mapping[str, np.ndarray]) -> None:
+        p = self.params
+        roles = [("targets", bool(p.get("log_target", False)))]
+        if not p.get("from_logits", False):
+            roles.append(("preds", bool(p.get("log_input", False))))
+        for role, is_log in roles:
+            arr = chunk.get(role)
+            if arr is None or arr.dtype.kind != "f" or arr.size == 0:
+                continue
+            with np.errstate(all="ignore"):
+                vals = np.exp(arr) if is_log else arr
+                if arr.ndim == 1:
+                    self.kl_total[role] = self.kl_total.get(role, 0.0) + float(np.sum(vals, dtype=np.float64))
+                    continue
+                sums = vals.sum(axis=1, dtype=np.float64).reshape(-1)
+            dev = np.abs(sums - 1.0)
+            bad = int(np.sum(dev > ROW_TOL))
+            if bad:
+                old = self.kl_bad.get(role, (0, 0.0, 1.0))
+                i = int(np.nanargmax(dev)) if np.any(np.isfinite(dev)) else 0
+                worst = float(dev[i])
+                if worst > old[1] or old[0] == 0:
+                    self.kl_bad[role] = (old[0] + bad, worst, float(sums[i]))
+                else:
+                    self.kl_bad[role] = (old[0] + bad, old[1], old[2])
+
+    def _ctc(self, log_probs: np.ndarray) -> None:
+        if log_probs.dtype.kind != "f" or log_probs.ndim < 2 or log_probs.size == 0:
+            return
+        with np.errstate(all="ignore"):
+            self.ctc_max = max(self.ctc_max, float(np.nanmax(log_probs)))
+            if self.ctc_rows >= 16 * SAMPLE:
+                return
+            rows = _rows_sample(log_probs.reshape(-1, log_probs.shape[-1]))
+            top = rows.max(axis=1, keepdims=True)
+            lse = (np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]).astype(np.float64)
+        lse = lse[np.isfinite(lse)]
+        self.ctc_rows += len(rows)
+        if lse.size:
+            self.ctc_worst_lse = max(self.ctc_worst_lse, float(np.max(np.abs(lse))))
+
+    # ------------------------------------------------------------------------------ finishing
+
+    def messages(self) -> list[tuple[str, str]]:
+        """(code, message) pairs for what the statistics show."""
+        if self.broken:
+            return []
+        out: list[tuple[str, str]] = []
+        name, p = self.loss, self.params
+        pr, tr = self.preds, self.targets
+        logits_expected = name in LOGIT_LOSSES or (name in SEGMENTATION_LOSSES and p.get("from_logits"))
+        probs_expected = name in PROBABILITY_LOSSES or (name in SEGMENTATION_LOSSES and not p.get("from_logits"))
+        if logits_expected and pr.count >= MIN_ELEMENTS and pr.in_unit:
+            if name == "cross_entropy" and self.index_targets and self.rows_seen \
+                    and self.rows_normalized == self.rows_seen:
+                out.append(("probabilities_to_logits_loss",
+                            f"{name}: preds are within [0, 1] and every row sums to 1: they look like softmax "
+                            f"probabilities, but {name} expects logits (it applies log_softmax itself); pass "
+                            f"the logits, or use nll on log(probabilities)"))
+            elif name != "cross_entropy" or self.index_targets:
+                alt = {"bce_with_logits": "use bce for probabilities",
+                       "focal": "pass the logits (focal applies the sigmoid/softmax itself)"}.get(
+                    name, "pass the logits, or set from_logits=false")
+                out.append(("probabilities_to_logits_loss",
+                            f"{name}: every pred is within [0, 1] (min {pr.min:.4g}, max {pr.max:.4g}): they "
+                            f"look like probabilities, but {name} expects logits; {alt}"))
+        if probs_expected and pr.count >= MIN_ELEMENTS and (pr.min < 0.0 or pr.max > 1.0):
+            out.append(("logits_to_probability_loss",
+                        f"{name}: preds range over [{pr.min:.4g}, {pr.max:.4g}]: they look like logits, but "
+                        f"{name} expects probabilities in [0, 1]; "
+                        + ("use bce_with_logits for logits" if name == "bce" else "set from_logits=true")))
+        log_expected = name == "nll" or (name == "kl_div" and p.get("log_input") and not p.get("from_logits"))
+        if log_expected and pr.count >= MIN_ELEMENTS and pr.max > 1e-6:
+            what = "probabilities (take the log first)" if pr.in_unit else \
+                "raw logits (apply log_softmax over the class axis" + (", or use cross_entropy)" if name == "nll" else ")")
+            out.append(("logits_to_probability_loss",
+                        f"{name}: preds go up to {pr.max:.4g}, but log-probabilities are <= 0; they look like {what}"))
+        if name in REGRESSION_LOSSES and tr.count >= MIN_ELEMENTS and tr.integer and tr.min >= 0 \
+                and 1 < len(tr.distinct) <= 10:
+            labels = ", ".join(f"{v:g}" for v in sorted(tr.distinct))
+            out.append(("regression_on_class_labels",
+                        f"{name}: the targets only take the integer values {{{labels}}}: they look like class "
+                        f"labels, and a regression loss treats classes as ordered numbers; for classification "
+                        f"use cross_entropy (or bce_with_logits for 0/1 labels); if they are counts, consider "
+                        f"poisson_nll"))
+        out.extend(self._imbalance())
+        out.extend(self._kl_messages())
+        if name == "ctc" and self.ctc_rows:
+            if self.ctc_max > 1e-6:
+                out.append(("ctc_raw_logits",
+                            f"ctc: log_probs go up to {self.ctc_max:.4g} (> 0), so they are not log-probabilities; "
+                            f"they look like raw logits: apply log_softmax over the class axis "
+                            f"(torch: x.log_softmax(dim=2)) before the loss"))
+            elif self.ctc_worst_lse > ROW_TOL:
+                out.append(("ctc_raw_logits",
+                            f"ctc: log_probs rows do not logsumexp to 0 (off by up to {self.ctc_worst_lse:.3g}); "
+                            f"they look like unnormalised scores: apply log_softmax over the class axis"))
+        return out
+
+    def _imbalance(self) -> list[tuple[str, str]]:
+        name, p = self.loss, self.params
+        if name in ("cross_entropy", "nll", "multi_margin") and p.get("weight") is None and self.counts is not None:
+            present = [(c, int(n)) for c, n in enumerate(self.counts) if n > 0]
+            total = sum(n for _, n in present)
+            if len(present) < 2 or total < MIN_SAMPLES_FOR_IMBALANCE:
+                return []
+            (cmin, nmin), (cmax, nmax) = min(present, key=lambda x: x[1]), max(present, key=lambda x: x[1])
+            ratio = nmax / nmin
+            if ratio < IMBALANCE_RATIO:
+                return []
+            hint = ""
+            if len(self.counts) <= 20:
+                weights = ", ".join(f"{total / (len(self.counts) * n):.3g}" if n else "0" for n in self.counts)
+                hint = f"{name}(weight=[{weights}]) (inverse class frequency)" + (
+                    " or focal" if name == "cross_entropy" else "")
+            else:
+                hint = "class weights (weight=[...]) or focal"
+            return [("class_imbalance",
+                     f"{name}: the targets are heavily imbalanced (class {cmin}: {nmin} of {total} samples, "
+                     f"{100 * nmin / total:.2g}%; class {cmax}: {nmax}; ratio {ratio:.3g}:1) and the loss is "
+                     f"unweighted, so the majority dominates it; consider {hint}")]
+        if name in ("bce", "bce_with_logits") and self.binary_targets and p.get("weight") is None \
+                and p.get("pos_weight") is None:
+            pos, neg = self.positives, self.negatives
+            total = pos + neg
+            if total < MIN_SAMPLES_FOR_IMBALANCE or min(pos, neg) == 0:
+                return []
+            ratio = max(pos, neg) / min(pos, neg)
+            if ratio < IMBALANCE_RATIO:
+                return []
+            fix = (f"bce_with_logits(pos_weight={neg / pos:.3g})" if name == "bce_with_logits" or neg > pos
+                   else "weight=")
+            if name == "bce":
+                fix = f"bce_with_logits(pos_weight={neg / pos:.3g}) on logits, or a per-element weight="
+            return [("class_imbalance",
+                     f"{name}: the targets are heavily imbalanced ({pos} positives, {neg} negatives of {total}; "
+                     f"ratio {ratio:.3g}:1) and the loss is unweighted, so the majority class dominates it; "
+                     f"consider {fix}, or focal")]
+        return []
+
+    def _kl_messages(self) -> list[tuple[str, str]]:
+        if self.loss not in KL_LOSSES:
+            return []
+        out = []
+        for role in ("targets", "preds"):
+            if role in self.kl_total:
+                total = self.kl_total[role]
+                if abs(total - 1.0) > ROW_TOL:
+                    out.append(("kl_rows_not_normalized",
+                                f"{self.loss}: the {role} (a single 1-D distribution) sum to {total:.6g}, not 1; "
+                                f"KL needs distributions: normalise them (x / x.sum())"))
+            elif role in self.kl_bad:
+                bad, dev, example = self.kl_bad[role]
+                what = "exp(rows)" if (role == "targets" and self.params.get("log_target")) or \
+                    (role == "preds" and self.params.get("log_input")) else "rows"
+                out.append(("kl_rows_not_normalized",
+                            f"{self.loss}: {bad} {role} {what} do not sum to 1 over the class axis (axis 1; e.g. "
+                            f"one sums to {example:.6g}); KL needs distributions: normalise each row "
+                            f"(x / x.sum(axis=1, keepdims=True)), or use log_target/log_input/from_logits to say "
+                            f"how they are given"))
+        return out
+
+    def finish(self) -> None:
+        for code, message in self.messages():
+            diagnostics.warn(code, message)
+
+
+def observer(loss: str, params: Mapping[str, Any]) -> Observer | None:
+    """An observer for a term of loss ``loss`` (canonical name), or None if no check applies."""
+    watched = (LOGIT_LOSSES | PROBABILITY_LOSSES | SEGMENTATION_LOSSES | REGRESSION_LOSSES | KL_LOSSES
+               | {"nll", "multi_margin", "ctc"})
+    return Observer(loss, params) if loss in watched else None
+
+
+def finish_all(observers: Iterable[Any]) -> None:
+    """Warn about everything the observers saw (a loss used in several expressions warns once)."""
+    for obs in observers:
+        if isinstance(obs, Observer):
+            obs.finish()

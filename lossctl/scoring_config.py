@@ -1,0 +1,281 @@
+"""``lossctl evaluate --config scoring.yaml``: a CI scoring step as one reviewed file (SPEC §6).
+
+A scoring file holds the inputs, the losses, the gates and the baseline, so a pipeline runs
+``lossctl evaluate --config configs/scoring.yaml``. It is read with ``yaml.safe_load`` semantics
+(a SafeLoader; duplicate keys are refused), unknown keys are errors with a did-you-mean, and
+relative paths are relative to the scoring file's own directory, so it works from any cwd.
+Command-line flags override it (see :func:`merge`). ``configs/scoring.schema.json`` describes
+the same format as a JSON Schema (tests keep the two in agreement)::
+
+    version: 1
+    inputs:                      # preds/targets are the positional PREDS/TARGETS;
+      preds: ../sample_data/regression_preds.npy      # any other key is a named input
+      targets: ../sample_data/regression_targets.npy  # (= --input NAME=PATH)
+    losses: [mse, "huber(delta=0.5)"]
+    reduction: mean              # mean | sum | none
+    nan_policy: raise            # raise | omit | propagate
+    chunk_size: 65536
+    plugins: [my_losses.py]
+    fail_above:                  # LOSS: VALUE (expression as written, or a bare loss name)
+      mse: 1.5
+    baseline:                    # or just: baseline: reports/baseline.json
+      report: examples/baseline.json
+      max_increase: 5%           # X (absolute), X% (relative), or a list of one of each
+      allow_missing: false
+    report:
+      format: markdown           # table | json | csv | markdown | junit
+      output: ../reports/scoring.md
+      worst: 5
+      per_sample: ../reports/per_sample.npy
+    no_fail: false
+    github: false
+    strict: false
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from lossctl.errors import UsageError
+
+FORMATS = ("table", "json", "csv", "markdown", "junit")
+REDUCTIONS = ("mean", "sum", "none")
+NAN_POLICIES = ("raise", "omit", "propagate")
+
+TOP_KEYS = ("version", "inputs", "losses", "reduction", "nan_policy", "chunk_size", "plugins", "fail_above",
+            "baseline", "report", "no_fail", "github", "strict")
+BASELINE_KEYS = ("report", "max_increase", "allow_missing")
+REPORT_KEYS = ("format", "output", "worst", "per_sample")
+
+
+@dataclass
+class ScoringConfig:
+    """Everything a scoring file (or the command line) can say; None = not given."""
+
+    preds: str | None = None
+    targets: str | None = None
+    inputs: dict[str, str] = field(default_factory=dict)
+    losses: list[str] = field(default_factory=list)
+    reduction: str | None = None
+    nan_policy: str | None = None
+    chunk_size: int | None = None
+    plugins: list[str] = field(default_factory=list)
+    fail_above: dict[str, float] = field(default_factory=dict)
+    baseline: str | None = None
+    max_increase: list[str] = field(default_factory=list)
+    allow_missing: bool = False
+    format: str | None = None
+    output: str | None = None
+    worst: int | None = None
+    per_sample: str | None = None
+    no_fail: bool = False
+    github: bool = False
+    strict: bool = False
+
+
+class _Reader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.base = os.path.dirname(path)
+
+    def fail(self, mapping: Any, key: Any, message: str) -> UsageError:
+        from lossctl.advisor.yamlio import line_of
+
+        line = line_of(mapping, key) if mapping is not None else None
+        where = f"{self.path}:{line}" if line else self.path
+        return UsageError(f"{where}: {message}")
+
+    def check_keys(self, mapping: Any, allowed: tuple[str, ...], prefix: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.fail(mapping, key, f"unknown key {prefix}{key!r}{hint} (allowed: {', '.join(allowed)})")
+
+    def path_value(self, mapping: Any, key: Any, name: str) -> str:
+        value = mapping[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(mapping, key, f"{name} must be a file path (a string), got {value!r}")
+        value = os.path.expanduser(value.strip())
+        if os.path.isabs(value):
+            return value
+        return os.path.normpath(os.path.join(self.base, value))
+
+    def choice(self, mapping: Any, key: str, name: str, choices: tuple[str, ...]) -> str:
+        value = mapping[key]
+        if not isinstance(value, str) or value.lower() not in choices:
+            close = difflib.get_close_matches(str(value), choices, n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise self.fail(mapping, key, f"{name} must be one of {', '.join(choices)}, got {value!r}{hint}")
+        return value.lower()
+
+    def boolean(self, mapping: Any, key: str, name: str) -> bool:
+        value = mapping[key]
+        if not isinstance(value, bool):
+            raise self.fail(mapping, key, f"{name} must be true or false, got {value!r}")
+        return value
+
+    def integer(self, mapping: Any, key: str, name: str, minimum: int) -> int | None:
+        value = mapping[key]
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.fail(mapping, key, f"{name} must be an integer >= {minimum}, got {value!r}")
+        return value
+
+
+def _mapping(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def parse_config(doc: Any, path: str) -> ScoringConfig:
+    """Validate a parsed scoring document; every problem is a UsageError naming file, line and key."""
+    r = _Reader(path)
+    if not _mapping(doc):
+        kind = "empty" if doc is None else f"a {type(doc).__name__}"
+        raise UsageError(f"{path}: a scoring file must be a mapping of keys (inputs, losses, fail_above, "
+                         f"baseline, ...), but it is {kind}")
+    r.check_keys(doc, TOP_KEYS, "")
+    cfg = ScoringConfig()
+    if "version" in doc and (isinstance(doc["version"], bool) or doc["version"] != 1):
+        raise r.fail(doc, "version", f"version must be 1, got {doc['version']!r}")
+    if "inputs" in doc:
+        inputs = doc["inputs"]
+        if not _mapping(inputs):
+            raise r.fail(doc, "inputs", "inputs must be a mapping NAME: PATH (preds, targets, anchor, ...)")
+        for name in inputs:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise r.fail(inputs, name, f"inputs: {name!r} is not a valid input name")
+            value = r.path_value(inputs, name, f"inputs.{name}")
+            if name == "preds":
+                cfg.preds = value
+            elif name == "targets":
+                cfg.targets = value
+            else:
+                cfg.inputs[name] = value
+    if "losses" in doc:
+        losses = doc["losses"]
+        if isinstance(losses, str):
+            losses = [losses]
+        if not isinstance(losses, list) or not losses or \
+                not all(isinstance(x, str) and x.strip() for x in losses):
+            raise r.fail(doc, "losses", "losses must be a non-empty list of loss expressions, e.g. "
+                                        "[mse, \"huber(delta=0.5)\"]")
+        cfg.losses = [x.strip() for x in losses]
+    if "reduction" in doc:
+        cfg.reduction = r.choice(doc, "reduction", "reduction", REDUCTIONS)
+    if "nan_policy" in doc:
+        cfg.nan_policy = r.choice(doc, "nan_policy", "nan_policy", NAN_POLICIES)
+    if "chunk_size" in doc:
+        cfg.chunk_size = r.integer(doc, "chunk_size", "chunk_size", 1)
+    if "plugins" in doc:
+        plugins = doc["plugins"]
+        if isinstance(plugins, str):
+            plugins = [plugins]
+        if not isinstance(plugins, list):
+            raise r.fail(doc, "plugins", "plugins must be a list of Python file paths")
+        cfg.plugins = [r.path_value(plugins, i, f"plugins[{i}]") for i in range(len(plugins))]
+    if "fail_above" in doc:
+        gates = doc["fail_above"]
+        if not _mapping(gates):
+            raise r.fail(doc, "fail_above", "fail_above must be a mapping LOSS: VALUE, e.g. {mse: 0.3}")
+        for loss, limit in gates.items():
+            if not isinstance(loss, str) or not loss.strip():
+                raise r.fail(gates, loss, f"fail_above: {loss!r} is not a loss expression")
+            if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit != limit:
+                raise r.fail(gates, loss, f"fail_above.{loss} must be a number, got {limit!r}")
+            cfg.fail_above[loss.strip()] = float(limit)
+    if "baseline" in doc:
+        base = doc["baseline"]
+        if isinstance(base, str):
+            cfg.baseline = r.path_value(doc, "baseline", "baseline")
+        elif _mapping(base):
+            r.check_keys(base, BASELINE_KEYS, "baseline.")
+            if "report" not in base:
+                raise r.fail(doc, "baseline", "baseline needs 'report': the path of an earlier JSON report")
+            cfg.baseline = r.path_value(base, "report", "baseline.report")
+            if "max_increase" in base:
+                value = base["max_increase"]
+                items = value if isinstance(value, list) else [value]
+                if not items or not all(isinstance(x, (str, int, float)) and not isinstance(x, bool) for x in items):
+                    raise r.fail(base, "max_increase", f"baseline.max_increase must be a number (absolute) or "
+                                                       f"a percentage such as '5%', got {value!r}")
+                cfg.max_increase = [str(x) for x in items]
+                from lossctl.gates import parse_max_increase
+
+                try:
+                    parse_max_increase(cfg.max_increase, "baseline.max_increase")
+                except UsageError as exc:
+                    raise r.fail(base, "max_increase", str(exc)) from None
+            if "allow_missing" in base:
+                cfg.allow_missing = r.boolean(base, "allow_missing", "baseline.allow_missing")
+        else:
+            raise r.fail(doc, "baseline", "baseline must be a report path or a mapping with report, "
+                                          "max_increase, allow_missing")
+    if "report" in doc:
+        rep = doc["report"]
+        if not _mapping(rep):
+            raise r.fail(doc, "report", "report must be a mapping with format, output, worst, per_sample")
+        r.check_keys(rep, REPORT_KEYS, "report.")
+        if "format" in rep:
+            cfg.format = r.choice(rep, "format", "report.format", FORMATS)
+        if "output" in rep:
+            cfg.output = r.path_value(rep, "output", "report.output")
+        if "worst" in rep:
+            cfg.worst = r.integer(rep, "worst", "report.worst", 0)
+        if "per_sample" in rep:
+            cfg.per_sample = r.path_value(rep, "per_sample", "report.per_sample")
+    for key in ("no_fail", "github", "strict"):
+        if key in doc:
+            setattr(cfg, key, r.boolean(doc, key, key))
+    return cfg
+
+
+def load_config(path: str) -> ScoringConfig:
+    """Read and validate a scoring YAML file (SafeLoader only)."""
+    from lossctl.advisor.yamlio import load_yaml
+
+    if os.path.isdir(path):
+        raise UsageError(f"--config {path!r} is a directory, not a scoring YAML file")
+    return parse_config(load_yaml(path, "scoring file"), path)
+
+
+def merge(cfg: ScoringConfig, *, preds: str | None, targets: str | None, inputs: dict[str, str],
+          losses: list[str], reduction: str | None, nan_policy: str | None, chunk_size: int | None,
+          plugins: list[str], fail_above: list[str], baseline: str | None, max_increase: list[str],
+          allow_missing: bool, fmt: str | None, output: str | None, worst: int | None,
+          per_sample: str | None, no_fail: bool, github: bool, strict: bool) -> ScoringConfig:
+    """Flags over the file: scalars given on the command line win; ``--loss`` replaces the file's
+    list; ``--input`` and ``--fail-above`` override entries by name and keep the others;
+    ``--plugin`` adds to the file's plugins; boolean flags can only switch a setting on."""
+    from lossctl.gates import parse_fail_above
+
+    out = ScoringConfig(**{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
+                           for k, v in vars(cfg).items()})
+    if preds is not None:
+        out.preds = preds
+    if targets is not None:
+        out.targets = targets
+    out.inputs.update(inputs)
+    if losses:
+        out.losses = list(losses)
+    for key, value in (("reduction", reduction), ("nan_policy", nan_policy), ("chunk_size", chunk_size),
+                       ("baseline", baseline), ("format", fmt), ("output", output), ("worst", worst),
+                       ("per_sample", per_sample)):
+        if value is not None:
+            setattr(out, key, value)
+    out.plugins = out.plugins + [p for p in plugins if p not in out.plugins]
+    for item in fail_above:
+        gate = parse_fail_above(item)
+        out.fail_above.pop(gate.loss, None)
+        out.fail_above[gate.loss] = gate.limit
+    if max_increase:
+        out.max_increase = list(max_increase)
+    out.allow_missing = out.allow_missing or allow_missing
+    out.no_fail = out.no_fail or no_fail
+    out.github = out.github or github
+    out.strict = out.strict or strict
+    return out
