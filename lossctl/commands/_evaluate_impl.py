@@ -34,8 +34,12 @@ def parse_named_inputs(items: Sequence[str]) -> dict[str, str]:
 
 def write_output(path: str, text: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"--output {path}: directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"--output {path}: is a directory; give a file name")
+    try:
+        os.makedirs(directory, exist_ok=True)  # like pytest --junitxml: CI report dirs need not exist
+    except OSError as exc:
+        raise UsageError(f"--output {path}: cannot create directory {directory}: {exc.strerror or exc}") from None
     tmp = f"{path}.lossctl-tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
