@@ -17,7 +17,7 @@ sklearn_metrics = pytest.importorskip("sklearn.metrics")
 import lossctl  # noqa: E402
 from lossctl.losses import compute  # noqa: E402
 
-SEEDS = range(6)
+SEEDS = range(4)  # shapes and scales cycle with seed % 3
 DTYPES = ("float64", "float32")
 
 

@@ -82,7 +82,7 @@ def _nonnegative_zero(x: np.ndarray) -> np.ndarray:
 def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     """As torch: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, times ``weight``.
 
-    Example: bce([0.9, 0.2, 1.0], [1, 0, 0]) = mean(-log 0.9, -log 0.8, 100) = 33.442834.
+    Example: bce([0.9, 0.2, 1.0], [1, 0, 0]) = mean(-log 0.9, -log 0.8, 100) = 33.442835.
     """
     dt = float_dtype(preds, targets)
     p, t = _as_float(preds, dt), _as_float(targets, dt)
