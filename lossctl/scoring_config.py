@@ -92,8 +92,9 @@ class _Reader:
         for key in mapping:
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise self.fail(mapping, key, f"unknown key {prefix}{key!r}{hint} (allowed: {', '.join(allowed)})")
+                hint = f"; did you mean {prefix + close[0]!r}?" if close else ""
+                raise self.fail(mapping, key, f"unknown key {prefix + str(key)!r}{hint} "
+                                              f"(allowed: {', '.join(allowed)})")
 
     def path_value(self, mapping: Any, key: Any, name: str) -> str:
         value = mapping[key]

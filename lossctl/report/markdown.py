@@ -104,7 +104,8 @@ def render(report: Report, title: str = "lossctl evaluate", **_: object) -> str:
             lines.append(f"| … {len(report.results) - rows} more losses (see the JSON report) | | | | | |")
             break
         base, change = _baseline_cells(res.checks)
-        lines.append(f"| {code(res.loss)} | {num(res.value)} | {_limit(res.checks)} | {base} | {change} | "
+        own = [c for c in res.checks if not c.extra.get("term")]
+        lines.append(f"| {code(res.loss)} | {num(res.value)} | {_limit(own)} | {base} | {change} | "
                      f"{_status(res)} |")
         rows += 1
         if len(res.terms) > 1:
