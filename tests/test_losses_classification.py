@@ -149,7 +149,8 @@ def test_multiclass_focal_by_hand():
 
 
 def test_multiclass_hinge_by_hand():
-    # Crammer–Singer: max(0, 1 + max_{j≠y} s_j - s_y): [1, 2, 0], y=0 → 1 + 2 - 1 = 2; y=1 → max(0, 1 + 1 - 2) = 0
+    # Crammer–Singer: max(0, 1 + max_{j≠y} s_j - s_y)
+    # [1, 2, 0], y=0 → 1 + 2 - 1 = 2; y=1 → max(0, 1 + 1 - 2) = 0
     assert losses.hinge([[1.0, 2.0, 0.0]] * 2, [0, 1], reduction="none").tolist() == [2.0, 0.0]
     assert losses.hinge([[1.0, 2.0, 0.0]], [0], squared=True) == 4.0
 

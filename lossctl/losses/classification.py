@@ -228,7 +228,10 @@ def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
     reference="torch.nn.functional.nll_loss",
 )
 def nll(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100) -> Part:
-    """Example: log-probs [[-0.1, -2.4], [-1.2, -0.4], [-0.7, -0.7]], targets [0, 1, 0] → mean(0.1, 0.4, 0.7) = 0.4."""
+    """``-w_y x_y``, as torch; mean = Σ w_y (-x_y) / Σ w_y over non-ignored targets.
+
+    Example: log-probs [[-0.1, -2.4], [-1.2, -0.4], [-0.7, -0.7]], targets [0, 1, 0] → mean(0.1, 0.4, 0.7) = 0.4.
+    """
     x = _as_float(preds, float_dtype(preds))
     n_classes = x.shape[1]
     idx, nan = class_indices_nan("targets", targets, n_classes, ignore_index)

@@ -313,7 +313,8 @@ def multiclass_cases() -> None:
     logp2d = np.log(RNG.random((2, 3, 5, 5)))
     y2d = np.floor(RNG.random((2, 5, 5)) * 3).astype(np.int64)
     add("nll_2d_ignore_index1_torch_common_nn", "nll(ignore_index=1)", {"preds": logp2d, "targets": y2d},
-        torch_ref(F.nll_loss, True, ignore_index=1), "torch nll_loss(ignore_index=1); recipe NLLLoss2d_no_reduce_ignore_index",
+        torch_ref(F.nll_loss, True, ignore_index=1),
+        "torch nll_loss(ignore_index=1); recipe NLLLoss2d_no_reduce_ignore_index",
         dtypes=("float64",))
     logpnd = np.log(RNG.random((2, 3, 2, 3, 2, 2)))  # the recipe's (2, 3, 5, 5, 2, 2), smaller
     ynd = np.floor(RNG.random((2, 2, 3, 2, 2)) * 3).astype(np.int64)
@@ -360,16 +361,19 @@ def multiclass_cases() -> None:
     add("multi_margin_p2_torch_common_nn", "multi_margin(p=2)", {"preds": np.clip(s, 1e-2, 1 - 1e-2), "targets": ys},
         torch_ref(F.multi_margin_loss, True, p=2), "torch multi_margin_loss(p=2); recipe MultiMarginLoss_p")
     add("multi_margin_margin0.5_torch_common_nn", "multi_margin(margin=0.5)", {"preds": s, "targets": ys},
-        torch_ref(F.multi_margin_loss, True, margin=0.5), "torch multi_margin_loss(margin=0.5); recipe MultiMarginLoss_margin")
+        torch_ref(F.multi_margin_loss, True, margin=0.5),
+        "torch multi_margin_loss(margin=0.5); recipe MultiMarginLoss_margin")
     add("multi_margin_weights_torch_common_nn", f"multi_margin(weight={w10.tolist()})", {"preds": s, "targets": ys},
-        torch_ref(F.multi_margin_loss, True, weight=w10), "torch multi_margin_loss(weight); recipe MultiMarginLoss_weights")
+        torch_ref(F.multi_margin_loss, True, weight=w10),
+        "torch multi_margin_loss(weight); recipe MultiMarginLoss_weights")
     add("multi_margin_p2_margin_weights", f"multi_margin(p=2, margin=1.5, weight={w10.tolist()})",
         {"preds": s, "targets": ys}, torch_ref(F.multi_margin_loss, True, p=2, margin=1.5, weight=w10),
         "torch multi_margin_loss(p=2, margin=1.5, weight)")
     add("multi_margin_1d_input_0d_target_torch_common_nn", "multi_margin", {"preds": s[0], "targets": np.array(3)},
         lambda d, r: F.multi_margin_loss(_t(d["preds"]), torch.tensor(3)).item(),
         "torch multi_margin_loss((C,), 0-d target); recipe multimarginloss_1d_input_0d_target")
-    add("multi_margin_docs_example", "multi_margin", {"preds": np.array([[0.1, 0.2, 0.4, 0.8]]), "targets": np.array([3])},
+    add("multi_margin_docs_example", "multi_margin",
+        {"preds": np.array([[0.1, 0.2, 0.4, 0.8]]), "targets": np.array([3])},
         torch_ref(F.multi_margin_loss, True), "torch MultiMarginLoss docs example: 0.325")
 
 
