@@ -15,7 +15,6 @@ import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -295,12 +294,18 @@ def _tasks(group: Sequence[TermPlan], n: int, rows: int) -> list[tuple[int, int]
     return [(s, min(n, s + per_task)) for s in range(0, n, per_task)]
 
 
-def _ordered_map(fn: Any, items: Sequence[Any], workers: int) -> Iterator[Any]:
-    """``map(fn, items)`` on ``workers`` threads, results in order, at most 2×workers in flight."""
-    if workers <= 1 or len(items) <= 1:
+def _ordered_map(fn: Any, items: Any, workers: int, count: int) -> Iterator[Any]:
+    """``map(fn, items)`` on ``workers`` threads, results in order, at most 2×workers in flight.
+
+    ``items`` may be a generator: it is advanced in the calling thread only as tasks are submitted
+    (that is where sequential inputs such as a streamed CSV are read, in order).
+    """
+    if workers <= 1 or count <= 1:
         for item in items:
             yield fn(item)
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl") as pool:
         pending: deque[Any] = deque()
         try:
@@ -326,11 +331,27 @@ class _ChunkResult:
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
               tracker: Any, workers: int) -> None:
     locks = {id(p): threading.Lock() for p in group}
+    tasks = _tasks(group, n, rows)
+    sequential = {}
+    for plan in group:
+        for name, arr in plan.arrays.items():
+            if arr.sequential:
+                axis = plan.spec.sample_axis(name)
+                sequential[(arr.identity(), axis, arr.shape)] = (arr, axis)
 
-    def work(task: tuple[int, int]) -> list[tuple[int, int, list[_ChunkResult | None]]]:
-        return _slow_range(group, task[0], task[1], rows, nan_policy, locks)
+    def prefetched() -> Iterator[tuple[int, int, dict[int, dict[Any, np.ndarray]]]]:
+        for start, stop in tasks:
+            caches: dict[int, dict[Any, np.ndarray]] = {}
+            if sequential:  # read here, in order, in this thread
+                for s in range(start, stop, rows):
+                    e = min(stop, s + rows)
+                    caches[s] = {key: _prepare_chunk(arr.read(s, e, axis)) for key, (arr, axis) in sequential.items()}
+            yield start, stop, caches
 
-    for done in _ordered_map(work, _tasks(group, n, rows), workers):
+    def work(task: tuple[int, int, dict[int, dict[Any, np.ndarray]]]) -> Any:
+        return _slow_range(group, task[0], task[1], rows, nan_policy, locks, task[2])
+
+    for done in _ordered_map(work, prefetched(), workers, len(tasks)):
         for start, stop, results in done:
             for plan, res in zip(group, results):
                 _apply_chunk(plan, res)
@@ -341,11 +362,12 @@ def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_
 
 
 def _slow_range(group: Sequence[TermPlan], start: int, stop: int, rows: int, nan_policy: str,
-                locks: dict[int, Any]) -> list[tuple[int, int, list[_ChunkResult | None]]]:
+                locks: dict[int, Any], caches: dict[int, dict[Any, np.ndarray]] | None = None,
+                ) -> list[tuple[int, int, list[_ChunkResult | None]]]:
     out = []
     for s in range(start, stop, rows):
         e = min(stop, s + rows)
-        cache: dict[Any, np.ndarray] = {}
+        cache: dict[Any, np.ndarray] = dict(caches.get(s, {})) if caches else {}
         out.append((s, e, [_compute_chunk(plan, s, e, cache, nan_policy, rows, locks.get(id(plan)))
                            for plan in group]))
     return out
@@ -389,7 +411,8 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             return ("sums", start, stop, sums)
         return ("chunks", start, stop, _slow_range(group, start, stop, rows, nan_policy, locks))
 
-    for kind, start, stop, result in _ordered_map(work, _tasks(group, n, rows), workers):
+    tasks = _tasks(group, n, rows)
+    for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
             for plan, (total, weight) in zip(group, result):
                 plan.total += total

@@ -11,7 +11,10 @@ import hashlib
 import mmap
 import os
 import re
-from collections.abc import Mapping
+import threading
+import weakref
+from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +50,9 @@ class LazyArray:
     def identity(self) -> Any:
         """A key equal for two LazyArrays that read the same bytes (so a chunk is read once)."""
         return ("file", self.path, self.key)
+
+    #: Read in sample order from one thread only (a streamed CSV); the engine prefetches it.
+    sequential = False
 
     def can_view(self) -> bool:
         """Whether :meth:`view` gives zero-copy windows (C-ordered samples along axis 0)."""
@@ -196,6 +202,10 @@ class ReshapedArray(LazyArray):
     def can_view(self) -> bool:
         return self.base.can_view()
 
+    @property  # type: ignore[override]
+    def sequential(self) -> bool:  # type: ignore[override]
+        return self.base.sequential
+
     def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
         arr, release = self.base.view(start, stop)
         return arr.reshape((arr.shape[0],) + tuple(self.shape[1:])), release
@@ -343,10 +353,209 @@ def _open_npz(path: str, key: str | None, name: str) -> LazyArray | dict[str, La
 _INT_RE = re.compile(r"^-?\d+$")
 
 
-def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> MemoryArray:
-    import pandas as pd  # only when a CSV is read
+CSV_CHUNK_ROWS = 1 << 18  # rows parsed at a time (and sniffed at open)
+_CSV_KEEP_ROWS = 4 * CSV_CHUNK_ROWS  # parsed rows kept behind the furthest read (readers run in step)
 
-    label = f"{name} ({path})" if name else path
+
+def _csv_label(name: str, path: str) -> str:
+    return f"{name} ({path})" if name else path
+
+
+def _count_csv_rows(path: str) -> int:
+    """Non-blank lines of the file (pandas skips blank lines), counted in large binary blocks."""
+    lines = blank = 0
+    prev = b"\n"
+    last = b""
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            lines += block.count(b"\n")
+            if b"\n\n" in block or b"\n\r\n" in block:
+                blank += len(_BLANK_RE.findall(block))
+            if prev == b"\n" and block[:1] == b"\n" or prev == b"\n" and block[:2] == b"\r\n":
+                blank += 1
+            prev = block[-1:]
+            last = block[-1:]
+    if last and last != b"\n":
+        lines += 1  # a last line without a newline
+    return lines - blank
+
+
+_BLANK_RE = re.compile(rb"\n\r?(?=\n)")
+
+
+class _CsvSource:
+    """One CSV file parsed once, in chunks, for every column selection that reads it.
+
+    Chunks are parsed on demand, in order, and kept only while a reader may still need them
+    (readers of one evaluation move in step), so memory is a few chunks whatever the file size.
+    A read behind the kept chunks re-parses the file from the top (correct, just slower).
+    """
+
+    def __init__(self, path: str, sep: str, has_header: bool, label: str) -> None:
+        self.path, self.sep, self.has_header, self.label = path, sep, has_header, label
+        self.line0 = 2 if has_header else 1  # file line of data row 0
+        self.lock = threading.Lock()
+        self.columns: list[str] = []
+        self.dtypes: dict[str, np.dtype | None] = {}  # None: not numeric (in the first chunk)
+        self.n_rows = 0
+        self._reader: Any = None
+        self._blocks: deque[tuple[int, dict[str, np.ndarray]]] = deque()
+        self._parsed = 0
+        self._furthest = 0
+        self._restart()
+        first = self._next_frame()
+        if first is None:
+            raise InputError(f"{label}: the file has a header but no rows")
+        self.columns = [str(c) for c in first.columns]
+        for col in self.columns:
+            self.dtypes[col] = _column_dtype(first[col])
+        self._store(first)
+        if len(first) < CSV_CHUNK_ROWS:
+            self.n_rows = self._parsed  # the whole file was in the first chunk
+        else:
+            self.n_rows = _count_csv_rows(path) - (1 if has_header else 0)
+
+    def _restart(self) -> None:
+        import pandas as pd
+
+        self._reader = pd.read_csv(self.path, sep=self.sep, header=0 if self.has_header else None,
+                                   skipinitialspace=True, engine="c", on_bad_lines="error",
+                                   keep_default_na=False, na_values=[""], chunksize=CSV_CHUNK_ROWS)
+        self._blocks.clear()
+        self._parsed = 0
+        self._exhausted = False
+
+    def _next_frame(self) -> Any:
+        import pandas as pd
+
+        try:
+            frame = next(self._reader)
+        except StopIteration:
+            self._exhausted = True
+            return None
+        except pd.errors.ParserError as exc:
+            m = re.search(r"line (\d+)", str(exc))
+            where = f" at line {m.group(1)}" if m else ""
+            raise InputError(f"{self.label}: malformed row{where} ({str(exc).strip().splitlines()[-1]}); "
+                             f"every row needs the same number of fields") from None
+        except pd.errors.EmptyDataError:
+            raise InputError(f"{self.label}: the file is empty") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{self.label}: not a UTF-8 text file") from None
+        if not self.has_header:
+            frame.columns = [str(i) for i in range(frame.shape[1])]
+        return frame
+
+    def _store(self, frame: Any) -> None:
+        start = self._parsed
+        cols = {}
+        for col in self.columns:
+            declared = self.dtypes.get(col)
+            if declared is None:
+                cols[col] = frame[col]  # kept as text: only an explicit selection reads it (and fails)
+            else:
+                cols[col] = _convert_column(frame[col], declared, col, self.label, self.line0 + start)
+        self._blocks.append((start, cols))
+        self._parsed += len(frame)
+
+    def read(self, columns: Sequence[str], start: int, stop: int) -> list[np.ndarray]:
+        with self.lock:
+            if self._blocks and start < self._blocks[0][0] or not self._blocks and start < self._parsed:
+                self._restart()
+            while self._parsed < stop:
+                frame = self._next_frame()
+                if frame is None:
+                    raise InputError(f"{self.label}: has {self._parsed} rows where {self.n_rows} were counted "
+                                     f"(blank or quoted multi-line rows?); clean the file or save it as .npy")
+                self._store(frame)
+            self._furthest = max(self._furthest, stop)
+            out = []
+            for col in columns:
+                parts = []
+                for s, block in self._blocks:
+                    e = s + len(block[col])
+                    if e > start and s < stop:
+                        parts.append(block[col][max(0, start - s):min(e, stop) - s])
+                for part in parts:
+                    if not isinstance(part, np.ndarray):  # a text column explicitly selected
+                        _convert_column(part, np.dtype(np.float64), col, self.label,
+                                        self.line0 + int(part.index[0]) if len(part) else self.line0)
+                out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
+            while self._blocks and self._blocks[0][0] + _block_len(self._blocks[0][1]) <= \
+                    self._furthest - _CSV_KEEP_ROWS:
+                self._blocks.popleft()
+            return out
+
+
+def _block_len(block: dict[str, Any]) -> int:
+    return len(next(iter(block.values()))) if block else 0
+
+
+def _column_dtype(col: Any) -> np.dtype | None:
+    """The dtype a column gets: int64 (integers, true/false), float64, or None (not numeric)."""
+    kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else "O"
+    if kind in "iub":
+        return np.dtype(np.int64)
+    if kind == "f":
+        return np.dtype(np.float64)
+    values = _numeric_column(col.astype(str).where(col.notna(), ""))
+    return None if values is None else np.dtype(np.int64 if values.dtype.kind in "iub" else np.float64)
+
+
+def _convert_column(col: Any, dtype: np.dtype, name: str, label: str, first_line: int) -> np.ndarray:
+    kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else "O"
+    if kind in "iufb":
+        values = col.to_numpy()
+    else:
+        text = col.astype(str).where(col.notna(), "")
+        values = _numeric_column(text)
+        if values is None:
+            bad = _first_bad(text)
+            raise InputError(f"{label}: column {name!r} has a non-numeric value {text.iloc[bad]!r} "
+                             f"at line {bad + first_line}; fix that row or select numeric columns")
+    if values.dtype == dtype:
+        return values
+    if dtype.kind == "i" and values.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            whole = np.isfinite(values) & (values == np.round(values))
+        if not whole.all():
+            bad = int(np.flatnonzero(~whole)[0])
+            raise InputError(f"{label}: column {name!r} has the non-integer value {float(values[bad]):g} at line "
+                             f"{bad + first_line}, but its first {CSV_CHUNK_ROWS} rows are integers; "
+                             f"write every value of the column as a float (e.g. 1.0)")
+    return values.astype(dtype)
+
+
+_CSV_SOURCES: weakref.WeakValueDictionary[Any, _CsvSource] = weakref.WeakValueDictionary()
+
+
+@dataclass
+class CsvArray(LazyArray):
+    """Columns of a CSV/TSV file, parsed in chunks as they are read (bounded memory)."""
+
+    source: _CsvSource = field(default=None, repr=False)  # type: ignore[assignment]
+    columns: tuple[str, ...] = ()
+
+    sequential = True
+
+    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        if axis != 0:
+            whole = self.read(0, self.shape[0])
+            index = [slice(None)] * whole.ndim
+            index[axis] = slice(start, stop)
+            return whole[tuple(index)]
+        stop = max(start, min(stop, self.shape[0]))
+        cols = self.source.read(self.columns, start, stop)
+        if len(cols) == 1:
+            return cols[0]
+        return np.column_stack(cols).astype(self.dtype, copy=False)
+
+    def identity(self) -> Any:
+        return ("csv", self.path, self.columns)
+
+
+def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> CsvArray:
+    label = _csv_label(name, path)
     if sep is None:
         with open(path, encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
@@ -357,20 +566,13 @@ def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> Me
         raise InputError(f"{label}: the file is empty")
     fields = [f.strip().strip('"') for f in first.split(sep)]
     has_header = any(not _is_number(f) for f in fields if f != "")
-    try:
-        frame = pd.read_csv(path, sep=sep, header=0 if has_header else None, skipinitialspace=True,
-                            engine="c", on_bad_lines="error", dtype=str, keep_default_na=False)
-    except pd.errors.ParserError as exc:
-        m = re.search(r"line (\d+)", str(exc))
-        where = f" at line {m.group(1)}" if m else ""
-        raise InputError(f"{label}: malformed row{where} ({str(exc).strip().splitlines()[-1]}); "
-                         f"every row needs the same number of fields") from None
-    except UnicodeDecodeError:
-        raise InputError(f"{label}: not a UTF-8 text file") from None
-    if not has_header:
-        frame.columns = [str(i) for i in range(frame.shape[1])]
-    columns = [str(c) for c in frame.columns]
-    line0 = 2 if has_header else 1
+    stat = os.stat(path)
+    key = (os.path.realpath(path), sep, stat.st_size, stat.st_mtime_ns)
+    source = _CSV_SOURCES.get(key)
+    if source is None:
+        source = _CsvSource(path, sep, has_header, path)  # shared by every selection: errors name the file
+        _CSV_SOURCES[key] = source
+    columns = source.columns
     if selector:
         wanted = [c.strip() for c in selector.split(",")]
         chosen = []
@@ -384,25 +586,20 @@ def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> Me
 
                 raise InputError(f"{label}: no column {col!r}{_did_you_mean(col, columns)} "
                                  f"(columns: {', '.join(columns)}; or a 0-based index)")
+        for col in chosen:
+            if source.dtypes[col] is None:  # names the first non-numeric value and its line
+                source.read([col], 0, min(source.n_rows, CSV_CHUNK_ROWS))
     else:
-        chosen = []
-        for col in columns:
-            if _numeric_column(frame[col]) is not None:
-                chosen.append(col)
+        chosen = [col for col in columns if source.dtypes[col] is not None]
         if not chosen:
             raise InputError(f"{label}: no numeric columns (columns: {', '.join(columns)}); "
                              f"select one with {path}:COLUMN")
-    arrays = []
-    for col in chosen:
-        values = _numeric_column(frame[col])
-        if values is None:
-            bad = _first_bad(frame[col])
-            raise InputError(f"{label}: column {col!r} has a non-numeric value {frame[col].iloc[bad]!r} "
-                             f"at line {bad + line0}; fix that row or select numeric columns")
-        arrays.append(values)
-    data = arrays[0] if len(arrays) == 1 else np.column_stack(arrays)
-    key = selector if selector else None
-    return MemoryArray(path=path, shape=tuple(data.shape), dtype=data.dtype, key=key, name=name, data=data)
+    dtypes = [source.dtypes[c] or np.dtype(np.float64) for c in chosen]
+    dtype = dtypes[0] if len(set(dtypes)) == 1 else np.result_type(*dtypes)
+    shape = (source.n_rows,) if len(chosen) == 1 else (source.n_rows, len(chosen))
+    key_text = selector if selector else None
+    return CsvArray(path=path, shape=shape, dtype=np.dtype(dtype), key=key_text, name=name, source=source,
+                    columns=tuple(chosen))
 
 
 def _is_number(text: str) -> bool:

@@ -241,3 +241,63 @@ def test_pitfall_observers_still_see_the_data_on_the_fast_path(tmp_path):
     finally:
         engine.FAST_PATHS = True
     assert fast_codes == sorted(w.code for w in report.warnings)
+
+
+# ------------------------------------------------------------------------------ streamed CSV
+
+
+@pytest.fixture
+def tiny_csv_chunks(monkeypatch):
+    from lossctl import inputs
+
+    monkeypatch.setattr(inputs, "CSV_CHUNK_ROWS", 7)
+    monkeypatch.setattr(inputs, "_CSV_KEEP_ROWS", 14)
+
+
+def test_csv_is_streamed_in_chunks_with_the_same_values(tmp_path, tiny_csv_chunks, small_tasks):
+    rng = np.random.default_rng(6)
+    p, t = rng.standard_normal(1000), rng.standard_normal(1000)
+    path = tmp_path / "d.csv"
+    with open(path, "w") as fh:
+        fh.write("id,pred,target\n")
+        for i, (a, b) in enumerate(zip(p, t)):
+            fh.write(f"{i},{float(a)!r},{float(b)!r}\n")
+            if i == 500:
+                fh.write("\n")  # a blank line is skipped, as pandas does
+    lazy = open_input(f"{path}:pred")
+    assert lazy.shape == (1000,) and lazy.dtype == np.float64
+    np.testing.assert_array_equal(lazy.read(0, 1000), p)
+    np.testing.assert_array_equal(lazy.read(993, 1000), p[993:])  # behind the kept chunks: re-parsed
+    assert open_input(str(path)).shape == (1000, 3)
+    assert open_input(f"{path}:id").dtype == np.int64
+    got = _values(f"{path}:pred", f"{path}:target", ["mse", "mae", "hinge(margin=2)"][:2], chunk_size=13)
+    np.testing.assert_allclose(got, _values(p, t, ["mse", "mae"]), rtol=1e-13)
+
+
+def test_csv_errors_name_the_line_in_a_later_chunk(tmp_path, tiny_csv_chunks):
+    rows = [f"{i},{i * 0.5}" for i in range(40)]
+    bad_fields = rows.copy()
+    bad_fields[30] = "30,15.0,9"
+    path = tmp_path / "f.csv"
+    path.write_text("a,b\n" + "\n".join(bad_fields) + "\n")
+    with pytest.raises(InputError, match="malformed row at line 32"):
+        _values(f"{path}:a", f"{path}:b", ["mse"])
+    text = rows.copy()
+    text[25] = "25,oops"
+    path.write_text("a,b\n" + "\n".join(text) + "\n")
+    with pytest.raises(InputError, match=r"column 'b' has a non-numeric value 'oops' at line 27"):
+        _values(f"{path}:a", f"{path}:b", ["mse"])
+    ints = [f"{i},{i}" for i in range(40)]
+    ints[20] = "20,0.5"
+    path.write_text("a,b\n" + "\n".join(ints))  # no trailing newline either
+    with pytest.raises(InputError, match=r"non-integer value 0.5 at line 22"):
+        _values(f"{path}:a", f"{path}:b", ["mse"])
+
+
+def test_csv_headerless_and_selected_by_index(tmp_path, tiny_csv_chunks):
+    path = tmp_path / "h.csv"
+    path.write_text("".join(f"{i}.5,{i}\n" for i in range(30)))
+    a = open_input(f"{path}:0")
+    assert a.shape == (30,)
+    np.testing.assert_array_equal(a.read(0, 30), np.arange(30) + 0.5)
+    assert _values(f"{path}:0", f"{path}:1", ["mae"]) == [0.5]
