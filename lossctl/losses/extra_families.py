@@ -3,4 +3,4 @@
 Importing this module registers them; each family lives in its own module.
 """
 
-from lossctl.losses import distribution, embedding, extras, segmentation  # noqa: F401  (registers the losses)
+from lossctl.losses import distribution, embedding, extras, segmentation, sequence  # noqa: F401  (registers the losses)

@@ -1,0 +1,195 @@
+"""Sequence losses: CTC (connectionist temporal classification).
+
+The forward algorithm runs in log space over the blank-extended label sequence ``l'`` (length
+2S+1), vectorised over the samples of a chunk, one time step at a time, so memory is
+O(batch × S) and long sequences (T in the thousands) stay finite: a log-sum-exp of at most three
+terms per state never under- or overflows. An alignment that cannot exist (too many labels for
+the frames) has probability 0 and gives +inf, or 0 with ``zero_infinity=true``, as in torch.
+
+Inputs: ``log_probs`` (T, N, C) (samples on axis 1) or (T, C) for one sequence; ``targets`` padded
+(N, S) or 1-D concatenated (torch's two layouts); ``input_lengths`` (N,); ``target_lengths`` (N,).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import DomainError, InputError
+from lossctl.inputs import LazyArray, MemoryArray, reshaped
+from lossctl.losses._common import shape_error
+from lossctl.registry import Param, Part, register_loss
+
+_NAMES = ("log_probs", "targets", "input_lengths", "target_lengths")
+
+
+def _vector(arr: LazyArray, n: int, arrays: dict[str, LazyArray], what: str) -> LazyArray:
+    if arr.shape in ((n,), (n, 1)) or (n == 1 and arr.shape == ()):
+        return reshaped(arr, (n,)) if arr.shape != () else MemoryArray(
+            arr.path, (1,), arr.dtype, arr.key, arr.name, data=arr.read_all().reshape(1))
+    hint = "" if arrays["log_probs"].ndim == 3 else " (2-D log_probs (T, C) is one unbatched sequence; use (T, N, C) for a batch)"
+    raise shape_error("ctc", arrays, f"{arr.name} must have shape ({n},): {what}{hint}")
+
+
+def _check_ctc(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    lp = arrays["log_probs"]
+    out = dict(arrays)
+    if lp.ndim == 2:  # one unbatched sequence (T, C): small, held in memory
+        data = lp.read_all().reshape(lp.shape[0], 1, lp.shape[1])
+        out["log_probs"] = lp = MemoryArray(lp.path, data.shape, lp.dtype, lp.key, lp.name, data=data)
+        t = arrays["targets"]
+        if t.ndim == 1:
+            out["targets"] = MemoryArray(t.path, (1,) + t.shape, t.dtype, t.key, t.name,
+                                         data=t.read_all().reshape((1,) + t.shape))
+    elif lp.ndim != 3:
+        raise shape_error("ctc", arrays, "log_probs must have shape (T, N, C) (time, batch, classes) or (T, C)")
+    n, n_classes = lp.shape[1], lp.shape[2]
+    if not 0 <= params["blank"] < n_classes:
+        raise InputError(f"ctc: blank={params['blank']} is not a class of log_probs {lp.shape} "
+                         f"({n_classes} classes on axis 2); give 0 <= blank < {n_classes}")
+    out["input_lengths"] = _vector(arrays["input_lengths"], n, arrays, "one input length per sequence")
+    out["target_lengths"] = _vector(arrays["target_lengths"], n, arrays, "one target length per sequence")
+    t = out["targets"]
+    if t.ndim == 2 and t.shape[0] != n:
+        raise shape_error("ctc", arrays, f"padded targets must have shape ({n}, S) (one row per sequence), "
+                                         f"or be 1-D (all targets concatenated)")
+    if t.ndim not in (1, 2):
+        raise shape_error("ctc", arrays, f"targets must be padded ({n}, S) or 1-D concatenated")
+    return out
+
+
+def _integers(arr: LazyArray, data: np.ndarray) -> np.ndarray:
+    if data.dtype.kind == "f":
+        ok = np.isfinite(data) & (data == np.round(data))
+        if not ok.all():
+            raise InputError(f"ctc: {arr.label} must hold integers, found {float(data[~ok].flat[0]):g}")
+    return data.astype(np.int64)
+
+
+def _prepare_ctc(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    """Check the lengths against T and S, and turn 1-D concatenated targets into padded (N, S)."""
+    lp, t = arrays["log_probs"], arrays["targets"]
+    il_arr, tl_arr = arrays["input_lengths"], arrays["target_lengths"]
+    il, tl = _integers(il_arr, il_arr.read_all()), _integers(tl_arr, tl_arr.read_all())
+    big_t = lp.shape[0]
+    for arr, vals, high, what in ((il_arr, il, big_t, f"the {big_t} time steps of log_probs {lp.shape}"),
+                                  (tl_arr, tl, None, "")):
+        bad = vals < 0
+        if high is not None:
+            bad |= vals > high
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            limit = f"[0, {high}] ({what})" if high is not None else ">= 0"
+            raise InputError(f"ctc: {arr.label} has {int(bad.sum())} value(s) outside {limit}, "
+                             f"e.g. {int(vals[i])} at sequence {i}; fix the lengths")
+    out = dict(arrays)
+    if t.ndim == 1:
+        total = int(tl.sum())
+        if total != t.shape[0]:
+            raise InputError(f"ctc: 1-D (concatenated) {t.label} has {t.shape[0]} labels but the "
+                             f"target_lengths sum to {total}; they must match (or give padded targets "
+                             f"of shape (N, S))")
+        flat = _integers(t, t.read_all())
+        width = int(tl.max()) if tl.size else 0
+        padded = np.zeros((len(tl), width), dtype=np.int64)
+        ends = np.cumsum(tl)
+        for i, (end, length) in enumerate(zip(ends, tl)):
+            padded[i, :length] = flat[end - length:end]
+        out["targets"] = MemoryArray(t.path, padded.shape, padded.dtype, t.key, t.name, data=padded)
+    else:
+        too_long = tl > t.shape[1]
+        if too_long.any():
+            i = int(np.flatnonzero(too_long)[0])
+            raise InputError(f"ctc: {tl_arr.label} has {int(tl[i])} at sequence {i} but the padded "
+                             f"{t.label} has only {t.shape[1]} columns; fix the lengths or the padding")
+    return out
+
+
+def _logsumexp3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    m = np.maximum(np.maximum(a, b), c)
+    safe = np.where(m == -np.inf, 0.0, m)
+    with np.errstate(divide="ignore"):
+        return safe + np.log(np.exp(a - safe) + np.exp(b - safe) + np.exp(c - safe))
+
+
+def ctc_forward(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray,
+                target_lengths: np.ndarray, blank: int) -> np.ndarray:
+    """Negative log-likelihood per sequence: log_probs (T, B, C) float64, targets (B, S) int."""
+    big_t, batch, _ = log_probs.shape
+    width = int(target_lengths.max()) if batch else 0
+    s_ext = 2 * width + 1
+    labels = np.full((batch, s_ext), blank, dtype=np.int64)
+    labels[:, 1::2] = targets[:, :width]
+    pos = np.arange(s_ext)
+    valid = pos[None, :] <= 2 * target_lengths[:, None]  # states beyond 2L are unreachable
+    skip = np.zeros((batch, s_ext), dtype=bool)  # l'[s-2] -> l'[s] allowed: a label differing from l'[s-2]
+    skip[:, 2:] = (labels[:, 2:] != blank) & (labels[:, 2:] != labels[:, :-2])
+    rows = np.arange(batch)[:, None]
+    neg_inf = np.full((batch, s_ext), -np.inf)
+    alpha = neg_inf.copy()
+    if big_t:
+        first = log_probs[0][rows, labels]
+        alpha[:, 0] = first[:, 0]
+        if s_ext > 1:
+            alpha[:, 1] = np.where(target_lengths > 0, first[:, 1], -np.inf)
+    alpha = np.where(valid, alpha, -np.inf)
+    steps = int(input_lengths.max()) if batch else 0
+    shift1 = np.empty_like(alpha)
+    shift2 = np.empty_like(alpha)
+    for t in range(1, steps):
+        shift1[:, 0] = -np.inf
+        shift1[:, 1:] = alpha[:, :-1]
+        shift2[:, :2] = -np.inf
+        shift2[:, 2:] = alpha[:, :-2]
+        shift2[~skip] = -np.inf
+        new = _logsumexp3(alpha, shift1, shift2) + log_probs[t][rows, labels]
+        new[~valid] = -np.inf
+        alpha = np.where((t < input_lengths)[:, None], new, alpha)
+    last = 2 * target_lengths
+    end_blank = alpha[np.arange(batch), last]
+    end_label = np.where(target_lengths > 0, alpha[np.arange(batch), np.maximum(last - 1, 0)], -np.inf)
+    loglik = np.logaddexp(end_blank, end_label)
+    loglik = np.where(input_lengths == 0, np.where(target_lengths == 0, 0.0, -np.inf), loglik)
+    return -loglik
+
+
+@register_loss(
+    "ctc", aliases=("ctc_loss",), family="sequence", inputs=_NAMES, positional=("log_probs", "targets"),
+    sample_axes={"log_probs": 1}, check_shapes=_check_ctc, prepare=_prepare_ctc,
+    params=[
+        Param("blank", "int", 0, "index of the blank class", ge=0),
+        Param("zero_infinity", "bool", False, "report impossible alignments (inf) as 0"),
+    ],
+    formula="-log sum over alignments pi of prod_t y[t, pi_t]; mean = mean over sequences of loss / max(L, 1)",
+    summary="Connectionist temporal classification: sequence labelling without a known alignment.",
+    use_when="speech/handwriting recognition and other sequence tasks where input and target lengths "
+             "differ and the alignment is unknown",
+    reference="torch.nn.functional.ctc_loss; Graves et al. (2006), ICML",
+)
+def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, target_lengths: np.ndarray, *,
+        blank: int = 0, zero_infinity: bool = False) -> Part:
+    """Example: T=1, C=2, log_probs [[[log .4, log .6]]], target [1] (blank 0) → -log 0.6 = 0.510826."""
+    lp = np.asarray(log_probs, dtype=np.float64)
+    il = np.asarray(input_lengths).astype(np.int64)
+    tl = np.asarray(target_lengths).astype(np.int64)
+    tg = np.asarray(targets)
+    if tg.dtype.kind == "f":
+        ok = np.isfinite(tg) & (tg == np.round(tg))
+        if not ok.all():
+            raise DomainError("targets", f"must hold integer labels, found {float(tg[~ok].flat[0]):g}")
+    tg = tg.astype(np.int64)
+    n_classes = lp.shape[2]
+    width = int(tl.max()) if tl.size else 0
+    used = np.arange(width)[None, :] < tl[:, None]
+    labels = tg[:, :width]
+    bad = used & ((labels < 0) | (labels >= n_classes) | (labels == blank))
+    if bad.any():
+        value = int(labels[bad][0])
+        raise DomainError("targets", f"has label {value}, which is "
+                                     + ("the blank" if value == blank else f"outside [0, {n_classes - 1}]")
+                                     + f"; labels must be classes of log_probs other than blank={blank}")
+    loss = ctc_forward(lp, np.where(used, labels, blank), il, tl, blank)
+    if zero_infinity:
+        loss = np.where(np.isinf(loss), 0.0, loss)
+    return Part(values=loss, mean_values=loss / np.maximum(tl, 1))
