@@ -327,3 +327,64 @@ def test_multi_margin_vs_torch(p, margin, weighted, seed, dtype):
         params["weight"], kw["weight"] = w, np.array(w)
     _check("multi_margin", {"preds": x, "targets": y}, params, _torch(F.multi_margin_loss, long_target=True, **kw),
            dtype)
+
+
+# ------------------------------------------------------------------------- hypothesis: any inputs
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+_VALUES = st.floats(-1e4, 1e4, allow_nan=False, allow_subnormal=False)
+_PAIRS = st.integers(1, 12).flatmap(lambda n: st.tuples(arrays(np.float64, n, elements=_VALUES),
+                                                        arrays(np.float64, n, elements=_VALUES)))
+_REGRESSION = [  # (loss, params = torch keyword arguments, torch function)
+    ("mse", {}, F.mse_loss), ("mae", {}, F.l1_loss), ("huber", {}, F.huber_loss),
+    ("huber", {"delta": 0.5}, F.huber_loss), ("smooth_l1", {}, F.smooth_l1_loss),
+    ("smooth_l1", {"beta": 0.0}, F.smooth_l1_loss),
+]
+# abs_tol 1e-12: torch's own (1 - t) x + softplus(-x) and log(Σ exp) lose absolute precision ~1e-16·|x|
+# on near-zero losses, where lossctl's forms are exact.
+
+
+@settings(max_examples=60, deadline=None)
+@given(_PAIRS, st.sampled_from(_REGRESSION))
+def test_hypothesis_regression_vs_torch(pt, case):
+    p, t = pt
+    loss, params, fn = case
+    got = compute(loss, p, t, **params)
+    want = fn(_t(p), _t(t), **params).item()
+    assert math.isclose(got, want, rel_tol=1e-10, abs_tol=1e-300), (got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8).flatmap(lambda n: st.tuples(
+    arrays(np.float64, (n, 3), elements=st.floats(-1e4, 1e4, allow_nan=False)),
+    arrays(np.int64, n, elements=st.integers(0, 2)))), st.sampled_from([0.0, 0.1]))
+def test_hypothesis_cross_entropy_vs_torch(xy, label_smoothing):
+    x, y = xy
+    got = compute("cross_entropy", x, y, label_smoothing=label_smoothing)
+    want = F.cross_entropy(_t(x), torch.from_numpy(y), label_smoothing=label_smoothing).item()
+    assert math.isclose(got, want, rel_tol=1e-10, abs_tol=1e-12), (got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8).flatmap(lambda n: st.tuples(
+    arrays(np.float64, n, elements=st.floats(-1e4, 1e4, allow_nan=False)),
+    arrays(np.float64, n, elements=st.sampled_from([0.0, 1.0, 0.3])))))
+def test_hypothesis_bce_with_logits_vs_torch(xt):
+    x, t = xt
+    got = compute("bce_with_logits", x, t)
+    want = F.binary_cross_entropy_with_logits(_t(x), _t(t)).item()
+    assert math.isclose(got, want, rel_tol=1e-10, abs_tol=1e-12), (got, want)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 8).flatmap(lambda n: st.tuples(
+    arrays(np.float64, (n, 4), elements=st.floats(-1e4, 1e4, allow_nan=False)),
+    arrays(np.int64, n, elements=st.integers(0, 3)))), st.sampled_from([1, 2]), st.floats(0, 3))
+def test_hypothesis_multi_margin_vs_torch(xy, p, margin):
+    x, y = xy
+    got = compute("multi_margin", x, y, p=p, margin=margin)
+    want = F.multi_margin_loss(_t(x), torch.from_numpy(y), p=p, margin=margin).item()
+    assert math.isclose(got, want, rel_tol=1e-10, abs_tol=1e-12), (got, want)
