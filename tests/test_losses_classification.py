@@ -311,3 +311,10 @@ def test_hinge_mixed_label_sets_across_chunks_is_exit_2(runner, tmp_path, chunk)
 def test_multi_margin_rejects_spatial_scores(runner, tmp_path):
     result = _cli(runner, tmp_path, np.zeros((3, 4, 2)), np.zeros((3, 2), dtype=np.int64), "--loss", "multi_margin")
     _assert_usage_error(result, "(3, 4, 2)", "(3, 2)")
+
+
+def test_cross_entropy_ignore_index_255_on_uint8_masks():
+    # Segmentation masks: uint8 labels with 255 = "void". The ignored pixels drop out of the mean.
+    x = np.log(np.array([[[3.0, 1.0]], [[1.0, 1.0]]])).transpose(0, 2, 1)  # (N=2, C=2, W=1)
+    y = np.array([[0], [255]], dtype=np.uint8)  # (N, W)
+    assert losses.cross_entropy(x, y, ignore_index=255) == pytest.approx(math.log(4 / 3), rel=1e-15)
