@@ -301,3 +301,51 @@ def test_csv_headerless_and_selected_by_index(tmp_path, tiny_csv_chunks):
     assert a.shape == (30,)
     np.testing.assert_array_equal(a.read(0, 30), np.arange(30) + 0.5)
     assert _values(f"{path}:0", f"{path}:1", ["mae"]) == [0.5]
+
+
+# ------------------------------------------------------------------------------ progress bar
+
+
+class _FakeTTY:
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def isatty(self):
+        return True
+
+    def write(self, text):
+        return self.buf.write(text)
+
+    def flush(self):
+        pass
+
+
+def test_progress_bar_only_on_a_tty_and_only_for_long_runs(monkeypatch):
+    from lossctl import progress
+
+    class Plan:
+        class spec:  # noqa: N801
+            name = "mse"
+
+    passes = [("fast", 1000, [Plan()])]
+    import io
+
+    assert progress.tracker_for(passes, io.StringIO()) is None  # not a terminal
+    tty = _FakeTTY()
+    with progress.enabled(False):
+        assert progress.tracker_for(passes, tty) is None
+    monkeypatch.setenv("LOSSCTL_PROGRESS", "0")
+    assert progress.tracker_for(passes, tty) is None
+    monkeypatch.delenv("LOSSCTL_PROGRESS")
+    quick = progress.tracker_for(passes, tty)
+    quick.advance(1000)  # finished at once: never drawn
+    assert not quick.shown
+    slow = progress.tracker_for(passes, tty)
+    slow.started -= 5  # 5 s for 10% of the work: a long run
+    slow.advance(100)
+    assert slow.shown
+    slow.advance(900)
+    slow.close()
+    assert not slow.shown
