@@ -1,0 +1,136 @@
+"""Custom losses: the example plugin via --plugin, and the lossctl.losses entry point group."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import sys
+import types
+
+import numpy as np
+import pytest
+from family_support import run_cli
+
+import lossctl
+from lossctl import plugins, registry
+
+PLUGIN = pathlib.Path(__file__).resolve().parents[1] / "sample_data" / "plugins" / "my_losses.py"
+
+
+@pytest.fixture(autouse=True)
+def isolated_registry(monkeypatch):
+    """Each test starts from the built-ins only, and leaves no custom loss behind."""
+    import lossctl.losses  # noqa: F401
+
+    monkeypatch.setattr(registry, "_REGISTRY", {k: v for k, v in registry._REGISTRY.items() if v.family != "custom"})
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+    monkeypatch.setattr(plugins, "_loaded", set())
+    for name in [m for m in sys.modules if m.startswith("lossctl_plugin_")]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def test_plugin_loss_in_an_expression(tmp_path, runner):
+    p = np.array([1.0, 3.0, 2.0]); t = np.array([2.0, 2.0, 2.0])
+    np.save(tmp_path / "p.npy", p); np.save(tmp_path / "t.npy", t)
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "t.npy"),
+                                      "--plugin", str(PLUGIN), "--loss", "mse + 0.5*asymmetric_mse(under=3)",
+                                      "--format", "json"])
+    assert code == 0, err
+    res = json.loads(out)["results"][0]
+    mse = (1 + 1 + 0) / 3
+    asym = (3 * 1 + 1 + 0) / 3
+    assert res["value"] == pytest.approx(mse + 0.5 * asym, rel=1e-12)
+    assert [t["name"] for t in res["terms"]] == ["mse", "asymmetric_mse"]
+    assert res["terms"][1]["params"] == {"under": 3.0}
+    assert res["terms"][1]["value"] == pytest.approx(asym, rel=1e-12)
+
+
+def test_plugin_loss_with_a_named_input_and_chunks(tmp_path, runner):
+    np.savez(tmp_path / "d.npz", preds=np.zeros(5), targets=np.arange(5.0), sample_weight=np.array([1, 0, 2, 0, 1.0]))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "d.npz"), "--plugin", str(PLUGIN),
+                                      "--loss", "weighted_mae", "--format", "json", "--chunk-size", "2"])
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["value"] == pytest.approx((0 + 4 + 4) / 4)
+
+
+def test_plugin_listed_by_losses_command(runner):
+    code, out, err = run_cli(runner, ["losses", "--plugin", str(PLUGIN), "--format", "json"])
+    assert code == 0, err
+    listed = {d["name"]: d for d in json.loads(out)}
+    assert listed["asymmetric_mse"]["family"] == "custom"
+    assert listed["asymmetric_mse"]["params"][0]["name"] == "under"
+    assert listed["weighted_mae"]["inputs"] == ["preds", "targets", "sample_weight"]
+
+
+def test_plugin_param_errors_are_exit_2(tmp_path, runner):
+    np.save(tmp_path / "p.npy", np.zeros(3))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "p.npy"),
+                                      "--plugin", str(PLUGIN), "--loss", "asymmetric_mse(under=-1)"])
+    assert code == 2 and err.startswith("error:") and "under" in err
+
+
+def test_missing_plugin_file_is_exit_2(tmp_path, runner):
+    code, out, err = run_cli(runner, ["evaluate", "x.npy", "--plugin", str(tmp_path / "nope.py"), "--loss", "mse"])
+    assert code == 2 and "nope.py" in err
+
+
+def test_unknown_loss_without_the_plugin(tmp_path, runner):
+    np.save(tmp_path / "p.npy", np.zeros(3))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "p.npy"),
+                                      "--loss", "asymmetric_mse"])
+    assert code == 2 and "unknown loss" in err
+
+
+def test_entry_point_plugin(monkeypatch, tmp_path, runner):
+    """A package declaring [project.entry-points."lossctl.losses"] is loaded without --plugin."""
+    module = types.ModuleType("fake_lossctl_pkg")
+
+    def load_module():
+        @registry.register_loss("cube_error", formula="|p - t|^3", summary="Cubed absolute error.",
+                                use_when="testing entry points", reference="tests/test_plugins.py",
+                                elementwise=True)
+        def cube_error(preds, targets):
+            """|p - t|^3. Example: p=[2], t=[0] → 8."""
+            return np.abs(preds - targets) ** 3
+
+        return module
+
+    class FakeEntryPoint:
+        name, value, group = "cube", "fake_lossctl_pkg:cube_error", "lossctl.losses"
+
+        def load(self):
+            return load_module()
+
+    def fake_entry_points(*, group=None, **_):
+        return [FakeEntryPoint()] if group == "lossctl.losses" else []
+
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    np.save(tmp_path / "p.npy", np.array([2.0, 1.0])); np.save(tmp_path / "t.npy", np.zeros(2))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "t.npy"),
+                                      "--loss", "cube_error + mse", "--format", "json"])
+    assert code == 0, err
+    assert json.loads(out)["results"][0]["value"] == pytest.approx((8 + 1) / 2 + (4 + 1) / 2)
+    code, out, err = run_cli(runner, ["losses", "--format", "json"])
+    assert "cube_error" in {d["name"] for d in json.loads(out)}
+
+
+def test_broken_entry_point_is_exit_2(monkeypatch, tmp_path, runner):
+    class Broken:
+        name, value = "bad", "missing_pkg:thing"
+
+        def load(self):
+            raise ImportError("No module named 'missing_pkg'")
+
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda *, group=None, **_: [Broken()] if group == "lossctl.losses" else [])
+    code, out, err = run_cli(runner, ["losses"])
+    assert code == 2 and "bad" in err and "missing_pkg" in err
+
+
+def test_python_api_after_loading():
+    plugins.load_plugins([str(PLUGIN)])
+    assert lossctl.losses.asymmetric_mse(np.array([1.0, 3.0]), np.array([2.0, 2.0]), under=2) == pytest.approx(1.5)
