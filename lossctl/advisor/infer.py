@@ -314,6 +314,9 @@ def apply_inference(task: Task, targets: str | None = None, preds: str | None = 
     if preds is not None:
         p_data, plabel, _ = _read_sample(preds, "preds")
         inf.preds(p_data, plabel, t_data)
+    if not inf.found and not any(m.startswith(("targets", "preds")) for _, m in task.notes):
+        task.notes.append(("info", f"no facts could be inferred from the data for task: "
+                                   f"{task.facts['task']}"))
     inf.commit()
     return task
 

@@ -81,10 +81,15 @@ def print_table(advice: Advice, explain: bool = False, why_not: str | None = Non
 
     if advice.warnings:
         con.print("\n[bold]Warnings[/]")
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(no_wrap=True)
+        grid.add_column(overflow="fold")
         for w in advice.warnings:
             style = _LEVEL_STYLE[w["level"]]
-            con.print(f"  [{style}]{w['level']}[/] [dim]{escape(w['rule'])}[/] "
-                      f"{escape(w['message'])}")
+            grid.add_row(f" [{style}]{w['level']}[/]", f"[dim]{escape(w['rule'])}[/]",
+                         escape(w["message"]))
+        con.print(grid)
 
     if explain:
         doc = advice.to_json(explain=True)["explain"]
