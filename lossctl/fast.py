@@ -291,6 +291,68 @@ def _focal(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, f
     return _sum(ce), n
 
 
+def _class_rows(blk: Block, p: Any, t: Any) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """(logits (R, C), indices (R,), R, C), or None when some target is not a class index in [0, C)."""
+    x, y = blk.arrays[p], blk.arrays[t]
+    rows = blk.n
+    if rows == 0:
+        return None
+    classes = x.size // rows
+    if int(np.minimum.reduce(y)) < 0 or int(np.maximum.reduce(y)) >= classes:
+        return None  # ignore_index, or a bad label: the kernel ignores it or names it
+    return x.reshape(rows, classes), y, rows, classes
+
+
+def _picked(blk: Block, x: np.ndarray, y: np.ndarray, rows: int, classes: int) -> np.ndarray:
+    """``x[i, y_i]`` for every row, through one flat ``take``."""
+    key = ("rowbase", rows, classes)
+    base = blk.ws._bufs.get(key)
+    if base is None:
+        base = blk.ws._bufs[key] = np.arange(rows, dtype=np.int64) * classes
+    idx = np.add(base, y, out=blk.ws.buf("idx", rows, np.int64))
+    return np.take(x.reshape(-1), idx, out=blk.ws.buf("pick", rows, x.dtype))
+
+
+def _cross_entropy(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ log1p(s) + (m - x_y) over rows: ``m`` the row maximum, ``s`` = Σ exp(x_j - m) over every
+    entry but one maximal one (as :func:`lossctl.losses._common.log_softmax`); one exp per logit.
+
+    Works on the transposed block (classes × rows), so every step is a contiguous vector operation.
+    """
+    got = _class_rows(blk, p, t)
+    if got is None:
+        return None
+    x, y, rows, classes = got
+    ws, dt = blk.ws, x.dtype
+    xt = ws.buf("xt", rows * classes, dt).reshape(classes, rows)
+    np.copyto(xt, x.T)
+    m = ws.buf("m", rows, dt)
+    np.copyto(m, xt[0])
+    for j in range(1, classes):
+        np.maximum(m, xt[j], out=m)
+    np.subtract(xt, m, out=xt)
+    eq = np.equal(xt, dt.type(0), out=ws.buf("eq", rows * classes, np.bool_).reshape(classes, rows))
+    np.exp(xt, out=xt)
+    xt -= eq  # drop the maximal entries (each exactly exp(0) = 1)...
+    s = np.add.reduce(xt, axis=0, out=ws.buf("s", rows, dt))
+    ties = int(np.count_nonzero(eq)) - rows
+    if ties:  # ...but keep all except one of them when a row has several
+        s += np.add.reduce(eq, axis=0, dtype=dt) - dt.type(1)
+    np.log1p(s, out=s)
+    picked = _picked(blk, x, y, rows, classes)
+    np.subtract(m, picked, out=picked)
+    return _sum(s) + _sum(picked), rows
+
+
+def _nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    got = _class_rows(blk, p, t)
+    if got is None:
+        return None
+    x, y, rows, classes = got
+    picked = _picked(blk, x, y, rows, classes)
+    return -_sum(picked), rows
+
+
 @dataclass(frozen=True)
 class Fused:
     fn: FusedFn
@@ -309,7 +371,21 @@ def _focal_binary(plan: Any) -> bool:
     return _same_float_pair(plan) and not isinstance(plan.bound.params.get("alpha"), list)
 
 
+def _index_targets(plan: Any) -> bool:
+    """cross_entropy/nll with (N, C) logits and (N,) integer class indices, no weights or smoothing."""
+    arrays, params = plan.arrays, plan.bound.params
+    if set(arrays) != {"preds", "targets"} or params.get("weight") is not None \
+            or params.get("label_smoothing", 0.0):
+        return False
+    p, t = arrays["preds"], arrays["targets"]
+    ignore = params.get("ignore_index", -100)
+    return p.dtype in _FLOATS and p.ndim == 2 and t.ndim == 1 and t.shape[0] == p.shape[0] \
+        and t.dtype.kind in "iu" and p.shape[1] >= 1 and not 0 <= ignore < p.shape[1]
+
+
 _BY_NAME: dict[str, Fused] = {
+    "cross_entropy": Fused(_cross_entropy, _index_targets),
+    "nll": Fused(_nll, _index_targets),
     "mse": Fused(_mse, _same_float_pair),
     "mae": Fused(_mae, _same_float_pair),
     "huber": Fused(_huber, _same_float_pair),

@@ -349,3 +349,24 @@ def test_progress_bar_only_on_a_tty_and_only_for_long_runs(monkeypatch):
     slow.advance(900)
     slow.close()
     assert not slow.shown
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_cross_entropy_and_nll_match_the_kernels(dtype, monkeypatch, small_tasks):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3001, 7)) * 3).astype(dtype)
+    x[0] = [5, 5, 1, 5, 0, 0, 0]  # ties at the maximum
+    x[1] = [40, -40, 0, 0, 0, 0, 0]  # very confident: log1p keeps the tiny loss
+    y = rng.integers(0, 7, 3001)
+    logp = x - np.log(np.exp(x.astype(np.float64)).sum(1, keepdims=True))
+    for losses, inputs in ((["cross_entropy", "ce(ignore_index=3)"], x), (["nll"], logp.astype(dtype))):
+        got = _values(inputs, y, losses)
+        ref = _generic(monkeypatch, inputs, y, losses)
+        np.testing.assert_allclose(got, ref, rtol=_tol(dtype) * 10)
+    y2 = y.copy()
+    y2[100] = -100  # ignore_index: that window goes to the kernel
+    np.testing.assert_allclose(_values(x, y2, ["cross_entropy"]), _generic(monkeypatch, x, y2, ["cross_entropy"]),
+                               rtol=_tol(dtype) * 10)
+    y2[100] = 7
+    with pytest.raises(InputError, match="class index 7"):
+        _values(x, y2, ["cross_entropy"])
