@@ -104,3 +104,18 @@ def test_mined_float_labels_must_be_integers():
 def test_explicit_tuples_via_api_keywords():
     a = np.array([[0.0, 0.0]]); p = np.array([[3.0, 4.0]]); n = np.array([[0.0, 1.0]])
     assert compute("triplet", anchor=a, positive=p, negative=n, eps=0.0) == pytest.approx(5.0)
+
+
+def test_mining_nan_policy_per_sample():
+    """A NaN embedding or label leaves the mining pool: raise names it, omit mines without it."""
+    rng = np.random.default_rng(4)
+    emb = rng.normal(size=(15, 3)); labels = rng.integers(0, 3, 15).astype(float)
+    emb[4, 1] = np.nan; labels[9] = np.nan
+    keep = np.ones(15, bool); keep[[4, 9]] = False
+    for loss in ("triplet(mining=batch_hard)", "contrastive(mining=all_pairs)"):
+        with pytest.raises(lossctl.errors.InputError, match="first at sample 4"):
+            lossctl.evaluate(emb, labels, loss, provenance=False)
+        omitted = lossctl.evaluate(emb, labels, loss, nan_policy="omit", chunk_size=4, provenance=False).results[0]
+        clean = lossctl.evaluate(emb[keep], labels[keep], loss, provenance=False).results[0]
+        assert omitted.value == pytest.approx(clean.value, rel=1e-12) and omitted.omitted == 2
+        assert np.isnan(lossctl.evaluate(emb, labels, loss, nan_policy="propagate", provenance=False).results[0].value)

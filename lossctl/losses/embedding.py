@@ -126,11 +126,11 @@ class MinedArray(LazyArray):
 def _read_labels(labels: LazyArray, loss: str) -> np.ndarray:
     y = labels.read_all().reshape(-1)
     if y.dtype.kind == "f":
-        if np.isnan(y).any():
-            raise InputError(f"{loss}: {labels.label} contains NaN class labels; give integer class labels")
-        if not np.all(y == np.round(y)):
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isnan(y) & (y != np.round(y))
+        if bad.any():
             raise InputError(f"{loss}: {labels.label} must hold integer class labels with mining, "
-                             f"found {float(y[y != np.round(y)][0]):g}")
+                             f"found {float(y[bad][0]):g}")
     return y
 
 
@@ -168,42 +168,62 @@ class _Distances:
         return d
 
 
-def _mined(emb_arr: LazyArray, compute: Callable[[int, int], np.ndarray]) -> MinedArray:
+def _mined(emb_arr: LazyArray, labels: LazyArray, loss: str,
+           per_anchor: Callable[[np.ndarray, np.ndarray, int, int, np.ndarray], None]) -> MinedArray:
+    """Mine over the samples whose embedding and label are both free of NaN (the pool).
+
+    ``per_anchor(pool, y, lo, hi, out)`` fills ``out`` (hi-lo, 2) for pool anchors lo:hi. A sample
+    left out of the pool reads as (NaN, 0), so the NaN policy sees it at its own index: ``raise``
+    names it, ``omit`` drops it (the others are mined without it), ``propagate`` gives NaN.
+    """
+    emb = _f64(emb_arr.read_all())
+    y = _read_labels(labels, loss)
+    with np.errstate(invalid="ignore"):
+        valid = ~np.isnan(emb).any(axis=1) & ~(np.isnan(y) if y.dtype.kind == "f" else np.zeros(len(y), bool))
+    pool, pool_y = emb[valid], y[valid]
+    before = np.concatenate([[0], np.cumsum(valid)])
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, 2))
+        rows = valid[start:stop]
+        out[~rows, 0] = np.nan
+        lo, hi = int(before[start]), int(before[stop])
+        if hi > lo:
+            inner = np.zeros((hi - lo, 2))
+            per_anchor(pool, pool_y, lo, hi, inner)
+            out[rows] = inner
+        return out
+
     n = emb_arr.shape[0]
     return MinedArray(emb_arr.path, (n, 2), np.dtype(np.float64), emb_arr.key, "embeddings",
                       base=emb_arr, compute=compute)
 
 
 def _contrastive_all_pairs(emb_arr: LazyArray, labels: LazyArray, margin: float) -> MinedArray:
-    emb = _f64(emb_arr.read_all())
-    y = _read_labels(labels, "contrastive")
-    n = emb.shape[0]
-    dist = _Distances(emb, 2.0, 0.0)
+    cache: dict[int, _Distances] = {}
 
-    def compute(start: int, stop: int) -> np.ndarray:
-        out = np.zeros((stop - start, 2))
-        for s in range(start, stop, dist.step):
-            e = min(stop, s + dist.step)
+    def per_anchor(pool: np.ndarray, y: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
+        dist = cache.setdefault(id(pool), _Distances(pool, 2.0, 0.0))
+        n = len(pool)
+        for s in range(lo, hi, dist.step):
+            e = min(hi, s + dist.step)
             d = dist.block(s, e)
             dissimilar = y[s:e, None] != y[None, :]
             loss = np.where(dissimilar, np.maximum(margin - d, 0.0) ** 2, d * d)
             loss[np.arange(e - s), np.arange(s, e)] = 0.0  # no pair with itself
-            out[s - start:e - start, 0] = 0.5 * loss.sum(axis=1)
+            out[s - lo:e - lo, 0] = 0.5 * loss.sum(axis=1)
         out[:, 1] = 0.5 * (n - 1)
-        return out
 
-    return _mined(emb_arr, compute)
+    return _mined(emb_arr, labels, "contrastive", per_anchor)
 
 
 def _triplet_batch_hard(emb_arr: LazyArray, labels: LazyArray, margin: float, p: float, eps: float) -> MinedArray:
-    emb = _f64(emb_arr.read_all())
-    y = _read_labels(labels, "triplet")
-    dist = _Distances(emb, p, eps)
+    cache: dict[int, _Distances] = {}
 
-    def compute(start: int, stop: int) -> np.ndarray:
-        out = np.zeros((stop - start, 2))
-        for s in range(start, stop, dist.step):
-            e = min(stop, s + dist.step)
+    def per_anchor(pool: np.ndarray, y: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
+        dist = cache.setdefault(id(pool), _Distances(pool, p, eps))
+        for s in range(lo, hi, dist.step):
+            e = min(hi, s + dist.step)
             d = dist.block(s, e)
             same = y[s:e, None] == y[None, :]
             rows = np.arange(e - s)
@@ -215,11 +235,10 @@ def _triplet_batch_hard(emb_arr: LazyArray, labels: LazyArray, margin: float, p:
             anchors = rows[has] + s
             d_ap = dist.exact(anchors, pos[has])
             d_an = dist.exact(anchors, neg[has])
-            out[s - start + rows[has], 0] = np.maximum(margin + d_ap - d_an, 0.0)
-            out[s - start + rows[has], 1] = 1.0
-        return out
+            out[s - lo + rows[has], 0] = np.maximum(margin + d_ap - d_an, 0.0)
+            out[s - lo + rows[has], 1] = 1.0
 
-    return _mined(emb_arr, compute)
+    return _mined(emb_arr, labels, "triplet", per_anchor)
 
 
 # ------------------------------------------------------------------------------------------ triplet
