@@ -377,7 +377,10 @@ def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, square
         loss = np.maximum(0.0, margin + others.max(axis=1) - p_y)
         if nan is not None:
             loss = np.where(nan, np.nan, loss)
-    return Part(values=loss * loss if squared else loss)
+    if squared:
+        with np.errstate(over="ignore"):  # a term beyond 1.3e154 squares to inf, the correctly rounded value
+            loss = loss * loss
+    return Part(values=loss)
 
 
 def _check_multi_margin(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
@@ -409,7 +412,8 @@ def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: 
     x_y = np.take_along_axis(x, idx[:, None], axis=1)
     terms = np.maximum(0.0, margin - x_y + x)
     if p == 2:
-        terms = terms * terms
+        with np.errstate(over="ignore"):  # inf is the correctly rounded square beyond 1.3e154
+            terms = terms * terms
     np.put_along_axis(terms, idx[:, None], 0.0, axis=1)
     w = class_weights("weight", weight, n_classes)
     if w is not None:

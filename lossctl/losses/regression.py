@@ -30,7 +30,8 @@ def _residual(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
 def mse(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``(p - t)^2``. Example: mse([1, 2, 3], [1, 2, 5]) = mean(0, 0, 4) = 4/3."""
     d = _residual(preds, targets)
-    return np.multiply(d, d, out=d)
+    with np.errstate(over="ignore"):  # |d| > 1.3e154: d² is inf, the correctly rounded value
+        return np.multiply(d, d, out=d)
 
 
 @register_loss(
@@ -67,10 +68,11 @@ def huber(preds: np.ndarray, targets: np.ndarray, *, delta: float = 1.0) -> np.n
     Example (delta=1): huber([0.5, 2, 0], [0, 0, 0]) = mean(0.125, 1.5, 0) = 0.541667.
     """
     q, linear = _quadratic_then_linear(preds, targets, delta)
-    out = np.multiply(q, q, out=q)
-    out *= 0.5
-    linear *= delta
-    return np.add(out, linear, out=out)
+    with np.errstate(over="ignore"):  # beyond 1.8e308 the value is inf, the correctly rounded one
+        out = np.multiply(q, q, out=q)
+        out *= 0.5
+        linear *= delta
+        return np.add(out, linear, out=out)
 
 
 @register_loss(
