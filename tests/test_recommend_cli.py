@@ -344,3 +344,14 @@ def test_evaluable_expression_runs(expr):
     report = evaluate(preds, targets, loss=expr, inputs=inputs or None, provenance=False)
     value = report.results[0].value
     assert value is not None and np.isfinite(value), (expr, value)
+
+
+def test_unknown_call_in_custom_rules_is_not_evaluable(runner, tmp_path):
+    rules = tmp_path / "custom.yaml"
+    rules.write_text(
+        "version: 1\nlosses:\n  mystery: {call: not_a_lossctl_loss}\n  bad_param: {call: huber, params: {delta: -1.0}}\n"
+        "rules:\n  - id: C1\n    when: {task: regression}\n    recommend:\n"
+        "      - {loss: mystery, score: 5, reason: r}\n      - {loss: bad_param, score: 4, reason: r}\n")
+    doc = top_json(runner, tmp_path, "task: regression\n", "--rules", str(rules))
+    assert [r["evaluable"] for r in doc["recommendations"]] == [False, False]
+    assert sum(w["rule"] == "catalogue" for w in doc["warnings"]) == 2

@@ -31,6 +31,11 @@ class Advice:
         facts = self.task.facts
         params = resolve_params(s.params, facts)
         loss, evaluable = render(s.entry, params)
+        if evaluable:
+            problem = expression_problem(loss)
+            if problem:
+                evaluable = False
+                self._note_unevaluable(s.entry.id, loss, problem)
         reasons = []
         refs: list[str] = []
         for rid, c in sorted(s.contributions, key=lambda rc: (-rc[1].score, rc[0])):
@@ -55,6 +60,13 @@ class Advice:
             "code": render_code(s.entry, params, facts.get("framework")),
             "rules": sorted({rid for rid, c in s.contributions}),
         }
+
+    def _note_unevaluable(self, lid: str, loss: str, problem: str) -> None:
+        w = {"level": "info", "rule": "catalogue", "references": [],
+             "message": f"{lid}: {loss!r} is not computable by this lossctl ({problem}); "
+                        "shown with evaluable: false"}
+        if w not in self.extra_warnings:
+            self.extra_warnings.append(w)
 
     @property
     def ranked(self) -> list[Scored]:
@@ -92,9 +104,10 @@ class Advice:
         return {"query": name, "matches": entries}
 
     def to_json(self, explain: bool = False, why_not: str | None = None) -> dict[str, Any]:
+        recs = self.recommendations()  # first: it may add catalogue warnings
         doc: dict[str, Any] = {
             "task": public_facts(self.task),
-            "recommendations": self.recommendations(),
+            "recommendations": recs,
             "warnings": [{k: w[k] for k in ("level", "message", "rule", "references") if k in w}
                          for w in self.warnings],
             "rules_fired": list(self.outcome.fired),
@@ -113,6 +126,26 @@ class Advice:
         if why_not is not None:
             doc["why_not"] = self.why_not(why_not)
         return doc
+
+
+_EXPR_CACHE: dict[str, str] = {}
+
+
+def expression_problem(text: str) -> str:
+    """'' if ``text`` parses and binds as a ``lossctl evaluate --loss`` expression, else why not."""
+    if text in _EXPR_CACHE:
+        return _EXPR_CACHE[text]
+    try:
+        from lossctl.expr import bind
+    except ImportError:  # pragma: no cover - the parser ships with lossctl
+        return ""
+    try:
+        bind(text)
+        problem = ""
+    except Exception as exc:  # ExprError: unknown loss or parameter, bad value
+        problem = " ".join(str(exc).split())
+    _EXPR_CACHE[text] = problem
+    return problem
 
 
 def _num(x: float) -> float | int:
