@@ -106,51 +106,75 @@ def _prepare_ctc(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[s
     return out
 
 
-def _logsumexp3(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
-    m = np.maximum(np.maximum(a, b), c)
-    safe = np.where(m == -np.inf, 0.0, m)
-    with np.errstate(divide="ignore"):
-        return safe + np.log(np.exp(a - safe) + np.exp(b - safe) + np.exp(c - safe))
+_GATHER_ELEMENTS = 1 << 20
 
 
 def ctc_forward(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray,
                 target_lengths: np.ndarray, blank: int) -> np.ndarray:
-    """Negative log-likelihood per sequence: log_probs (T, B, C) float64, targets (B, S) int."""
+    """Negative log-likelihood per sequence: log_probs (T, B, C) float64, targets (B, S) int.
+
+    alpha_t(s) = logaddexp(alpha_{t-1}(s), alpha_{t-1}(s-1), [alpha_{t-1}(s-2) if l'(s) may skip])
+    + log y_t(l'(s)), on a buffer with two leading -inf columns so the shifts are views; each
+    sequence's log-likelihood is read at its own last frame.
+    """
     big_t, batch, _ = log_probs.shape
     width = int(target_lengths.max()) if batch else 0
     s_ext = 2 * width + 1
     labels = np.full((batch, s_ext), blank, dtype=np.int64)
     labels[:, 1::2] = targets[:, :width]
-    pos = np.arange(s_ext)
-    valid = pos[None, :] <= 2 * target_lengths[:, None]  # states beyond 2L are unreachable
-    skip = np.zeros((batch, s_ext), dtype=bool)  # l'[s-2] -> l'[s] allowed: a label differing from l'[s-2]
+    valid = np.arange(s_ext)[None, :] <= 2 * target_lengths[:, None]  # states beyond 2L are unreachable
+    invalid_add = np.where(valid, 0.0, -np.inf)
+    skip = np.zeros((batch, s_ext), dtype=bool)  # l'(s-2) -> l'(s): a label differing from l'(s-2)
     skip[:, 2:] = (labels[:, 2:] != blank) & (labels[:, 2:] != labels[:, :-2])
+    skip_add = np.where(skip, 0.0, -np.inf)
     rows = np.arange(batch)[:, None]
-    neg_inf = np.full((batch, s_ext), -np.inf)
-    alpha = neg_inf.copy()
-    if big_t:
-        first = log_probs[0][rows, labels]
-        alpha[:, 0] = first[:, 0]
-        if s_ext > 1:
-            alpha[:, 1] = np.where(target_lengths > 0, first[:, 1], -np.inf)
-    alpha = np.where(valid, alpha, -np.inf)
-    steps = int(input_lengths.max()) if batch else 0
-    shift1 = np.empty_like(alpha)
-    shift2 = np.empty_like(alpha)
-    for t in range(1, steps):
-        shift1[:, 0] = -np.inf
-        shift1[:, 1:] = alpha[:, :-1]
-        shift2[:, :2] = -np.inf
-        shift2[:, 2:] = alpha[:, :-2]
-        shift2[~skip] = -np.inf
-        new = _logsumexp3(alpha, shift1, shift2) + log_probs[t][rows, labels]
-        new[~valid] = -np.inf
-        alpha = np.where((t < input_lengths)[:, None], new, alpha)
     last = 2 * target_lengths
-    end_blank = alpha[np.arange(batch), last]
-    end_label = np.where(target_lengths > 0, alpha[np.arange(batch), np.maximum(last - 1, 0)], -np.inf)
-    loglik = np.logaddexp(end_blank, end_label)
-    loglik = np.where(input_lengths == 0, np.where(target_lengths == 0, 0.0, -np.inf), loglik)
+    loglik = np.where(target_lengths == 0, 0.0, -np.inf)  # what input_length 0 gives
+    ends: dict[int, np.ndarray] = {}
+    for b, length in enumerate(input_lengths):
+        if length > 0:
+            ends.setdefault(int(length) - 1, []).append(b)  # type: ignore[arg-type]
+    buf = np.full((batch, s_ext + 2), -np.inf)
+    alpha = buf[:, 2:]
+    steps = int(input_lengths.max()) if batch else 0
+    block = max(1, _GATHER_ELEMENTS // max(1, batch * s_ext))
+    emis = np.empty(0)
+    x = np.empty((batch, s_ext))
+    y = np.empty((batch, s_ext))
+    m = np.empty((batch, s_ext))
+    acc = np.empty((batch, s_ext))
+    with np.errstate(invalid="ignore", divide="ignore", under="ignore"):
+        for t in range(steps):
+            if t % block == 0:  # gather log y_t(l'(s)) for the next block of frames
+                emis = log_probs[t:t + block][:, rows, labels] + invalid_add
+            e = emis[t % block]
+            if t == 0:
+                alpha[:, 0] = e[:, 0]
+                if s_ext > 1:
+                    alpha[:, 1] = e[:, 1]
+            else:
+                # log-sum-exp of (stay, advance, skip), shifted by the max; the floor keeps an
+                # all -inf column at -inf (exp(-inf) = 0, log 0 = -inf) without NaN. Only states
+                # s <= 2t + 1 are reachable at frame t: the rest stay -inf.
+                h = min(s_ext, 2 * t + 2)
+                a, a1, a2 = alpha[:, :h], buf[:, 1:h + 1], buf[:, :h]
+                xv, yv, mv, av = x[:, :h], y[:, :h], m[:, :h], acc[:, :h]
+                np.add(a2, skip_add[:, :h], out=yv)
+                np.maximum(a, a1, out=mv)
+                np.maximum(mv, yv, out=mv)
+                np.maximum(mv, -1e300, out=mv)
+                np.subtract(a, mv, out=xv)
+                np.exp(xv, out=av)
+                np.subtract(a1, mv, out=xv)
+                av += np.exp(xv, out=xv)
+                np.subtract(yv, mv, out=xv)
+                av += np.exp(xv, out=xv)
+                np.log(av, out=av)
+                av += mv
+                np.add(av, e[:, :h], out=a)
+            for b in ends.get(t, ()):
+                end_label = alpha[b, last[b] - 1] if last[b] > 0 else -np.inf
+                loglik[b] = np.logaddexp(alpha[b, last[b]], end_label)
     return -loglik
 
 
