@@ -173,8 +173,8 @@ def test_multiclass_logits_1e4_random_finite(loss):
 
 
 _FAST_OVERFLOW = pytest.mark.xfail(strict=True, reason=(
-    "lossctl/fast.py (engine fast path, not a kernel): _mse (line 135, np.multiply(d, d)) and _huber "
-    "(line 156, q *= q) run without np.errstate(over='ignore'), so mse([1e200, 1], [0, 0]) emits "
+    "lossctl/fast.py (engine fast path, not a kernel): _mse's np.multiply(d, d) and _huber's q *= q "
+    "run without np.errstate(over='ignore'), so mse([1e200, 1], [0, 0]) (mean/sum) emits "
     "'RuntimeWarning: overflow encountered in multiply' on stderr; the value (inf) itself is right"))
 
 
