@@ -257,7 +257,7 @@ def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> di
     if params["mining"] == "batch_hard":
         mined = _triplet_batch_hard(arrays["embeddings"], arrays["targets"], params["margin"], params["p"],
                                     params["eps"])
-        return {"embeddings": mined}
+        return {"embeddings": mined, "targets": arrays["targets"]}  # labels stay for NaN checks and reports
     return arrays
 
 
@@ -280,7 +280,8 @@ def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> di
               "batch_hard: Hermans et al. (2017), arXiv:1703.07737",
 )
 def triplet(anchor: np.ndarray | None = None, positive: np.ndarray | None = None,
-            negative: np.ndarray | None = None, embeddings: np.ndarray | None = None, *, margin: float = 1.0,
+            negative: np.ndarray | None = None, embeddings: np.ndarray | None = None,
+            targets: np.ndarray | None = None, *, margin: float = 1.0,
             p: float = 2.0, eps: float = 1e-6, swap: bool = False, mining: str = "none") -> Part:
     """Example: a=[[0, 0]], p=[[1, 0]], n=[[2, 0]], eps=0 → max(0, 1 + 1 - 2) = 0."""
     if mining != "none":
@@ -313,7 +314,8 @@ def _prepare_contrastive(arrays: dict[str, LazyArray], params: dict[str, Any]) -
     if params["mining"] == "all_pairs":
         if arrays["embeddings"].shape[0] < 2:
             raise InputError("contrastive(mining=all_pairs) needs at least 2 embeddings to form a pair")
-        return {"embeddings": _contrastive_all_pairs(arrays["embeddings"], arrays["targets"], params["margin"])}
+        mined = _contrastive_all_pairs(arrays["embeddings"], arrays["targets"], params["margin"])
+        return {"embeddings": mined, "targets": arrays["targets"]}
     return arrays
 
 
