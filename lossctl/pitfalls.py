@@ -42,27 +42,50 @@ REGRESSION_LOSSES = {"mse", "mae", "huber", "smooth_l1", "log_cosh", "quantile"}
 KL_LOSSES = {"kl_div", "js_div"}
 
 
-def _sample(arr: np.ndarray, limit: int = SAMPLE) -> np.ndarray:
-    flat = arr.reshape(-1)
-    if flat.size <= limit:
-        return flat
-    return flat[:: flat.size // limit + 1]
+def _sample(arr: np.ndarray, limit: int = SAMPLE) -> tuple[np.ndarray, int]:
+    """At most ``limit`` elements of ``arr``, evenly strided, and the stride (1 = everything)."""
+    if arr.size <= limit:
+        return arr.reshape(-1), 1
+    sub = _sub_sample(arr, limit) if arr.ndim > 1 else arr
+    flat = sub.reshape(-1)
+    step = max(1, -(-flat.size // limit))
+    last = arr.shape[-1] if arr.ndim > 1 else 1
+    while step > 1 and last > 1 and step % last == 0:  # do not keep hitting the same column
+        step += 1
+    return flat[::step], max(1, round(arr.size / max(1, len(flat[::step]))))
+
+
+def _sub_sample(arr: np.ndarray, limit: int = SAMPLE) -> np.ndarray:
+    """A strided view of ``arr`` with every class (axis 1) kept and about ``limit`` elements."""
+    if arr.size <= limit or arr.ndim == 0:
+        return arr
+    row = arr.size // max(1, arr.shape[0])
+    step0 = max(1, -(-arr.shape[0] * row // limit)) if row < limit else arr.shape[0]
+    sub = arr[::step0]
+    if sub.size > 4 * limit and sub.ndim > 2:  # huge rows (segmentation maps): stride the spatial axes
+        k = max(1, int((sub.size / limit) ** (1.0 / (sub.ndim - 2))))
+        sub = sub[(slice(None), slice(None)) + (slice(None, None, k),) * (sub.ndim - 2)]
+    return sub
 
 
 def _rows_sample(rows: np.ndarray, limit: int = SAMPLE) -> np.ndarray:
     """At most ``limit`` rows of a 2-D (rows, C) array, evenly strided."""
     if len(rows) <= limit:
         return rows
-    return rows[:: len(rows) // limit + 1]
+    return rows[:: -(-len(rows) // limit)]
 
 
 def _as_rows(arr: np.ndarray, class_axis: int = 1) -> np.ndarray:
-    """(..., C) rows with the class axis last, for row-wise checks."""
+    """(..., C) rows with the class axis last, for row-wise checks (call on a small sub-sample)."""
     return np.moveaxis(arr, class_axis, -1).reshape(-1, arr.shape[class_axis])
 
 
+def _finite(sample: np.ndarray) -> np.ndarray:
+    return sample[np.isfinite(sample)] if sample.dtype.kind == "f" else sample
+
+
 class _Range:
-    """min / max / count of one input over every chunk, and whether it is integer-valued."""
+    """Element count of one input, and min / max / integer-ness / distinct values of a bounded sample."""
 
     def __init__(self) -> None:
         self.count = 0
@@ -74,15 +97,15 @@ class _Range:
     def update(self, arr: np.ndarray) -> None:
         if arr.size == 0 or arr.dtype.kind not in "biuf":
             return
+        self.count += int(arr.size)
+        s, _ = _sample(arr)
         with np.errstate(all="ignore"):
-            finite = arr if arr.dtype.kind != "f" else arr[np.isfinite(arr)]
-        if finite.size == 0:
+            s = _finite(s)
+        if s.size == 0:
             return
-        self.count += int(finite.size)
-        self.min = min(self.min, float(finite.min()))
-        self.max = max(self.max, float(finite.max()))
+        self.min = min(self.min, float(s.min()))
+        self.max = max(self.max, float(s.max()))
         if self.integer:
-            s = _sample(finite)
             if s.dtype.kind == "f" and not np.all(s == np.floor(s)):
                 self.integer = False
                 self.distinct.clear()
@@ -102,13 +125,20 @@ class Observer:
         self.params = dict(params)
         self.preds = _Range()
         self.targets = _Range()
+        # preds all within [0, 1] so far, checked on whole chunks while it stays true (only then:
+        # ordinary logits leave the sample range at once and cost nothing more)
+        self.unit = True
+        self.track_unit = loss in LOGIT_LOSSES | SEGMENTATION_LOSSES | {"nll", "kl_div"}
+        self.unit_min = np.inf
+        self.unit_max = -np.inf
         self.rows_seen = 0
-        self.rows_normalized = 0  # preds rows (class axis) that sum to 1, in the sample
-        self.counts: np.ndarray | None = None  # class counts of index targets
+        self.rows_normalized = 0  # sampled preds rows (class axis) that sum to 1
+        self.counts: np.ndarray | None = None  # class counts of index targets (estimated from samples)
         self.binary_targets = True
         self.positives = 0
         self.negatives = 0
-        self.kl_bad: dict[str, tuple[int, float, float]] = {}  # input -> (bad rows, worst dev, example sum)
+        self.approx = False  # counts are estimates from strided samples
+        self.kl_bad: dict[str, tuple[float, float]] = {}  # input -> (worst deviation, that row's sum)
         self.kl_total: dict[str, float] = {}  # 1-D inputs: one distribution, summed over chunks
         self.ctc_max = -np.inf
         self.ctc_worst_lse = 0.0
@@ -131,33 +161,41 @@ class Observer:
         preds, targets = chunk.get("preds"), chunk.get("targets")
         if preds is not None:
             self.preds.update(preds)
+            if self.track_unit and self.unit and preds.size and preds.dtype.kind in "biuf":
+                if not self.preds.in_unit:
+                    self.unit = False
+                else:
+                    lo, hi = float(np.min(preds)), float(np.max(preds))
+                    self.unit = lo >= 0.0 and hi <= 1.0  # NaN compares false: not probabilities
+                    self.unit_min, self.unit_max = min(self.unit_min, lo), max(self.unit_max, hi)
         if targets is not None:
             self.targets.update(targets)
         if name in ("cross_entropy", "nll", "multi_margin", "focal") and preds is not None \
                 and targets is not None and preds.ndim >= 2 and targets.ndim == preds.ndim - 1:
             self.index_targets = True
             self._count_classes(targets)
-            if name == "cross_entropy" and preds.dtype.kind == "f":
-                rows = _rows_sample(_as_rows(preds))
+            if name == "cross_entropy" and preds.dtype.kind == "f" and self.unit:
+                rows = _rows_sample(_as_rows(_sub_sample(preds)))
                 with np.errstate(all="ignore"):
-                    sums = rows.sum(axis=1)
+                    sums = rows.sum(axis=1, dtype=np.float64)
                 self.rows_seen += len(rows)
                 self.rows_normalized += int(np.sum(np.abs(sums - 1.0) <= ROW_TOL))
         elif name in ("bce", "bce_with_logits") and targets is not None and self.binary_targets:
-            s = _sample(targets)
+            s, step = _sample(targets)
             if not np.all((s == 0) | (s == 1)):
                 self.binary_targets = False
             else:
-                pos = int(np.count_nonzero(targets >= 0.5))
-                self.positives += pos
-                self.negatives += int(targets.size) - pos
+                pos = int(np.count_nonzero(s))
+                self.positives += pos * step
+                self.negatives += (len(s) - pos) * step
+                self.approx = self.approx or step > 1
         if name in KL_LOSSES:
             self._kl_rows(chunk)
         if name == "ctc" and chunk.get("log_probs") is not None:
             self._ctc(chunk["log_probs"])
 
     def _count_classes(self, targets: np.ndarray) -> None:
-        t = targets.reshape(-1)
+        t, step = _sample(targets)
         if t.dtype.kind == "f":
             if not np.all(t == np.floor(t)):
                 return
@@ -165,7 +203,8 @@ class Observer:
         t = t[t >= 0]  # ignore_index (-100 by default) and other negative markers
         if t.size == 0 or t.max() > 100_000:
             return
-        counts = np.bincount(t)
+        counts = np.bincount(t) * step
+        self.approx = self.approx or step > 1
         if self.counts is None:
             self.counts = counts
         else:
@@ -182,30 +221,29 @@ class Observer:
             if arr is None or arr.dtype.kind != "f" or arr.size == 0:
                 continue
             with np.errstate(all="ignore"):
-                vals = np.exp(arr) if is_log else arr
-                if arr.ndim == 1:
+                if arr.ndim == 1:  # one distribution over the whole input: needs the exact total
+                    vals = np.exp(arr) if is_log else arr
                     self.kl_total[role] = self.kl_total.get(role, 0.0) + float(np.sum(vals, dtype=np.float64))
                     continue
+                sub = _sub_sample(arr)
+                vals = np.exp(sub) if is_log else sub
                 sums = vals.sum(axis=1, dtype=np.float64).reshape(-1)
-            dev = np.abs(sums - 1.0)
-            bad = int(np.sum(dev > ROW_TOL))
-            if bad:
-                old = self.kl_bad.get(role, (0, 0.0, 1.0))
-                i = int(np.nanargmax(dev)) if np.any(np.isfinite(dev)) else 0
-                worst = float(dev[i])
-                if worst > old[1] or old[0] == 0:
-                    self.kl_bad[role] = (old[0] + bad, worst, float(sums[i]))
-                else:
-                    self.kl_bad[role] = (old[0] + bad, old[1], old[2])
+                dev = np.abs(sums - 1.0)
+            if np.any(dev > ROW_TOL) or np.any(np.isnan(dev)):
+                i = int(np.argmax(np.where(np.isnan(dev), np.inf, dev)))
+                worst, example = float(dev[i]), float(sums[i])
+                if role not in self.kl_bad or worst > self.kl_bad[role][0]:
+                    self.kl_bad[role] = (worst, example)
 
     def _ctc(self, log_probs: np.ndarray) -> None:
         if log_probs.dtype.kind != "f" or log_probs.ndim < 2 or log_probs.size == 0:
             return
+        if self.ctc_rows >= 16 * SAMPLE:
+            return
         with np.errstate(all="ignore"):
-            self.ctc_max = max(self.ctc_max, float(np.nanmax(log_probs)))
-            if self.ctc_rows >= 16 * SAMPLE:
-                return
-            rows = _rows_sample(log_probs.reshape(-1, log_probs.shape[-1]))
+            sub = log_probs[:: max(1, -(-log_probs.shape[0] * log_probs.shape[1] // SAMPLE))]
+            rows = _rows_sample(sub.reshape(-1, log_probs.shape[-1]))
+            self.ctc_max = max(self.ctc_max, float(np.nanmax(rows)))
             top = rows.max(axis=1, keepdims=True)
             lse = (np.log(np.exp(rows - top).sum(axis=1)) + top[:, 0]).astype(np.float64)
         lse = lse[np.isfinite(lse)]
@@ -224,7 +262,7 @@ class Observer:
         pr, tr = self.preds, self.targets
         logits_expected = name in LOGIT_LOSSES or (name in SEGMENTATION_LOSSES and p.get("from_logits"))
         probs_expected = name in PROBABILITY_LOSSES or (name in SEGMENTATION_LOSSES and not p.get("from_logits"))
-        if logits_expected and pr.count >= MIN_ELEMENTS and pr.in_unit:
+        if logits_expected and pr.count >= MIN_ELEMENTS and self.unit:
             if name == "cross_entropy" and self.index_targets and self.rows_seen \
                     and self.rows_normalized == self.rows_seen:
                 out.append(("probabilities_to_logits_loss",
@@ -236,7 +274,7 @@ class Observer:
                        "focal": "pass the logits (focal applies the sigmoid/softmax itself)"}.get(
                     name, "pass the logits, or set from_logits=false")
                 out.append(("probabilities_to_logits_loss",
-                            f"{name}: every pred is within [0, 1] (min {pr.min:.4g}, max {pr.max:.4g}): they "
+                            f"{name}: every pred is within [0, 1] (min {self.unit_min:.4g}, max {self.unit_max:.4g}): they "
                             f"look like probabilities, but {name} expects logits; {alt}"))
         if probs_expected and pr.count >= MIN_ELEMENTS and (pr.min < 0.0 or pr.max > 1.0):
             out.append(("logits_to_probability_loss",
@@ -245,7 +283,7 @@ class Observer:
                         + ("use bce_with_logits for logits" if name == "bce" else "set from_logits=true")))
         log_expected = name == "nll" or (name == "kl_div" and p.get("log_input") and not p.get("from_logits"))
         if log_expected and pr.count >= MIN_ELEMENTS and pr.max > 1e-6:
-            what = "probabilities (take the log first)" if pr.in_unit else \
+            what = "probabilities (take the log first)" if self.unit else \
                 "raw logits (apply log_softmax over the class axis" + (", or use cross_entropy)" if name == "nll" else ")")
             out.append(("logits_to_probability_loss",
                         f"{name}: preds go up to {pr.max:.4g}, but log-probabilities are <= 0; they look like {what}"))
@@ -289,8 +327,9 @@ class Observer:
                     " or focal" if name == "cross_entropy" else "")
             else:
                 hint = "class weights (weight=[...]) or focal"
+            about = "about " if self.approx else ""
             return [("class_imbalance",
-                     f"{name}: the targets are heavily imbalanced (class {cmin}: {nmin} of {total} samples, "
+                     f"{name}: the targets are heavily imbalanced (class {cmin}: {about}{nmin} of {total} samples, "
                      f"{100 * nmin / total:.2g}%; class {cmax}: {nmax}; ratio {ratio:.3g}:1) and the loss is "
                      f"unweighted, so the majority dominates it; consider {hint}")]
         if name in ("bce", "bce_with_logits") and self.binary_targets and p.get("weight") is None \
@@ -307,7 +346,8 @@ class Observer:
             if name == "bce":
                 fix = f"bce_with_logits(pos_weight={neg / pos:.3g}) on logits, or a per-element weight="
             return [("class_imbalance",
-                     f"{name}: the targets are heavily imbalanced ({pos} positives, {neg} negatives of {total}; "
+                     f"{name}: the targets are heavily imbalanced ({'about ' if self.approx else ''}{pos} positives, "
+                     f"{neg} negatives of {total}; "
                      f"ratio {ratio:.3g}:1) and the loss is unweighted, so the majority class dominates it; "
                      f"consider {fix}, or focal")]
         return []
@@ -324,11 +364,11 @@ class Observer:
                                 f"{self.loss}: the {role} (a single 1-D distribution) sum to {total:.6g}, not 1; "
                                 f"KL needs distributions: normalise them (x / x.sum())"))
             elif role in self.kl_bad:
-                bad, dev, example = self.kl_bad[role]
+                _, example = self.kl_bad[role]
                 what = "exp(rows)" if (role == "targets" and self.params.get("log_target")) or \
                     (role == "preds" and self.params.get("log_input")) else "rows"
                 out.append(("kl_rows_not_normalized",
-                            f"{self.loss}: {bad} {role} {what} do not sum to 1 over the class axis (axis 1; e.g. "
+                            f"{self.loss}: {role} {what} do not sum to 1 over the class axis (axis 1; e.g. "
                             f"one sums to {example:.6g}); KL needs distributions: normalise each row "
                             f"(x / x.sum(axis=1, keepdims=True)), or use log_target/log_input/from_logits to say "
                             f"how they are given"))

@@ -128,3 +128,16 @@ def test_cli_warnings_on_stderr_json_and_strict(runner, tmp_path):
     assert strict.exit_code == 2
     assert strict.stderr.strip().splitlines()[-1].startswith("error: --strict: 1 warning")
     assert json.loads(strict.stdout)["warnings"]  # the report is still written
+
+
+def test_large_inputs_use_bounded_samples_but_exact_range_checks():
+    n = 60_000
+    targets = (RNG.random(n) < 0.04).astype(np.float64)
+    codes, report = _codes("bce_with_logits", preds=RNG.normal(size=n), targets=targets)
+    assert codes == ["class_imbalance"] and "about" in report.warnings[0].message
+    probs = RNG.random(n)
+    codes, _ = _codes("bce_with_logits", preds=probs, targets=targets.round())
+    assert "probabilities_to_logits_loss" in codes
+    probs[12_345] = 1.5  # one value outside [0, 1], almost surely not in the strided sample
+    codes, _ = _codes("bce_with_logits(pos_weight=20)", preds=probs, targets=targets)
+    assert codes == []
