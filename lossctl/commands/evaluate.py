@@ -19,9 +19,9 @@ def evaluate(
     targets: Annotated[str | None, typer.Argument(help="Targets (optional when the loss takes named inputs).")] = None,
     loss: Annotated[list[str] | None, typer.Option("--loss", "-l", help="Loss expression, e.g. 'huber(delta=0.5)' or 'mse + 2*mae'. Repeatable.")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="Named input NAME=PATH (anchor, x1, log_probs, ...). Repeatable.")] = None,
-    reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). [default: mean]")] = None,
-    nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. [default: raise]")] = None,
-    format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " [default: table]")] = None,
+    reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). Default: mean.")] = None,
+    nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. Default: raise.")] = None,
+    format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " Default: table.")] = None,
     output: Annotated[str | None, typer.Option("--output", "-o", help="Also write the report to FILE.")] = None,
     per_sample: Annotated[str | None, typer.Option("--per-sample", help="Write per-sample values to FILE (.npy or .csv).")] = None,
     worst: Annotated[int | None, typer.Option("--worst", help="Show summary statistics and the K worst samples.")] = None,
@@ -34,7 +34,7 @@ def evaluate(
         "--baseline", rich_help_panel=GATES, help="An earlier --format json report to compare against.")] = None,
     max_increase: Annotated[list[str] | None, typer.Option(
         "--max-increase", rich_help_panel=GATES,
-        help="Tolerated increase over the baseline: X (absolute) or X% (relative); give both to allow the larger. [default: 0]")] = None,
+        help="Tolerated increase over the baseline: X (absolute) or X% (relative); give both to allow the larger. Default: 0 (no increase).")] = None,
     allow_missing: Annotated[bool, typer.Option(
         "--allow-missing", rich_help_panel=GATES, help="A loss in the baseline but not evaluated now is not a failure.")] = False,
     no_fail: Annotated[bool, typer.Option(
