@@ -174,3 +174,43 @@ def test_json_checks_shape():
 def test_table_shows_checks_and_missing():
     text = render(make_report(), "table")
     assert "FAIL baseline" in text and "gone is in the baseline" in text
+
+
+# ------------------------------------------------------------------------------------ through the CLI
+
+
+@pytest.fixture
+def pair(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "p.npy", np.array([0.0, 1.0, 2.0, 3.0, 4.0]))
+    np.save(tmp_path / "t.npy", np.array([0.0, 1.5, 2.0, 6.0, 4.1]))
+    return str(tmp_path / "p.npy"), str(tmp_path / "t.npy")
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "markdown", "junit"])
+def test_output_file_matches_stdout_in_every_format(runner, pair, tmp_path, fmt):
+    from lossctl.cli import app
+
+    out = tmp_path / "sub" / f"report.{fmt}"
+    result = runner.invoke(app, ["evaluate", *pair, "--loss", "mse", "--fail-above", "mse=1", "--format", fmt,
+                                 "--output", str(out)], env={"NO_COLOR": "1"})
+    assert result.exit_code == 1
+    assert out.read_text(encoding="utf-8") == result.stdout
+    if fmt == "json":
+        json.loads(result.stdout)
+    if fmt == "junit":
+        _strict_parse(result.stdout)
+
+
+def test_worst_samples_rendered_through_the_cli(runner, pair):
+    from lossctl.cli import app
+
+    md = runner.invoke(app, ["evaluate", *pair, "--loss", "mae", "--worst", "2", "--format", "markdown"])
+    assert md.exit_code == 0, md.stderr
+    row = [line for line in md.stdout.splitlines() if line.startswith("| `mae` | 5 |")]
+    # abs errors [0, 0.5, 0, 3, 0.1]: population std sqrt(6.668/5), p95 by linear interpolation 0.5 + 0.8*2.5
+    assert row == ["| `mae` | 5 | 0.72 | 1.15482 | 0 | 0.1 | 2.5 | 3 | #3: 3, #1: 0.5 |"]
+    xml_text = runner.invoke(app, ["evaluate", *pair, "--loss", "mae", "--worst", "2", "--format", "junit"]).stdout
+    out = _strict_parse(xml_text).find("testsuite/testcase/system-out").text
+    assert "per-sample: n=5 mean=0.72" in out and "worst samples: #3: 3, #1: 0.5" in out
