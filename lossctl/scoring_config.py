@@ -251,7 +251,9 @@ def merge(cfg: ScoringConfig, *, preds: str | None, targets: str | None, inputs:
           per_sample: str | None, no_fail: bool, github: bool, strict: bool) -> ScoringConfig:
     """Flags over the file: scalars given on the command line win; ``--loss`` replaces the file's
     list; ``--input`` and ``--fail-above`` override entries by name and keep the others;
-    ``--plugin`` adds to the file's plugins; boolean flags can only switch a setting on."""
+    ``--plugin`` adds to the file's plugins; boolean flags can only switch a setting on. A
+    ``--format`` other than the file's, without ``--output``, drops the file's ``report.output``
+    (so a table never lands in ``scoring.json``)."""
     from lossctl.gates import parse_fail_above
 
     out = ScoringConfig(**{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
@@ -268,6 +270,8 @@ def merge(cfg: ScoringConfig, *, preds: str | None, targets: str | None, inputs:
                        ("per_sample", per_sample)):
         if value is not None:
             setattr(out, key, value)
+    if fmt is not None and output is None and cfg.output and fmt != (cfg.format or "table"):
+        out.output = None  # the file's report.output is for its own report.format, not another one
     out.plugins = out.plugins + [p for p in plugins if p not in out.plugins]
     for item in fail_above:
         gate = parse_fail_above(item)

@@ -279,3 +279,11 @@ def test_shipped_config_is_valid():
     jsonschema.validate(doc, SCHEMA)
     cfg = load_config(str(path))
     assert cfg.losses and cfg.baseline and os.path.exists(cfg.baseline) and os.path.exists(cfg.preds)
+
+
+def test_merge_other_format_drops_the_files_output():
+    cfg = ScoringConfig(format="json", output="r.json")
+    assert _merge(cfg, fmt="markdown").output is None
+    assert _merge(cfg, fmt="json").output == "r.json"
+    assert _merge(cfg, fmt="markdown", output="r.md").output == "r.md"
+    assert _merge(cfg).output == "r.json"
