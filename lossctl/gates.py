@@ -157,26 +157,25 @@ def _norm(text: str) -> str:
 def match_loss(loss: str, results: Sequence[LossResult]) -> list[tuple[LossResult, int | None]]:
     """The results (and, for a bare name found only inside combinations, the term) ``loss`` names.
 
-    In order: the expression exactly as written (ignoring spaces and case); the same computation
-    (aliases and default parameters resolved: ``l2`` == ``mse``, ``huber`` == ``huber(delta=1.0)``);
-    a bare loss name, which names every single-term result of that loss (``huber`` matches
-    ``huber(delta=0.5)``), or failing that the terms of that loss inside combined expressions.
+    In order: the expression exactly as written (ignoring spaces and case); a bare loss name or
+    alias, which names every single-term result of that loss (``huber`` matches ``huber`` and
+    ``huber(delta=0.5)``; ``l2`` matches ``mse``), or failing that the terms of that loss inside
+    combined expressions; otherwise the same computation (default parameters and aliases
+    resolved: ``huber(delta=1)`` == ``huber(delta=1.0)`` == ``huber``, ``2*l1`` == ``2*mae``).
     """
     exact = [(r, None) for r in results if _norm(r.loss) == _norm(loss)]
     if exact:
         return exact
-    sig = _signature(loss)
-    if sig is not None:
-        same = [(r, None) for r in results if _signature(r.loss) == sig]
-        if same:
-            return same
     name = _bare_name(loss)
-    if name is None:
+    if name is not None:
+        single = [(r, None) for r in results if len(r.terms) == 1 and r.terms[0].name == name]
+        if single:
+            return single
+        return [(r, i) for r in results for i, t in enumerate(r.terms) if t.name == name]
+    sig = _signature(loss)
+    if sig is None:
         return []
-    single = [(r, None) for r in results if len(r.terms) == 1 and r.terms[0].name == name]
-    if single:
-        return single
-    return [(r, i) for r in results for i, t in enumerate(r.terms) if t.name == name]
+    return [(r, None) for r in results if _signature(r.loss) == sig]
 
 
 def _no_match_message(loss: str, origin: str, results: Sequence[LossResult]) -> str:

@@ -130,12 +130,16 @@ def test_baseline_zero_message_explains():
 
 
 def test_match_by_text_signature_and_bare_name():
-    results = [_res("huber(delta=0.5)", 0.1), _res("l2", 0.2), _res("mse + 0.5*mae", 0.3, [("mse", 0.2), ("mae", 0.2)])]
+    results = [_res("huber(delta=0.5)", 0.1), _res("l2", 0.2, [("mse", 0.2)]), _res("mse + 0.5*mae", 0.3, [("mse", 0.2), ("mae", 0.2)])]
     assert [r.loss for r, _ in match_loss("huber( delta = 0.5 )", results)] == ["huber(delta=0.5)"]
     assert [r.loss for r, _ in match_loss("mse", results)] == ["l2"]  # alias resolves: same computation
     assert [r.loss for r, _ in match_loss("huber", results)] == ["huber(delta=0.5)"]  # bare name
     assert [(r.loss, t) for r, t in match_loss("mae", results)] == [("mse + 0.5*mae", 1)]  # a term
     assert match_loss("huber(delta=2)", results) == []
+    two = [_res("huber(delta=1.0)", 0.1), _res("huber(delta=0.5)", 0.2), _res("2*l1", 0.3, [("mae", 0.15)])]
+    assert [r.loss for r, _ in match_loss("huber", two)] == ["huber(delta=1.0)", "huber(delta=0.5)"]
+    assert [r.loss for r, _ in match_loss("huber(delta=1)", two)] == ["huber(delta=1.0)"]
+    assert [r.loss for r, _ in match_loss("2 * mae", two)] == ["2*l1"]
     assert match_loss("nonsense((", results) == []
 
 
