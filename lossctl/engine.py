@@ -252,7 +252,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
-TASK_ELEMENTS = 1 << 20  # elements of the widest input per worker task (a few MB)
+TASK_ELEMENTS = 1 << 21  # elements of the widest input per worker task (8 MB of float32)
 
 
 def worker_count(threads: int | None = None) -> int:

@@ -141,36 +141,46 @@ def _mae(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, flo
     return _sum(a), a.size
 
 
-def _quadratic_linear(blk: Block, p: Any, t: Any, knee: float) -> tuple[np.ndarray, np.ndarray]:
+def _huber_core(blk: Block, p: Any, t: Any, knee: float) -> np.ndarray:
+    """``q (2|d| - q)`` with ``q = min(|d|, knee)``: twice the Huber loss (delta = knee), per element.
+
+    ``0.5 q (2a - q)`` is ``0.5 a²`` below the knee and ``knee (a - knee/2)`` above it; every factor
+    is non-negative, so there is no cancellation, and the 0.5 comes out of the sum.
+    """
     a = blk.abs_residual(p, t)
     ws, n, dt = blk.ws, a.size, a.dtype
     q = np.minimum(a, ws.const(knee, n, dt), out=ws.buf("q", n, dt))
-    lin = np.subtract(a, q, out=ws.buf("l", n, dt))
-    return q, lin
+    w = np.subtract(a, q, out=ws.buf("l", n, dt))
+    w += a
+    q *= w
+    return q
 
 
 def _huber(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
-    delta = params["delta"]
-    q, lin = _quadratic_linear(blk, p, t, delta)
-    dt = q.dtype.type
-    q *= q
-    q *= dt(0.5)
-    lin *= dt(delta)
-    q += lin
-    return _sum(q), q.size
+    v = _huber_core(blk, p, t, params["delta"])
+    return 0.5 * _sum(v), v.size
+
+
+# below this beta, q (2|d| - q) could underflow before the division by beta: divide first
+_TINY_BETA = {np.dtype(np.float32): 1e-15, np.dtype(np.float64): 1e-140}
 
 
 def _smooth_l1(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
     beta = params["beta"]
     if beta == 0:
         return _mae(blk, p, t, params)
-    q, lin = _quadratic_linear(blk, p, t, beta)
-    dt = q.dtype.type
-    u = np.divide(q, dt(beta), out=blk.ws.buf("u", q.size, q.dtype))  # q/beta <= 1 first: no overflow
-    u *= q
-    u *= dt(0.5)
-    u += lin
-    return _sum(u), u.size
+    dt = blk.arrays[p].dtype
+    if beta >= _TINY_BETA[dt]:
+        v = _huber_core(blk, p, t, beta)
+        return 0.5 / beta * _sum(v), v.size
+    a = blk.abs_residual(p, t)
+    ws, n = blk.ws, a.size
+    q = np.minimum(a, ws.const(beta, n, dt), out=ws.buf("q", n, dt))
+    w = np.subtract(a, q, out=ws.buf("l", n, dt))
+    w += a
+    q /= dt.type(beta)  # q/beta <= 1 first: nothing overflows or underflows
+    q *= w
+    return 0.5 * _sum(q), n
 
 
 _LOG_COSH_CAP = 20.0  # log cosh(a) = log cosh(20) + (a - 20) for a >= 20, to 4e-18 relative
@@ -179,26 +189,40 @@ _LOG_COSH_CAP = 20.0  # log cosh(a) = log cosh(20) + (a - 20) for a >= 20, to 4e
 def _log_cosh(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
     """Σ log cosh(d) with one ``expm1`` and one ``log1p`` per element.
 
-    ``log cosh(a) = log1p(s²/2)`` with ``s = 2 sinh(a/2) = m (m + 2) / (m + 1)``, ``m = expm1(a/2)``:
-    every step adds or multiplies non-negative numbers, so full relative precision from ``a = 1e-30``
-    up; ``a`` is capped at 20 (beyond, log cosh grows exactly linearly in float64) so nothing overflows.
+    ``cosh(a) - 1 = M (M / (2 + 2M))`` with ``M = expm1(a)``, ``a = |d|``: non-negative factors
+    only, so full relative precision from ``a = 1e-30`` up. Past ``a`` ≈ 88 (float32) or 709
+    (float64) ``M`` overflows; such a sub-chunk is redone with ``a`` capped at 20, beyond which
+    log cosh grows exactly linearly (to 4e-18).
     """
     a = blk.abs_residual(p, t)
     ws, n, dt = blk.ws, a.size, a.dtype
     typ = dt.type
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.expm1(a, out=ws.buf("u", n, dt))
+        den = np.add(m, m, out=ws.buf("q", n, dt))
+        den += typ(2.0)
+        np.divide(m, den, out=den)
+        den *= m
+        np.log1p(den, out=den)
+        total = _sum(den)
+    if math.isfinite(total):
+        return total, n
+    return _log_cosh_capped(blk, a), n
+
+
+def _log_cosh_capped(blk: Block, a: np.ndarray) -> float:
+    ws, n, dt = blk.ws, a.size, a.dtype
+    typ = dt.type
     ac = np.minimum(a, ws.const(_LOG_COSH_CAP, n, dt), out=ws.buf("q", n, dt))
     tail = np.subtract(a, ac, out=ws.buf("l", n, dt))
-    m = np.multiply(ac, typ(0.5), out=ws.buf("u", n, dt))
-    np.expm1(m, out=m)
-    s = np.add(m, typ(2.0), out=ac)  # ac is free now
-    s *= m
-    m += typ(1.0)
-    s /= m
-    s *= s
-    s *= typ(0.5)
-    np.log1p(s, out=s)
-    s += tail
-    return _sum(s), n
+    m = np.expm1(ac, out=ws.buf("u", n, dt))
+    den = np.add(m, m, out=ac)
+    den += typ(2.0)
+    np.divide(m, den, out=den)
+    den *= m
+    np.log1p(den, out=den)
+    den += tail
+    return _sum(den)
 
 
 def _quantile(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:

@@ -23,6 +23,7 @@ import numpy as np
 from lossctl.errors import InputError
 
 _NUMERIC_KINDS = "biuf"
+_MAP_ALIGN = max(mmap.ALLOCATIONGRANULARITY, 1 << 21)
 
 
 @dataclass
@@ -153,10 +154,11 @@ class NpyArray(LazyArray):
             return np.empty(shape, dtype=self.dtype), _noop
         first = self.offset + start * row_items * self.dtype.itemsize
         last = first + count * self.dtype.itemsize
-        base = first - first % mmap.ALLOCATIONGRANULARITY
+        base = first - first % _MAP_ALIGN  # 2 MB: the kernel can map whole huge folios of the page cache
         fd = os.open(self.path, os.O_RDONLY)
         try:
-            mm = mmap.mmap(fd, last - base, access=mmap.ACCESS_READ, offset=base)
+            end = min(os.fstat(fd).st_size, -(-last // _MAP_ALIGN) * _MAP_ALIGN)  # whole 2 MB pieces
+            mm = mmap.mmap(fd, max(last, end) - base, access=mmap.ACCESS_READ, offset=base)
         finally:
             os.close(fd)
         arr = np.frombuffer(mm, dtype=self.dtype, count=count, offset=first - base).reshape(shape)
