@@ -119,3 +119,16 @@ def test_mining_nan_policy_per_sample():
         clean = lossctl.evaluate(emb[keep], labels[keep], loss, provenance=False).results[0]
         assert omitted.value == pytest.approx(clean.value, rel=1e-12) and omitted.omitted == 2
         assert np.isnan(lossctl.evaluate(emb, labels, loss, nan_policy="propagate", provenance=False).results[0].value)
+
+
+def test_swap_with_mining_is_refused(tmp_path, runner):
+    np.save(tmp_path / "e.npy", np.zeros((4, 2))); np.save(tmp_path / "y.npy", np.array([0, 0, 1, 1]))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "e.npy"), str(tmp_path / "y.npy"),
+                                      "--loss", "triplet(mining=batch_hard, swap=true)"])
+    assert code == 2 and "swap" in err
+
+
+def test_forgetting_mining_hints_at_it(tmp_path, runner):
+    np.save(tmp_path / "e.npy", np.zeros((4, 2))); np.save(tmp_path / "y.npy", np.array([0, 0, 1, 1]))
+    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "e.npy"), str(tmp_path / "y.npy"), "--loss", "triplet"])
+    assert code == 2 and "'anchor'" in err and "mining=batch_hard" in err

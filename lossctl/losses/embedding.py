@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.errors import DomainError, InputError
+from lossctl.errors import DomainError, ExprError, InputError
 from lossctl.inputs import LazyArray, reshaped
 from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
@@ -246,6 +246,9 @@ def _triplet_batch_hard(emb_arr: LazyArray, labels: LazyArray, margin: float, p:
 
 def _check_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
     if params["mining"] != "none":
+        if params["swap"]:
+            raise ExprError("triplet: swap=true applies to explicit (anchor, positive, negative) triplets; "
+                            "batch_hard already takes each anchor's nearest negative, drop swap=true")
         emb, y = _check_embeddings("triplet", arrays)
         return {"embeddings": emb, "targets": y}
     names = ("anchor", "positive", "negative")
