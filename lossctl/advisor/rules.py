@@ -253,7 +253,9 @@ _TEST_KEYS = ("facts", "expect_top", "expect_in_top", "expect_warnings", "expect
 
 def default_rules_path() -> Path:
     here = Path(__file__).resolve().parent
-    for cand in (here.parent.parent / "configs" / "rules.yaml", here / "data" / "rules.yaml"):
+    # a source checkout (configs/ next to the package), or package data in an installed wheel
+    for cand in (here.parent.parent / "configs" / "rules.yaml", here.parent / "data" / "rules.yaml",
+                 here / "data" / "rules.yaml"):
         if cand.is_file():
             return cand
     return here.parent.parent / "configs" / "rules.yaml"

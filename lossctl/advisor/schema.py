@@ -352,6 +352,8 @@ def derive(task: Task) -> Task:
         put("predict", "quantiles", "quantiles given")
     if "coverage" in f:
         put("predict", "interval", "coverage given")
+    if f.get("predict") == "quantiles":
+        put("quantiles", [0.1, 0.5, 0.9], "default quantile levels")
     if f.get("predict") == "interval":
         cov = f.get("coverage", 0.9)
         put("coverage", cov, "default nominal coverage 0.9")
