@@ -28,7 +28,8 @@ def _vector(arr: LazyArray, n: int, arrays: dict[str, LazyArray], what: str) -> 
     if arr.shape in ((n,), (n, 1)) or (n == 1 and arr.shape == ()):
         return reshaped(arr, (n,)) if arr.shape != () else MemoryArray(
             arr.path, (1,), arr.dtype, arr.key, arr.name, data=arr.read_all().reshape(1))
-    hint = "" if arrays["log_probs"].ndim == 3 else " (2-D log_probs (T, C) is one unbatched sequence; use (T, N, C) for a batch)"
+    hint = "" if arrays["log_probs"].ndim == 3 else (" (2-D log_probs (T, C) is one unbatched sequence; "
+                                                     "use (T, N, C) for a batch)")
     raise shape_error("ctc", arrays, f"{arr.name} must have shape ({n},): {what}{hint}")
 
 
