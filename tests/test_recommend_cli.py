@@ -355,3 +355,42 @@ def test_unknown_call_in_custom_rules_is_not_evaluable(runner, tmp_path):
     doc = top_json(runner, tmp_path, "task: regression\n", "--rules", str(rules))
     assert [r["evaluable"] for r in doc["recommendations"]] == [False, False]
     assert sum(w["rule"] == "catalogue" for w in doc["warnings"]) == 2
+
+
+class _FakeTTY:
+    def __init__(self):
+        import io
+
+        self.buf = io.StringIO()
+
+    def write(self, s):
+        return self.buf.write(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("no_color,coloured", [("1", False), ("", True)])
+def test_colour_only_on_tty_and_no_color(monkeypatch, no_color, coloured):
+    from lossctl.advisor.output import print_table
+
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.delenv("TERM", raising=False)
+    monkeypatch.setenv("TERM", "xterm-256color")
+    tty = _FakeTTY()
+    print_table(advise({"task": "regression", "outliers": "many"}), file=tty)
+    assert ("\x1b[" in tty.buf.getvalue()) is coloured
+
+
+def test_hostile_rules_file(runner, tmp_path):
+    marker = tmp_path / "marker"
+    rules = tmp_path / "evil.yaml"
+    rules.write_text(f"version: 1\nlosses: !!python/object/apply:os.system ['touch {marker}']\n")
+    r = run(runner, tmp_path, "task: regression\n", "--rules", str(rules))
+    assert r.exit_code == 2 and not marker.exists() and "evil.yaml:2" in r.stderr
