@@ -207,3 +207,14 @@ def test_robust_z_and_levels():
     assert np.all(np.isfinite(robust_z(x)))
     assert outlier_level(np.ones(100))[0] == "none"
     assert outlier_level(RNG.standard_t(1, size=20000))[0] == "many"
+
+
+def test_two_output_head_for_binary_labels(tmp_path):
+    y = RNG.integers(0, 2, size=400)
+    _, doc = infer(tmp_path, {"task": "classification"}, y, RNG.normal(size=(400, 2)))
+    assert doc["task"]["outputs"] == 2 and doc["task"]["labels"] == "binary"
+    assert doc["recommendations"][0]["loss"] == "cross_entropy"
+    _, doc = infer(tmp_path, {"task": "classification"}, y, RNG.normal(size=400))
+    assert doc["task"]["outputs"] == 1
+    assert doc["recommendations"][0]["loss"] == "bce_with_logits"
+    assert doc["explain"]["scores"][0]["contributions"][0]["rule"] == "B01"

@@ -238,8 +238,11 @@ def _all_evaluable():
     facts_list = [c["facts"] for r in rs.rules for c in r.tests]
     facts_list += [{"task": "classification", "class_counts": [50, 30, 20, 10]},
                    {"task": "regression", "predict": "interval", "coverage": 0.8}]
+    from lossctl.advisor import advise_facts
+    from lossctl.advisor.goldens import case_task
+
     for facts in facts_list:
-        for rec in advise(dict(facts)).recommendations():
+        for rec in advise_facts(case_task(facts)).recommendations():
             if rec["evaluable"]:
                 exprs.setdefault(rec["loss"], rec["id"])
     return exprs

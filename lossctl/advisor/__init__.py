@@ -122,6 +122,11 @@ class Advice:
                            "when": self.rules.rule(rid).when.describe()}
                           for rid in self.outcome.fired],
                 "rules_file": self.rules.path,
+                "scores": [{"id": s.entry.id, "score": _num(s.score),
+                            "contributions": [{"rule": rid, "score": _num(c.score)}
+                                              for rid, c in sorted(s.contributions,
+                                                                   key=lambda rc: rc[0])]}
+                           for s in self.ranked],
             }
         if why_not is not None:
             doc["why_not"] = self.why_not(why_not)

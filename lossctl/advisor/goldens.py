@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossctl.advisor.rules import RuleSet, Rule, evaluate
-from lossctl.advisor.schema import derive, task_from_mapping
+from lossctl.advisor.schema import FACTS, derive, task_from_mapping
 
 IN_TOP = 5
 
@@ -25,9 +25,20 @@ def _ids(v: Any) -> list[str]:
     return [v] if isinstance(v, str) else list(v or [])
 
 
+def case_task(facts: dict[str, Any], source: str = "golden case"):
+    """A Task from a golden case's facts; derived-only facts (normally inferred) are set as given."""
+    given = dict(facts)
+    extra = {k: given.pop(k) for k in list(given) if k in FACTS and FACTS[k].derived_only}
+    task = task_from_mapping(given, source)
+    for k, v in extra.items():
+        task.facts[k] = v
+        task.source[k] = "inferred: golden case"
+    return task
+
+
 def run_case(rs: RuleSet, rule: Rule, i: int, case: dict[str, Any]) -> list[GoldenFailure]:
     fails = []
-    task = derive(task_from_mapping(dict(case["facts"]), f"rule {rule.id} tests[{i}]"))
+    task = derive(case_task(case["facts"], f"rule {rule.id} tests[{i}]"))
     out = evaluate(rs, task.facts)
     ranked = [s.entry.id for s in out.ranked]
 

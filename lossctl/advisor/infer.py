@@ -258,6 +258,9 @@ class _Inferrer:
                                    "BCE-with-logits or CrossEntropyLoss applies it twice "
                                    "(numerically wrong, vanishing gradients)")
                 self.reported.add("head")
+            if task == "classification":
+                k = int(data.shape[1]) if data.ndim == 2 else 1
+                self.put("outputs", k, f"{label}: shape {tuple(data.shape)}")
             if task == "classification" and data.ndim == 2 and data.shape[1] >= 2 \
                     and (targets is None or targets.ndim == 1):
                 self.put("classes", int(data.shape[1]), f"{label}: {data.shape[1]} output columns")

@@ -100,6 +100,8 @@ _FACT_LIST = [
          derived_only=True),
     Fact("class_weights", "float_list", "balanced class weights N / (C * n_c)", derived_only=True),
     Fact("many_classes", "bool", "classes >= 10000", derived_only=True),
+    Fact("outputs", "int", "model outputs per sample (from the --preds shape)", minimum=1,
+         derived_only=True),
     Fact("label_like_targets", "bool", "regression targets look like class labels (--targets)",
          derived_only=True),
 ]
