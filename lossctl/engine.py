@@ -285,7 +285,10 @@ def _row_elements(group: Sequence[TermPlan]) -> int:
 
 
 def _default_rows(group: Sequence[TermPlan], n: int) -> int:
-    return max(1, DEFAULT_CHUNK_ELEMENTS // _row_elements(group))
+    # A kernel may ask for bigger chunks (``kernel.chunk_elements``): CTC loops over time steps,
+    # so it needs many sequences per chunk to amortise each step.
+    budget = max(getattr(p.spec.kernel, "chunk_elements", DEFAULT_CHUNK_ELEMENTS) for p in group)
+    return max(1, budget // _row_elements(group))
 
 
 def _tasks(group: Sequence[TermPlan], n: int, rows: int) -> list[tuple[int, int]]:

@@ -218,3 +218,8 @@ def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, t
     if zero_infinity:
         loss = np.where(np.isinf(loss), 0.0, loss)
     return Part(values=loss, mean_values=loss / np.maximum(tl, 1))
+
+
+# The forward algorithm loops over time steps; chunks of many sequences amortise each step
+# (about 4M log-probabilities, 32 MB in float64, per chunk; read by engine._default_rows).
+ctc.chunk_elements = 1 << 22  # type: ignore[attr-defined]
