@@ -174,12 +174,6 @@ class Observer:
                 and targets is not None and preds.ndim >= 2 and targets.ndim == preds.ndim - 1:
             self.index_targets = True
             self._count_classes(targets)
-            if name == "cross_entropy" and preds.dtype.kind == "f" and self.unit:
-                rows = _rows_sample(_as_rows(_sub_sample(preds)))
-                with np.errstate(all="ignore"):
-                    sums = rows.sum(axis=1, dtype=np.float64)
-                self.rows_seen += len(rows)
-                self.rows_normalized += int(np.sum(np.abs(sums - 1.0) <= ROW_TOL))
         elif name in ("bce", "bce_with_logits") and targets is not None and self.binary_targets:
             s, step = _sample(targets)
             if not np.all((s == 0) | (s == 1)):
@@ -189,6 +183,13 @@ class Observer:
                 self.positives += pos * step
                 self.negatives += (len(s) - pos) * step
                 self.approx = self.approx or step > 1
+        if name == "cross_entropy" and preds is not None and preds.ndim >= 2 and preds.dtype.kind == "f" \
+                and self.unit:
+            rows = _rows_sample(_as_rows(_sub_sample(preds)))
+            with np.errstate(all="ignore"):
+                sums = rows.sum(axis=1, dtype=np.float64)
+            self.rows_seen += len(rows)
+            self.rows_normalized += int(np.sum(np.abs(sums - 1.0) <= ROW_TOL))
         if name in KL_LOSSES:
             self._kl_rows(chunk)
         if name == "ctc" and chunk.get("log_probs") is not None:
@@ -263,14 +264,14 @@ class Observer:
         logits_expected = name in LOGIT_LOSSES or (name in SEGMENTATION_LOSSES and p.get("from_logits"))
         probs_expected = name in PROBABILITY_LOSSES or (name in SEGMENTATION_LOSSES and not p.get("from_logits"))
         if logits_expected and pr.count >= MIN_ELEMENTS and self.unit:
-            if name == "cross_entropy" and self.index_targets and self.rows_seen \
-                    and self.rows_normalized == self.rows_seen:
+            if name == "cross_entropy" and self.rows_seen and self.rows_normalized == self.rows_seen:
                 out.append(("probabilities_to_logits_loss",
                             f"{name}: preds are within [0, 1] and every row sums to 1: they look like softmax "
                             f"probabilities, but {name} expects logits (it applies log_softmax itself); pass "
-                            f"the logits, or use nll on log(probabilities)"))
-            elif name != "cross_entropy" or self.index_targets:
+                            f"the logits" + (", or use nll on log(probabilities)" if self.index_targets else "")))
+            else:
                 alt = {"bce_with_logits": "use bce for probabilities",
+                       "cross_entropy": "pass the logits (cross_entropy applies log_softmax itself)",
                        "focal": "pass the logits (focal applies the sigmoid/softmax itself)"}.get(
                     name, "pass the logits, or set from_logits=false")
                 out.append(("probabilities_to_logits_loss",

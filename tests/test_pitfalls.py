@@ -37,6 +37,8 @@ Y = RNG.normal(size=N)
 
 @pytest.mark.parametrize("loss,inputs,code", [
     ("cross_entropy", dict(preds=_softmax(LOGITS), targets=LABELS), "probabilities_to_logits_loss"),
+    ("cross_entropy", dict(preds=_softmax(LOGITS), targets=_softmax(LOGITS * 0.3)), "probabilities_to_logits_loss"),
+    ("kl_div", dict(preds=_softmax(LOGITS)[0], targets=_softmax(LOGITS)[1] * 0.5), "kl_rows_not_normalized"),
     ("bce_with_logits", dict(preds=1 / (1 + np.exp(-BIN_LOGITS)), targets=BIN_LABELS), "probabilities_to_logits_loss"),
     ("focal", dict(preds=1 / (1 + np.exp(-BIN_LOGITS)), targets=BIN_LABELS), "probabilities_to_logits_loss"),
     ("nll", dict(preds=_softmax(LOGITS), targets=LABELS), "logits_to_probability_loss"),
