@@ -1,9 +1,12 @@
 """Pitfall diagnostics: cheap statistics gathered per chunk that flag a likely misuse of a loss.
 
 The engine hands every chunk a term sees (after the NaN policy) to that term's :class:`Observer`;
-``finish`` turns the statistics into warnings through :func:`lossctl.diagnostics.warn`. The work
-per chunk is a few vectorised reductions (min/max, a bincount of integer labels, row sums) plus
-checks on a bounded, evenly strided sample, so it costs almost nothing next to the loss itself.
+``finish`` turns the statistics into warnings through :func:`lossctl.diagnostics.warn`. Each
+chunk is looked at through a bounded, evenly strided sample (at most :data:`SAMPLE` elements per
+input: range, integer-ness, class counts scaled by the stride, row sums); the only whole-chunk
+work is a min/max of the preds of a logits loss while they still look like probabilities, i.e.
+only when a warning is coming. So it costs almost nothing next to the loss itself. The exact
+total of a 1-D KL input (one distribution) is summed whole.
 
 Codes (stable; ``--strict`` turns any of them into exit 2):
 
