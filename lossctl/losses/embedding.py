@@ -63,7 +63,19 @@ def _need(loss: str, arrays: dict[str, LazyArray], names: tuple[str, ...], how: 
         found = ", ".join(sorted(arrays)) or "none"
         name = missing[0]
         raise InputError(f"{loss} needs input {name!r} {how}: give --input {name}=PATH or an .npz PREDS "
-                         f"with key {name!r} (missing: {', '.join(missing)}; found: {found})")
+                         f"with key {name!r} (missing: {', '.join(missing)}; found: {found}{_npz_keys(arrays)})")
+
+
+def _npz_keys(arrays: dict[str, LazyArray]) -> str:
+    """``; x.npz has keys: a, b`` for the .npz files the found inputs came from."""
+    out = []
+    for path in sorted({a.path for a in arrays.values() if a.key and a.path.lower().endswith(".npz")}):
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                out.append(f"; {path} has keys: {', '.join(npz.files)}")
+        except Exception:  # the keys are a hint only
+            continue
+    return "".join(out)
 
 
 def _as_rows(loss: str, arrays: dict[str, LazyArray], names: tuple[str, ...]) -> dict[str, LazyArray]:
