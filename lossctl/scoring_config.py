@@ -3,7 +3,9 @@
 A scoring file holds the inputs, the losses, the gates and the baseline, so a pipeline runs
 ``lossctl evaluate --config configs/scoring.yaml``. It is read with ``yaml.safe_load`` semantics
 (a SafeLoader; duplicate keys are refused), unknown keys are errors with a did-you-mean, and
-relative paths are relative to the scoring file's own directory, so it works from any cwd.
+relative paths are relative to the scoring file's own directory, so it works from any cwd (an
+input, plugin or baseline missing there but present relative to the working directory is taken
+from there).
 Command-line flags override it (see :func:`merge`). ``configs/scoring.schema.json`` describes
 the same format as a JSON Schema (tests keep the two in agreement)::
 
@@ -96,14 +98,20 @@ class _Reader:
                 raise self.fail(mapping, key, f"unknown key {prefix + str(key)!r}{hint} "
                                               f"(allowed: {', '.join(allowed)})")
 
-    def path_value(self, mapping: Any, key: Any, name: str) -> str:
+    def path_value(self, mapping: Any, key: Any, name: str, read: bool = True) -> str:
+        """A path relative to the scoring file's directory. For a file to read (``read``) that is
+        not there but is relative to the working directory, that one is used instead (so a file
+        written with cwd-relative paths still works when run from where it was written for)."""
         value = mapping[key]
         if not isinstance(value, str) or not value.strip():
             raise self.fail(mapping, key, f"{name} must be a file path (a string), got {value!r}")
         value = os.path.expanduser(value.strip())
         if os.path.isabs(value):
             return value
-        return os.path.normpath(os.path.join(self.base, value))
+        resolved = os.path.normpath(os.path.join(self.base, value))
+        if read and self.base and not _exists(resolved) and _exists(value):
+            return value
+        return resolved
 
     def choice(self, mapping: Any, key: str, name: str, choices: tuple[str, ...]) -> str:
         value = mapping[key]
@@ -126,6 +134,14 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise self.fail(mapping, key, f"{name} must be an integer >= {minimum}, got {value!r}")
         return value
+
+
+def _exists(path: str) -> bool:
+    """Whether ``path`` names a file, also as ``file.npz:KEY`` / ``file.csv:cols``."""
+    if os.path.exists(path):
+        return True
+    head, sep, _ = path.rpartition(":")
+    return bool(sep and head and os.path.exists(head))
 
 
 def _mapping(value: Any) -> bool:
@@ -224,11 +240,11 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
         if "format" in rep:
             cfg.format = r.choice(rep, "format", "report.format", FORMATS)
         if "output" in rep:
-            cfg.output = r.path_value(rep, "output", "report.output")
+            cfg.output = r.path_value(rep, "output", "report.output", read=False)
         if "worst" in rep:
             cfg.worst = r.integer(rep, "worst", "report.worst", 0)
         if "per_sample" in rep:
-            cfg.per_sample = r.path_value(rep, "per_sample", "report.per_sample")
+            cfg.per_sample = r.path_value(rep, "per_sample", "report.per_sample", read=False)
     for key in ("no_fail", "github", "strict"):
         if key in doc:
             setattr(cfg, key, r.boolean(doc, key, key))

@@ -287,3 +287,17 @@ def test_merge_other_format_drops_the_files_output():
     assert _merge(cfg, fmt="json").output == "r.json"
     assert _merge(cfg, fmt="markdown", output="r.md").output == "r.md"
     assert _merge(cfg).output == "r.json"
+
+
+def test_cwd_relative_input_paths_are_a_fallback(runner, data, monkeypatch):
+    (data / "cfg").mkdir()
+    cfg = _write(data / "cfg" / "s.yaml", "inputs: {preds: in/p.npy, targets: in/t.npy}\nlosses: [mse]\n"
+                                           "report: {format: json, output: out.json}\n")
+    monkeypatch.chdir(data)
+    result = runner.invoke(app, ["evaluate", "--config", cfg])
+    assert result.exit_code == 0, result.stderr
+    assert (data / "cfg" / "out.json").exists()  # outputs are always relative to the scoring file
+    assert load_config(cfg).preds == "in/p.npy"
+    (data / "cfg" / "in").mkdir()
+    np.save(data / "cfg" / "in" / "p.npy", np.zeros(100))
+    assert load_config(cfg).preds == str(data / "cfg" / "in" / "p.npy")  # the file's own directory wins
