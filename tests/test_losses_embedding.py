@@ -132,3 +132,32 @@ def test_forgetting_mining_hints_at_it(tmp_path, runner):
     np.save(tmp_path / "e.npy", np.zeros((4, 2))); np.save(tmp_path / "y.npy", np.array([0, 0, 1, 1]))
     code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "e.npy"), str(tmp_path / "y.npy"), "--loss", "triplet"])
     assert code == 2 and "'anchor'" in err and "mining=batch_hard" in err
+
+
+def _brute_all_triplets(emb, labels, margin=1.0, eps=1e-6):
+    losses = []
+    for a in range(len(emb)):
+        for p in range(len(emb)):
+            if p == a or labels[p] != labels[a]:
+                continue
+            for n in range(len(emb)):
+                if labels[n] != labels[a]:
+                    d_ap = np.linalg.norm(emb[a] - emb[p] + eps)
+                    d_an = np.linalg.norm(emb[a] - emb[n] + eps)
+                    losses.append(max(0.0, margin + d_ap - d_an))
+    return float(np.mean(losses)), float(np.sum(losses))
+
+
+@pytest.mark.parametrize("direct", [0, 1 << 16])
+def test_triplet_all_pairs_every_valid_triplet(monkeypatch, direct):
+    """mining=all_pairs (batch_all): mean over every valid triplet, term by term or by prefix sums."""
+    rng = np.random.default_rng(12)
+    emb = rng.normal(size=(25, 3)); labels = rng.integers(0, 4, 25)
+    mean, total = _brute_all_triplets(emb, labels, margin=0.7)
+    monkeypatch.setattr(embedding, "_DIRECT_TRIPLETS", direct)
+    for loss in ("triplet(mining=all_pairs, margin=0.7)", "triplet(mining=batch_all, margin=0.7)"):
+        for chunk in (None, 4):
+            r = lossctl.evaluate(emb, labels, [loss, loss[:-1] + ", reduction=sum)"], chunk_size=chunk,
+                                 provenance=False).results
+            assert r[0].value == pytest.approx(mean, rel=1e-12)
+            assert r[1].value == pytest.approx(total, rel=1e-12)

@@ -11,6 +11,9 @@ Mining (``mining=``): give the model's ``embeddings`` (N, D) (PREDS) and class l
   gives each sample half the sum of its pair losses and ``sum`` is the sum over pairs.
 * ``triplet(mining=batch_hard)``: for each anchor, its farthest positive and nearest negative
   (Hermans et al. 2017, arXiv:1703.07737); anchors without a positive or a negative are skipped.
+* ``triplet(mining=all_pairs)`` (also ``batch_all``): every valid triplet (a, p, n), a ≠ p with
+  the same label and n with another label; mean over all of them (``sum``: their sum;
+  ``reduction=none``: each anchor's sum over its triplets).
 
 Distances are computed block-wise (a block of anchors against all samples, at most about 2^20
 distances at a time), never as an N×N matrix. For p = 2 the blocks use the Gram-matrix identity
@@ -32,6 +35,7 @@ from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
 
 _BLOCK_ELEMENTS = 1 << 20
+_DIRECT_TRIPLETS = 1 << 16  # an anchor's triplets summed term by term up to this many
 
 
 def _f64(x: np.ndarray) -> np.ndarray:
@@ -253,6 +257,33 @@ def _triplet_batch_hard(emb_arr: LazyArray, labels: LazyArray, margin: float, p:
     return _mined(emb_arr, labels, "triplet", per_anchor)
 
 
+def _triplet_all(emb_arr: LazyArray, labels: LazyArray, margin: float, p: float, eps: float) -> MinedArray:
+    cache: dict[int, _Distances] = {}
+
+    def per_anchor(pool: np.ndarray, y: np.ndarray, lo: int, hi: int, out: np.ndarray) -> None:
+        dist = cache.setdefault(id(pool), _Distances(pool, p, eps))
+        for s in range(lo, hi, dist.step):
+            e = min(hi, s + dist.step)
+            d = dist.block(s, e)
+            for r in range(e - s):
+                same = y == y[s + r]
+                same[s + r] = False
+                d_pos, d_neg = d[r, same], d[r, y != y[s + r]]
+                count = d_pos.size * d_neg.size
+                if count == 0:
+                    continue
+                if count <= _DIRECT_TRIPLETS:  # small: every term directly
+                    total = np.maximum(margin + d_pos[:, None] - d_neg[None, :], 0.0).sum()
+                else:  # sum_n max(0, m + d_p - d_n) over sorted negatives with prefix sums
+                    d_neg = np.sort(d_neg)
+                    prefix = np.concatenate([[0.0], np.cumsum(d_neg)])
+                    k = np.searchsorted(d_neg, margin + d_pos, side="left")
+                    total = float(np.sum(k * (margin + d_pos) - prefix[k]))
+                out[r + s - lo] = (total, count)
+
+    return _mined(emb_arr, labels, "triplet", per_anchor)
+
+
 # ------------------------------------------------------------------------------------------ triplet
 
 
@@ -260,7 +291,7 @@ def _check_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict
     if params["mining"] != "none":
         if params["swap"]:
             raise ExprError("triplet: swap=true applies to explicit (anchor, positive, negative) triplets; "
-                            "batch_hard already takes each anchor's nearest negative, drop swap=true")
+                            "mining picks the negatives itself, drop swap=true")
         emb, y = _check_embeddings("triplet", arrays)
         return {"embeddings": emb, "targets": y}
     names = ("anchor", "positive", "negative")
@@ -269,9 +300,9 @@ def _check_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict
 
 
 def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
-    if params["mining"] == "batch_hard":
-        mined = _triplet_batch_hard(arrays["embeddings"], arrays["targets"], params["margin"], params["p"],
-                                    params["eps"])
+    if params["mining"] != "none":
+        mine = _triplet_batch_hard if params["mining"] == "batch_hard" else _triplet_all
+        mined = mine(arrays["embeddings"], arrays["targets"], params["margin"], params["p"], params["eps"])
         return {"embeddings": mined, "targets": arrays["targets"]}  # labels stay for NaN checks and reports
     return arrays
 
@@ -285,8 +316,9 @@ def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> di
         Param("p", "float", 2.0, "norm degree of the pairwise distance", gt=0),
         Param("eps", "float", 1e-6, "added to the difference vector before the norm (as torch)", ge=0),
         Param("swap", "bool", False, "use min(d(a, n), d(p, n)) as the negative distance (distance swap)"),
-        Param("mining", "str", "none", "build triplets from embeddings + class labels: batch_hard",
-              choices=("none", "batch_hard")),
+        Param("mining", "str", "none", "build triplets from embeddings + class labels: batch_hard "
+              "(hardest positive and negative per anchor) or all_pairs / batch_all (every valid triplet)",
+              choices=("none", "batch_hard", "all_pairs", "batch_all")),
     ],
     formula="max(0, margin + d(a, p) - d(a, n)), d(x, y) = |x - y + eps|_p",
     summary="Triplet margin loss: anchors closer to positives than to negatives by a margin.",

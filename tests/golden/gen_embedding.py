@@ -10,6 +10,7 @@ References:
   all_pairs: mean over all unordered pairs i<j of the contrastive term with y = [label_i != label_j];
   batch_hard: for each anchor, max d over same-label j≠i and min d over other-label k (torch
   pairwise_distance with eps), loss max(0, margin + d_ap - d_an); mean over anchors having both.
+  all_pairs / batch_all (triplet): every valid triplet (a, p, n), mean (or sum) over them.
 Run: python tests/golden/gen_embedding.py
 """
 
@@ -51,6 +52,23 @@ def all_pairs_ref(emb, labels, margin=1.0):
         share[i] += loss / 2
         share[j] += loss / 2
     return total / count, total, share
+
+
+def all_triplets_ref(emb, labels, margin=1.0, p=2.0, eps=1e-6):
+    emb = t64(emb)
+    n = len(emb)
+    per = np.zeros(n)
+    count = 0
+    for i in range(n):
+        d = F.pairwise_distance(emb[i].expand(n, -1), emb, p=p, eps=eps).numpy()
+        for j in range(n):
+            if j == i or labels[j] != labels[i]:
+                continue
+            for k in range(n):
+                if labels[k] != labels[i]:
+                    per[i] += max(0.0, margin + d[j] - d[k])
+                    count += 1
+    return per.sum() / count, per.sum(), per
 
 
 def batch_hard_ref(emb, labels, margin=1.0, p=2.0, eps=1e-6):
@@ -127,6 +145,14 @@ for dt in ("float64", "float32"):
     cases.append(make_case(f"triplet_batch_hard_{dt}", "triplet(mining=batch_hard)",
                            {"embeddings": emb, "targets": labels}, mean,
                            "brute force batch-hard with torch pairwise_distance", expected_none=per))
+    mean, total, per = all_triplets_ref(emb, labels)
+    cases.append(make_case(f"triplet_all_pairs_{dt}", "triplet(mining=all_pairs)",
+                           {"embeddings": emb, "targets": labels}, mean,
+                           "brute force over every valid triplet (a, p, n) with torch pairwise_distance",
+                           expected_none=per))
+    cases.append(make_case(f"triplet_batch_all_sum_p1_{dt}", "triplet(mining=batch_all, p=1, margin=2)",
+                           {"embeddings": emb, "targets": labels}, all_triplets_ref(emb, labels, 2.0, 1.0)[1],
+                           "brute force over every valid triplet, p=1, summed", reduction="sum"))
     mean, per = batch_hard_ref(emb, labels, margin=0.3, p=1.0, eps=0.0)
     cases.append(make_case(f"triplet_batch_hard_p1_{dt}", "triplet(mining=batch_hard, margin=0.3, p=1, eps=0)",
                            {"embeddings": emb, "targets": labels}, mean, "brute force batch-hard, p=1"))
