@@ -7,7 +7,7 @@ import math
 import os
 import sys
 
-from lossctl.result import Report
+from lossctl.result import Check, Report
 
 
 def fmt_value(value: float) -> str:
@@ -33,7 +33,7 @@ def render(report: Report, **_: object) -> str:
     for res in report.results:
         row = [res.loss, fmt_value(res.value), res.reduction]
         if has_checks:
-            row.append(", ".join(("ok " if c.passed else "FAIL ") + c.kind for c in res.checks) or "-")
+            row.append(", ".join(_check_text(c) for c in res.checks) or "-")
         table.add_row(*row)
         if len(res.terms) > 1:
             for t in res.terms:
@@ -59,6 +59,20 @@ def render(report: Report, **_: object) -> str:
         if res.omitted:
             console.print(f"{res.loss}: {res.omitted} sample(s) with NaN omitted", markup=False)
     return buf.getvalue()
+
+
+def _check_text(check: Check) -> str:
+    """``ok <= 0.3`` / ``FAIL baseline 0.09 -> 0.0975 (+8.33%)``: the verdict with old, new and change."""
+    verdict = "ok" if check.passed else "FAIL"
+    term = f"term {check.extra['term']} " if check.extra.get("term") else ""
+    if check.kind == "fail_above" and check.limit is not None:
+        return f"{verdict} {term}<= {fmt_value(check.limit)}"
+    if check.kind == "baseline" and check.extra.get("baseline") is not None:
+        pct = check.extra.get("change_pct")
+        change = f" ({pct:+.2f}%)" if pct is not None else ""
+        return (f"{verdict} baseline {fmt_value(check.extra['baseline'])} -> "
+                f"{fmt_value(check.extra.get('value', math.nan))}{change}")
+    return f"{verdict} {check.kind}"
 
 
 def _width() -> int:
