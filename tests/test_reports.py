@@ -174,6 +174,7 @@ def test_json_checks_shape():
 def test_table_shows_checks_and_missing():
     text = render(make_report(), "table")
     assert "FAIL baseline" in text and "gone is in the baseline" in text
+    assert "FAIL baseline 0.2 -> 0.25 (+25.00%)" in text and "ok <= 0.3" in text and "ok term mae <= 1" in text
 
 
 # ------------------------------------------------------------------------------------ through the CLI
