@@ -26,6 +26,17 @@ ADVISOR_IDS = (
 )
 
 RS = load_rules(RULES)
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_RAW = yaml.load(RULES.read_text(), Loader=_LOADER)
+
+
+def _raw():
+    return copy.deepcopy(_RAW)
+
+
+def _dump(data):
+    return yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 CASES = [(r.id, i, c) for r in RS.rules for i, c in enumerate(r.tests)]
 
 
@@ -60,7 +71,7 @@ def test_every_catalogue_loss_is_reachable():
 
 
 def _shuffled_rules_file(tmp_path, seed):
-    data = yaml.safe_load(RULES.read_text())
+    data = _raw()
     rnd = random.Random(seed)
     rnd.shuffle(data["rules"])
     for r in data["rules"]:
@@ -70,7 +81,7 @@ def _shuffled_rules_file(tmp_path, seed):
     rnd.shuffle(items)
     data["losses"] = dict(items)
     p = tmp_path / f"rules_{seed}.yaml"
-    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    p.write_text(_dump(data))
     return p
 
 
@@ -118,7 +129,7 @@ def test_condition_semantics(cond, facts, expected):
 # --------------------------------------------------------------------- malformed rules files
 
 def _mutate(fn):
-    data = yaml.safe_load(RULES.read_text())
+    data = _raw()
     fn(data)
     return data
 
@@ -151,7 +162,7 @@ def test_malformed_rules_name_the_rule(tmp_path, runner, mutate, needle):
     assert needle in str(exc.value)
     # and through the CLI: exit 2, one error line naming the rule or file
     p = tmp_path / "bad_rules.yaml"
-    p.write_text(yaml.safe_dump(data, sort_keys=False))
+    p.write_text(_dump(data))
     from lossctl.cli import app
 
     task = tmp_path / "t.yaml"

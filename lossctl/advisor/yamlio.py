@@ -27,7 +27,12 @@ class Lines(dict):
         self.line = 0
 
 
-class _LineLoader(yaml.SafeLoader):
+# libyaml's parser when available (much faster); either way the constructor is SafeConstructor,
+# which only builds plain mappings, lists, strings, numbers, booleans, dates and None.
+_BASE = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _LineLoader(_BASE):  # type: ignore[misc, valid-type]
     """SafeLoader that builds :class:`Lines` mappings and refuses duplicate keys."""
 
 
