@@ -218,3 +218,15 @@ def test_two_output_head_for_binary_labels(tmp_path):
     assert doc["task"]["outputs"] == 1
     assert doc["recommendations"][0]["loss"] == "bce_with_logits"
     assert doc["explain"]["scores"][0]["contributions"][0]["rule"] == "B01"
+
+
+def test_segmentation_channel_masks(tmp_path):
+    idx = RNG.integers(0, 3, size=(4, 16, 16))
+    onehot = np.moveaxis(np.eye(3, dtype=np.int64)[idx], -1, 1)  # (N, C, H, W)
+    _, doc = infer(tmp_path, {"task": "segmentation"}, onehot)
+    assert doc["task"]["labels"] == "multiclass" and doc["task"]["classes"] == 3
+    assert doc["recommendations"][0]["loss"] == "cross_entropy + dice(from_logits=true)"
+    multi = (RNG.random((4, 3, 16, 16)) < 0.4).astype(np.int64)
+    _, doc = infer(tmp_path, {"task": "segmentation"}, multi)
+    assert doc["task"]["labels"] == "multilabel"
+    assert doc["recommendations"][0]["loss"] == "bce_with_logits + dice(from_logits=true)"

@@ -148,3 +148,21 @@ def test_help_loads_no_heavy_modules():
             "print(sorted(m for m in ('numpy', 'yaml', 'pandas', 'matplotlib') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _registry_names():
+    import lossctl.losses  # noqa: F401
+    from lossctl.registry import all_specs
+
+    return [s.name for s in all_specs() if s.family != "custom"]
+
+
+@pytest.mark.parametrize("name", _registry_names())
+def test_explain_every_registered_loss(runner, name):
+    r = runner.invoke(app, ["explain", name, "--format", "json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["name"] == name and doc["formula"] and doc["pitfalls"]
+    assert doc["curve"] is not None or name == "ctc"
+    r = runner.invoke(app, ["explain", name])
+    assert r.exit_code == 0 and r.stderr == ""

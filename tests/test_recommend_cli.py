@@ -397,3 +397,10 @@ def test_hostile_rules_file(runner, tmp_path):
     rules.write_text(f"version: 1\nlosses: !!python/object/apply:os.system ['touch {marker}']\n")
     r = run(runner, tmp_path, "task: regression\n", "--rules", str(rules))
     assert r.exit_code == 2 and not marker.exists() and "evil.yaml:2" in r.stderr
+
+
+def test_why_not_non_evaluable_id(runner, tmp_path):
+    doc = top_json(runner, tmp_path, "task: embedding\nsupervision: class_labels\n", "--why-not", "arcface")
+    m = doc["why_not"]["matches"][0]
+    assert m["id"] == "arcface" and m["evaluable"] is False and m["rank"] == 2
+    assert m["summary"].startswith("ranked 2 of")

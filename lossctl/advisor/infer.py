@@ -164,6 +164,18 @@ class _Inferrer:
                 self.put("labels", "soft", f"{label}: rows are probability distributions")
                 self.put("classes", int(data.shape[1]), f"{label}: {data.shape[1]} columns")
                 return
+        if seg and data.ndim >= 4 and data.shape[1] >= 2 and is_int \
+                and set(np.unique(vals)) <= {0.0, 1.0}:  # (N, C, H, W) channel masks
+            chan = np.asarray(data, dtype=np.float64)
+            sums = chan.sum(axis=1)
+            c = int(data.shape[1])
+            kind = "multiclass" if np.all(sums == 1) else "multilabel"
+            self.put("labels", kind, f"{label}: {c} mask channels "
+                                     f"({'one-hot' if kind == 'multiclass' else 'overlapping'})")
+            self.put("classes", c, f"{label}: {c} mask channels")
+            fg = float(np.mean(chan[:, 1:] > 0)) if kind == "multiclass" else float(np.mean(chan > 0))
+            self.put("foreground", round(fg, 6), f"{label}: {fg:.3g} of mask values are foreground")
+            return
         if not is_int:
             if vals.min() >= 0 and vals.max() <= 1:
                 self.note("info", f"{label}: targets are probabilities in [0, 1], not class "
