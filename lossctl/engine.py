@@ -334,13 +334,14 @@ class _ChunkResult:
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
               tracker: Any, workers: int) -> None:
     locks = {id(p): threading.Lock() for p in group}
-    tasks = _tasks(group, n, rows)
     sequential = {}
     for plan in group:
         for name, arr in plan.arrays.items():
             if arr.sequential:
                 axis = plan.spec.sample_axis(name)
                 sequential[(arr.identity(), axis, arr.shape)] = (arr, axis)
+    # prefetched (sequential) inputs: one chunk per task, so what is read ahead stays small
+    tasks = [(s, min(n, s + rows)) for s in range(0, n, rows)] if sequential else _tasks(group, n, rows)
 
     def prefetched() -> Iterator[tuple[int, int, dict[int, dict[Any, np.ndarray]]]]:
         for start, stop in tasks:

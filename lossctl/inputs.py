@@ -355,8 +355,9 @@ def _open_npz(path: str, key: str | None, name: str) -> LazyArray | dict[str, La
 _INT_RE = re.compile(r"^-?\d+$")
 
 
-CSV_CHUNK_ROWS = 1 << 18  # rows parsed at a time (and sniffed at open)
-_CSV_KEEP_ROWS = 4 * CSV_CHUNK_ROWS  # parsed rows kept behind the furthest read (readers run in step)
+CSV_CHUNK_ROWS = 1 << 18  # rows parsed at a time (and sniffed at open), at most...
+CSV_CHUNK_CELLS = 1 << 21  # ...this many fields per chunk (wide files get fewer rows)
+_CSV_KEEP_CHUNKS = 4  # parsed chunks kept behind the furthest read (readers run in step)
 
 
 def _csv_label(name: str, path: str) -> str:
@@ -366,23 +367,30 @@ def _csv_label(name: str, path: str) -> str:
 def _count_csv_rows(path: str) -> int:
     """Non-blank lines of the file (pandas skips blank lines), counted in large binary blocks."""
     lines = blank = 0
-    prev = b"\n"
+    prev = b"\n"  # the byte before the block ("start of file" counts as after a newline)
     last = b""
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 24), b""):
-            lines += block.count(b"\n")
-            if b"\n\n" in block or b"\n\r\n" in block:
-                blank += len(_BLANK_RE.findall(block))
-            if prev == b"\n" and block[:1] == b"\n" or prev == b"\n" and block[:2] == b"\r\n":
-                blank += 1
-            prev = block[-1:]
-            last = block[-1:]
+    buf = np.empty(1 << 20, dtype=np.uint8)  # reused: no fresh pages per block
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            got = fh.readinto(buf)
+            if not got:
+                break
+            raw = buf[:got]
+            nl = raw == 10
+            lines += int(np.count_nonzero(nl))
+            # a blank line: a newline right after a newline (or after "\n\r")
+            blank += int(np.count_nonzero(nl[1:] & nl[:-1])) + int(prev == b"\n" and bool(nl[0]))
+            block = raw.tobytes() if 13 in raw else b""
+            if block:
+                blank += len(_CRLF_BLANK_RE.findall(prev + block))
+            prev = bytes(raw[-1:])
+            last = prev
     if last and last != b"\n":
         lines += 1  # a last line without a newline
     return lines - blank
 
 
-_BLANK_RE = re.compile(rb"\n\r?(?=\n)")
+_CRLF_BLANK_RE = re.compile(rb"\n\r(?=\n)")
 
 
 class _CsvSource:
@@ -404,6 +412,9 @@ class _CsvSource:
         self._blocks: deque[tuple[int, dict[str, np.ndarray]]] = deque()
         self._parsed = 0
         self._furthest = 0
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            fields = fh.readline().count(sep) + 1
+        self.chunk_rows = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // fields))
         self._restart()
         first = self._next_frame()
         if first is None:
@@ -412,7 +423,7 @@ class _CsvSource:
         for col in self.columns:
             self.dtypes[col] = _column_dtype(first[col])
         self._store(first)
-        if len(first) < CSV_CHUNK_ROWS:
+        if len(first) < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
             self.n_rows = _count_csv_rows(path) - (1 if has_header else 0)
@@ -420,9 +431,11 @@ class _CsvSource:
     def _restart(self) -> None:
         import pandas as pd
 
+        # (no skipinitialspace: it halves the parser's speed; numbers parse with spaces around them
+        # anyway, and column names are stripped below)
         self._reader = pd.read_csv(self.path, sep=self.sep, header=0 if self.has_header else None,
-                                   skipinitialspace=True, engine="c", on_bad_lines="error",
-                                   keep_default_na=False, na_values=[""], chunksize=CSV_CHUNK_ROWS)
+                                   engine="c", on_bad_lines="error",
+                                   keep_default_na=False, na_values=[""], chunksize=self.chunk_rows)
         self._blocks.clear()
         self._parsed = 0
         self._exhausted = False
@@ -446,6 +459,8 @@ class _CsvSource:
             raise InputError(f"{self.label}: not a UTF-8 text file") from None
         if not self.has_header:
             frame.columns = [str(i) for i in range(frame.shape[1])]
+        else:
+            frame.columns = [str(c).strip().strip('"').strip() for c in frame.columns]
         return frame
 
     def _store(self, frame: Any) -> None:
@@ -484,7 +499,7 @@ class _CsvSource:
                                         self.line0 + int(part.index[0]) if len(part) else self.line0)
                 out.append(parts[0] if len(parts) == 1 else np.concatenate(parts))
             while self._blocks and self._blocks[0][0] + _block_len(self._blocks[0][1]) <= \
-                    self._furthest - _CSV_KEEP_ROWS:
+                    self._furthest - _CSV_KEEP_CHUNKS * self.chunk_rows:
                 self._blocks.popleft()
             return out
 
@@ -513,7 +528,7 @@ def _convert_column(col: Any, dtype: np.dtype, name: str, label: str, first_line
         values = _numeric_column(text)
         if values is None:
             bad = _first_bad(text)
-            raise InputError(f"{label}: column {name!r} has a non-numeric value {text.iloc[bad]!r} "
+            raise InputError(f"{label}: column {name!r} has a non-numeric value {text.iloc[bad].strip()!r} "
                              f"at line {bad + first_line}; fix that row or select numeric columns")
     if values.dtype == dtype:
         return values
@@ -523,7 +538,7 @@ def _convert_column(col: Any, dtype: np.dtype, name: str, label: str, first_line
         if not whole.all():
             bad = int(np.flatnonzero(~whole)[0])
             raise InputError(f"{label}: column {name!r} has the non-integer value {float(values[bad]):g} at line "
-                             f"{bad + first_line}, but its first {CSV_CHUNK_ROWS} rows are integers; "
+                             f"{bad + first_line}, but the rows read before it are all integers; "
                              f"write every value of the column as a float (e.g. 1.0)")
     return values.astype(dtype)
 
@@ -613,18 +628,24 @@ def _is_number(text: str) -> bool:
 
 
 def _numeric_column(col: Any) -> np.ndarray | None:
+    """A text column as numbers (int64 when all are integers), or None if some value is not a number.
+
+    Blank fields are NaN; ``nan``/``inf`` are numbers; a column of only true/false is 1/0.
+    """
     import pandas as pd
 
-    stripped = col.str.strip()
-    stripped = stripped.mask(stripped == "", "nan")
+    stripped = col.astype(str).str.strip()
+    empty = (stripped == "").to_numpy()
     try:
-        values = pd.to_numeric(stripped, errors="raise")
+        arr = pd.to_numeric(stripped.mask(empty, None), errors="raise").to_numpy()
     except (ValueError, TypeError):
         lowered = stripped.str.lower()
         if lowered.isin(["true", "false"]).all():
             return (lowered == "true").to_numpy(dtype=np.int64)
-        return None
-    arr = values.to_numpy()
+        try:  # what float() reads: "nan", "inf", "-1e3", ...
+            arr = np.where(empty, "nan", stripped.to_numpy(dtype=str)).astype(np.float64)
+        except ValueError:
+            return None
     if arr.dtype.kind not in _NUMERIC_KINDS:
         return None
     return arr

@@ -251,7 +251,7 @@ def tiny_csv_chunks(monkeypatch):
     from lossctl import inputs
 
     monkeypatch.setattr(inputs, "CSV_CHUNK_ROWS", 7)
-    monkeypatch.setattr(inputs, "_CSV_KEEP_ROWS", 14)
+    monkeypatch.setattr(inputs, "_CSV_KEEP_CHUNKS", 2)
 
 
 def test_csv_is_streamed_in_chunks_with_the_same_values(tmp_path, tiny_csv_chunks, small_tasks):
