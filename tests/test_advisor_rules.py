@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lossctl.advisor import advise
 from lossctl.advisor.goldens import run_case
 from lossctl.advisor.rules import compile_condition, evaluate, load_rules, parse_rules, RulesError
 from lossctl.advisor.schema import TASKS, TASK_SHORTHANDS, normalise

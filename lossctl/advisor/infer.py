@@ -15,7 +15,6 @@ a warning in the report. Every inferred fact records how it was inferred (``--ex
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -336,4 +335,4 @@ def apply_inference(task: Task, targets: str | None = None, preds: str | None = 
     return task
 
 
-__all__ = ["apply_inference", "robust_z", "outlier_level", "MAX_ELEMENTS", "math"]
+__all__ = ["apply_inference", "robust_z", "outlier_level", "MAX_ELEMENTS"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossctl.advisor.schema import FACTS, Fact, Task, TaskError, check_value, did_you_mean
+from lossctl.advisor.schema import FACTS, Fact, TaskError, check_value, did_you_mean
 from lossctl.errors import UsageError
 
 LEVELS = ("info", "warn", "error")
@@ -129,8 +129,6 @@ def compile_condition(node: Any, where: str) -> Cond:
 
 def _canon(fact: Fact, value: Any, where: str) -> Any:
     try:
-        if fact.kind.endswith("_list"):
-            return check_value(fact, value, where)
         return check_value(fact, value, where)
     except TaskError as exc:
         raise RulesError(f"{exc} (in a condition)") from None
