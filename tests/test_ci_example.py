@@ -42,6 +42,16 @@ def repo(tmp_path, monkeypatch):
     return tmp_path
 
 
+def test_committed_baseline_matches_sample_data():
+    import hashlib
+
+    base = json.loads((ROOT / "configs" / "examples" / "baseline.json").read_text())
+    for name, info in base["provenance"]["inputs"].items():
+        digest = hashlib.sha256((ROOT / info["path"]).read_bytes()).hexdigest()
+        assert digest == info["sha256"], (f"{info['path']} changed since configs/examples/baseline.json was made; "
+                                          f"rerun: python configs/examples/make_examples.py")
+
+
 def test_doc_has_the_steps():
     commands = [c for c, _ in documented_commands()]
     assert "lossctl evaluate --config configs/scoring.yaml --github" in commands
