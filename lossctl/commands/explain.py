@@ -13,11 +13,11 @@ def explain(
     format: Annotated[str, typer.Option("--format", "-f", help="Output format: table or json.",
                                         metavar="table|json")] = "table",
     plot: Annotated[Optional[str], typer.Option("--plot", help="Also draw the loss and its "
-                                                "gradient to this PNG (needs lossctl[plot]).",
+                                                "gradient to this PNG (needs matplotlib: the "
+                                                "'plot' extra of lossctl).",
                                                 metavar="FILE.png")] = None,
 ) -> int:
-    """Explain a loss: formula, properties, when to use it and when not, pitfalls, PyTorch/Keras
-    equivalents, and the shape of the loss and its gradient."""
+    """Explain a loss: formula, properties, when to use it and when not, pitfalls, PyTorch/Keras equivalents, and the shape of the loss and its gradient."""  # noqa: E501
     from lossctl.errors import UsageError
 
     fmt = format.strip().lower()

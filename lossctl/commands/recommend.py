@@ -30,9 +30,8 @@ def recommend(
 ) -> int:
     """Recommend training losses for a task described in a YAML file.
 
-    Ranked losses with reasons, references, paste-ready code and pitfalls. Facts written in the
-    task file win over facts inferred from --targets/--preds.
-    """
+    Ranked losses with reasons, references, paste-ready code and pitfalls; facts written in the task file win over facts inferred from --targets/--preds.
+    """  # noqa: E501 (one line, so the help text reflows)
     from lossctl.errors import UsageError
 
     fmt = format.strip().lower()
