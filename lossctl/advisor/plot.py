@@ -89,8 +89,8 @@ def save_png(curve: dict[str, Any], title: str, path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UsageError(f"--plot {path}: drawing a PNG needs matplotlib; install it with "
-                         "pip install 'lossctl[plot]'") from None
+        raise UsageError(f"--plot {path}: drawing a PNG needs matplotlib: install lossctl[plot] "
+                         "(pip install 'lossctl[plot]')") from None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for s in curve["series"]:
         axes[0].plot(curve["x"], s["loss"], label=s["label"])

@@ -27,8 +27,8 @@ def explain(
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise UsageError(f"--plot {plot}: drawing a PNG needs matplotlib; install it with "
-                             "pip install 'lossctl[plot]'") from None
+            raise UsageError(f"--plot {plot}: drawing a PNG needs matplotlib: install lossctl[plot] "
+                             "(pip install 'lossctl[plot]')") from None
 
     import json
 
