@@ -41,7 +41,7 @@ def documented_commands() -> list[tuple[str, int]]:
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     for name in ("configs", "sample_data"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
