@@ -291,9 +291,15 @@ def _default_rows(group: Sequence[TermPlan], n: int) -> int:
     return max(1, budget // _row_elements(group))
 
 
-def _tasks(group: Sequence[TermPlan], n: int, rows: int) -> list[tuple[int, int]]:
-    """Consecutive ranges of whole chunks, about TASK_ELEMENTS elements each."""
-    per_task = rows * max(1, TASK_ELEMENTS // max(1, rows * _row_elements(group)))
+def _tasks(group: Sequence[TermPlan], n: int, rows: int, workers: int = 1) -> list[tuple[int, int]]:
+    """Consecutive ranges of whole chunks: at most TASK_ELEMENTS elements each, and (for mid-sized
+    inputs) at least 4 tasks per worker, so every core gets work."""
+    chunk_elements = max(1, rows * _row_elements(group))
+    total_chunks = -(-n // rows)
+    per_task = max(1, TASK_ELEMENTS // chunk_elements)
+    if total_chunks > per_task:  # big enough to share: at least 4 tasks per worker
+        per_task = max(1, min(per_task, -(-total_chunks // (4 * max(1, workers)))))
+    per_task *= rows
     return [(s, min(n, s + per_task)) for s in range(0, n, per_task)]
 
 
@@ -307,21 +313,38 @@ def _ordered_map(fn: Any, items: Any, workers: int, count: int) -> Iterator[Any]
         for item in items:
             yield fn(item)
         return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl") as pool:
-        pending: deque[Any] = deque()
-        try:
-            for item in items:
-                # each task runs in a copy of the caller's context (diagnostics.warn collects there)
-                pending.append(pool.submit(contextvars.copy_context().run, fn, item))
-                if len(pending) >= 2 * workers:
-                    yield pending.popleft().result()
-            while pending:
+    pool = _pool(workers)
+    pending: deque[Any] = deque()
+    try:
+        for item in items:
+            # each task runs in a copy of the caller's context (diagnostics.warn collects there)
+            pending.append(pool.submit(contextvars.copy_context().run, fn, item))
+            if len(pending) >= 2 * workers:
                 yield pending.popleft().result()
-        finally:
-            for fut in pending:
-                fut.cancel()
+        while pending:
+            yield pending.popleft().result()
+    finally:  # an error or an interrupt: drop what has not started, let the rest finish
+        for fut in pending:
+            fut.cancel()
+        if pending:
+            from concurrent.futures import wait
+
+            wait(pending)
+
+
+_POOLS: dict[int, Any] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> Any:
+    """A thread pool kept for the life of the process (no thread start-up per evaluation)."""
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl")
+        return pool
 
 
 @dataclass
@@ -341,7 +364,7 @@ def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_
                 axis = plan.spec.sample_axis(name)
                 sequential[(arr.identity(), axis, arr.shape)] = (arr, axis)
     # prefetched (sequential) inputs: one chunk per task, so what is read ahead stays small
-    tasks = [(s, min(n, s + rows)) for s in range(0, n, rows)] if sequential else _tasks(group, n, rows)
+    tasks = [(s, min(n, s + rows)) for s in range(0, n, rows)] if sequential else _tasks(group, n, rows, workers)
 
     def prefetched() -> Iterator[tuple[int, int, dict[int, dict[Any, np.ndarray]]]]:
         for start, stop in tasks:
@@ -415,7 +438,7 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             return ("sums", start, stop, sums)
         return ("chunks", start, stop, _slow_range(group, start, stop, rows, nan_policy, locks))
 
-    tasks = _tasks(group, n, rows)
+    tasks = _tasks(group, n, rows, workers)
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
             for plan, (total, weight) in zip(group, result):
