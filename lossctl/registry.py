@@ -238,7 +238,10 @@ def register_loss(
 
     def decorate(kernel: Callable[..., Any]) -> Callable[..., Any]:
         key = name.lower()
-        if not replace and (key in _REGISTRY or key in _ALIASES):
+        existing = _REGISTRY.get(_ALIASES.get(key, key))
+        # A custom loss may be registered again (a plugin loaded twice, or from a new copy of its
+        # file); a built-in name never is, unless replace=True says so on purpose.
+        if existing is not None and not replace and not (family == "custom" and existing.family == "custom"):
             raise ValueError(f"loss {name!r} is already registered")
         spec = LossSpec(
             name=key, kernel=kernel, inputs=tuple(inputs), params=tuple(params), formula=formula,
