@@ -8,29 +8,13 @@ import math
 
 import numpy as np
 import pytest
+from cli_support import assert_usage_error as _assert_usage_error
+from cli_support import evaluate_arrays as _cli
 
 import lossctl
 from lossctl import losses
-from lossctl.cli import app
 
 LN2 = math.log(2.0)
-
-
-def _cli(runner, tmp_path, preds, targets, *args):
-    p, t = tmp_path / "preds.npy", tmp_path / "targets.npy"
-    np.save(p, np.asarray(preds))
-    np.save(t, np.asarray(targets))
-    return runner.invoke(app, ["evaluate", str(p), str(t), *args])
-
-
-def _assert_usage_error(result, *needles):
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, (needle, result.stderr)
 
 
 # ------------------------------------------------------------------------------------- binary
