@@ -252,7 +252,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
-TASK_ELEMENTS = 1 << 21  # elements of the widest input per worker task (8 MB of float32)
+TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
 
 
 def worker_count(threads: int | None = None) -> int:
@@ -414,7 +414,9 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             keys.setdefault(ident, arr)
             names[name] = ident
         entries.append((fused[id(plan)], names, dict(plan.bound.params)))
-    sub_rows = rows if exact_chunks else max(1, fast.SUB_ELEMENTS // _row_elements(group))
+    # sub-chunks on a fixed grid of samples (whatever --chunk-size says): the sums, and so the value,
+    # do not depend on the chunk size or the thread count
+    sub_rows = max(1, fast.SUB_ELEMENTS // _row_elements(group))
 
     def work(task: tuple[int, int]) -> Any:
         start, stop = task
@@ -438,7 +440,7 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             return ("sums", start, stop, sums)
         return ("chunks", start, stop, _slow_range(group, start, stop, rows, nan_policy, locks))
 
-    tasks = _tasks(group, n, rows, workers)
+    tasks = _tasks(group, n, sub_rows, workers)
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
             for plan, (total, weight) in zip(group, result):

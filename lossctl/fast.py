@@ -9,8 +9,9 @@ so this module computes their chunk sums directly:
 * terms shared between losses (the residual ``d = p - t`` and ``|d|``) are computed once per
   sub-chunk, in reused scratch buffers (no temporaries);
 * transcendental-heavy losses use one ``exp`` and one ``log1p`` per element;
-* every sum is accumulated in float64 (per-element values are formed in the inputs' float type,
-  exactly as the kernels do, then summed with a float64 accumulator).
+* per-element values are formed in the inputs' float type, exactly as the kernels do; they are
+  summed pairwise per cache-sized sub-chunk and the sub-chunk sums accumulated in float64 (see
+  :func:`_sum`; sub-chunks lie on a fixed grid, so chunk size and thread count do not matter).
 
 A fused loss returns ``None`` when it cannot handle a sub-chunk exactly (values outside the loss's
 domain, NaN, an overflow): the engine then re-runs that stretch of samples through the generic
@@ -28,8 +29,9 @@ from typing import Any
 
 import numpy as np
 
-#: Elements per sub-chunk: a few such arrays stay in L2 cache.
-SUB_ELEMENTS = 1 << 16
+#: Elements per sub-chunk (on a fixed grid of samples): its scratch arrays stay in L2/L3 cache, and
+#: each NumPy call is long enough that two worker threads rarely wait for the GIL.
+SUB_ELEMENTS = 1 << 17
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -117,10 +119,15 @@ class Block:
 
 
 def _sum(v: np.ndarray) -> float:
-    """Σv with a float64 accumulator (pairwise)."""
-    if v.dtype == np.float64:
-        return float(np.add.reduce(v))
-    return float(np.add.reduce(v, dtype=np.float64))
+    """Σv over one sub-chunk, pairwise; the engine adds the sub-chunk sums in float64.
+
+    float32 values are summed pairwise in float32 within the sub-chunk (at most SUB_ELEMENTS, so
+    the relative error is below ~25 ulp = 1.5e-6 for the non-negative terms the losses produce,
+    typically 1e-8), which is twice as fast as casting every element to float64; the sub-chunk sums
+    are then accumulated in float64. Sub-chunks lie on a fixed grid of samples, so the result does
+    not depend on the chunk size or the thread count. float64 values stay float64 throughout.
+    """
+    return float(np.add.reduce(v))
 
 
 # ------------------------------------------------------------------------------ fused losses
@@ -463,6 +470,13 @@ def run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views:
     ws = _workspace()
     totals = [0.0] * len(entries)
     weights = [0.0] * len(entries)
+    with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum sends the window to the kernels
+        return _run_task(entries, views, rows, sub_rows, ws, totals, weights)
+
+
+def _run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views: dict[Any, np.ndarray],
+              rows: int, sub_rows: int, ws: Workspace, totals: list[float],
+              weights: list[float]) -> list[tuple[float, float]] | None:
     flat = {k: v.reshape(-1) for k, v in views.items()}
     per_row = {k: (v.size // rows if rows else 1) for k, v in views.items()}
     for i in range(0, rows, sub_rows):
