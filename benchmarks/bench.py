@@ -404,7 +404,7 @@ def big_rss(args: Any, env: dict[str, str], widths: list[int]) -> list[dict[str,
     rows = []
     for loss in ("mse", "huber", "log_cosh"):
         wall, rss, out = run_measured([*lossctl_cmd(), "evaluate", *paths, "--loss", loss, "--format", "csv"], env)
-        row = dict(size=n, loss=f"{loss} (2x2GB)", impl="cli", time=wall, gbs=4e9 / wall, x_floor=None, x_torch=None,
+        row = dict(size=n, loss=f"{loss} (2x2GB)", impl="cli", time=wall, gbs=4.0 / wall, x_floor=None, x_torch=None,
                    rss=rss, value=float(out.splitlines()[1].split(",")[3]))
         rows.append(row)
         _print(row, widths)

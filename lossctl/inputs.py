@@ -390,6 +390,13 @@ def _count_csv_rows(path: str) -> int:
     return lines - blank
 
 
+def _count_rows_or_error(path: str) -> Any:
+    try:
+        return _count_csv_rows(path)
+    except BaseException as exc:  # noqa: BLE001 - handed back to the opening thread
+        return exc
+
+
 _CRLF_BLANK_RE = re.compile(rb"\n\r(?=\n)")
 
 
@@ -415,18 +422,30 @@ class _CsvSource:
         with open(path, encoding="utf-8", errors="replace") as fh:
             fields = fh.readline().count(sep) + 1
         self.chunk_rows = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // fields))
-        self._restart()
-        first = self._next_frame()
-        if first is None:
-            raise InputError(f"{label}: the file has a header but no rows")
-        self.columns = [str(c) for c in first.columns]
-        for col in self.columns:
-            self.dtypes[col] = _column_dtype(first[col])
-        self._store(first)
+        counted: list[Any] = []
+        counter = None
+        if os.path.getsize(path) > (1 << 22):  # count the rows while the first chunk is parsed
+            counter = threading.Thread(target=lambda: counted.append(_count_rows_or_error(path)), daemon=True)
+            counter.start()
+        try:
+            self._restart()
+            first = self._next_frame()
+            if first is None:
+                raise InputError(f"{label}: the file has a header but no rows")
+            self.columns = [str(c) for c in first.columns]
+            for col in self.columns:
+                self.dtypes[col] = _column_dtype(first[col])
+            self._store(first)
+        finally:
+            if counter is not None:
+                counter.join()
         if len(first) < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
-            self.n_rows = _count_csv_rows(path) - (1 if has_header else 0)
+            lines = counted[0] if counted else _count_csv_rows(path)
+            if isinstance(lines, BaseException):
+                raise lines
+            self.n_rows = lines - (1 if has_header else 0)
 
     def _restart(self) -> None:
         import pandas as pd
