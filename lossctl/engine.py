@@ -234,6 +234,8 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
+        if not chunk_rows and any(a.sequential for p in group for a in p.arrays.values()):
+            rows = max(rows, SEQUENTIAL_CHUNK_ELEMENTS // _row_elements(group))  # fewer, larger hand-offs
         if fast_plans:
             passes.append(("fast", n, fast_plans, fused, rows))
         if slow_plans:
@@ -252,6 +254,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
+SEQUENTIAL_CHUNK_ELEMENTS = 1 << 18  # chunk size when an input is streamed (CSV): one parsed chunk
 TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
 
 

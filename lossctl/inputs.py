@@ -457,6 +457,7 @@ class _CsvSource:
                                    keep_default_na=False, na_values=[""], chunksize=self.chunk_rows)
         self._blocks.clear()
         self._parsed = 0
+        self._furthest = 0
         self._exhausted = False
 
     def _next_frame(self) -> Any:

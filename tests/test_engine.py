@@ -370,3 +370,27 @@ def test_fused_cross_entropy_and_nll_match_the_kernels(dtype, monkeypatch, small
     y2[100] = 7
     with pytest.raises(InputError, match="class index 7"):
         _values(x, y2, ["cross_entropy"])
+
+
+def test_csv_read_twice_rewinds_once(tmp_path, tiny_csv_chunks):
+    from lossctl import inputs
+
+    path = tmp_path / "twice.csv"
+    path.write_text("p,t\n" + "".join(f"{i},{i % 7}\n" for i in range(200)))
+    a, b = open_input(f"{path}:p"), open_input(f"{path}:t")
+    np.testing.assert_array_equal(a.read(0, 200), np.arange(200))
+    calls = []
+    real = inputs._CsvSource._restart
+
+    def counting(self):
+        calls.append(1)
+        return real(self)
+
+    inputs._CsvSource._restart = counting
+    try:
+        for s in range(0, 200, 7):  # in step, as the engine reads them
+            np.testing.assert_array_equal(a.read(s, s + 7), np.arange(s, min(200, s + 7)))
+            np.testing.assert_array_equal(b.read(s, s + 7), np.arange(s, min(200, s + 7)) % 7)
+    finally:
+        inputs._CsvSource._restart = real
+    assert len(calls) == 1
