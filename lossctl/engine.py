@@ -254,7 +254,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
-SEQUENTIAL_CHUNK_ELEMENTS = 1 << 18  # chunk size when an input is streamed (CSV): one parsed chunk
+SEQUENTIAL_CHUNK_ELEMENTS = 1 << 17  # chunk size when an input is streamed (CSV): half a parsed chunk
 TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
 
 

@@ -357,7 +357,7 @@ _INT_RE = re.compile(r"^-?\d+$")
 
 CSV_CHUNK_ROWS = 1 << 18  # rows parsed at a time (and sniffed at open), at most...
 CSV_CHUNK_CELLS = 1 << 21  # ...this many fields per chunk (wide files get fewer rows)
-_CSV_KEEP_CHUNKS = 4  # parsed chunks kept behind the furthest read (readers run in step)
+_CSV_KEEP_CHUNKS = 2  # parsed chunks kept behind the furthest read (readers run in step)
 
 
 def _csv_label(name: str, path: str) -> str:
