@@ -335,18 +335,22 @@ def _ordered_map(fn: Any, items: Any, workers: int, count: int) -> Iterator[Any]
             wait(pending)
 
 
-_POOLS: dict[int, Any] = {}
+_POOLS: dict[tuple[int, int], Any] = {}
 _POOLS_LOCK = threading.Lock()
 
 
 def _pool(workers: int) -> Any:
-    """A thread pool kept for the life of the process (no thread start-up per evaluation)."""
+    """A thread pool kept for the life of the process (no thread start-up per evaluation).
+
+    Keyed by process id too: a forked child (multiprocessing) has none of its parent's threads.
+    """
+    key = (workers, os.getpid())
     with _POOLS_LOCK:
-        pool = _POOLS.get(workers)
+        pool = _POOLS.get(key)
         if pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            pool = _POOLS[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl")
+            pool = _POOLS[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl")
         return pool
 
 

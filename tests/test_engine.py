@@ -394,3 +394,22 @@ def test_csv_read_twice_rewinds_once(tmp_path, tiny_csv_chunks):
     finally:
         inputs._CsvSource._restart = real
     assert len(calls) == 1
+
+
+def test_a_forked_child_gets_its_own_worker_pool(tmp_path, small_tasks, monkeypatch):
+    import multiprocessing as mp
+
+    monkeypatch.setenv("LOSSCTL_THREADS", "2")
+    p = np.arange(5000, dtype=np.float64)
+    t = np.zeros(5000)
+    expected = _values(p, t, ["mse"])[0]  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(_child_mse, (p, t)).get(timeout=60)
+    assert got == expected
+
+
+def _child_mse(p, t):
+    engine.TASK_ELEMENTS = 512
+    fast.SUB_ELEMENTS = 128
+    return _values(p, t, ["mse"])[0]
