@@ -319,37 +319,63 @@ def _open_npy(path: str, name: str) -> NpyArray:
 
 
 def _open_npz(path: str, key: str | None, name: str) -> LazyArray | dict[str, LazyArray]:
+    """Members of an ``.npz``: stored (``numpy.savez``) ones are read lazily in place like an
+    ``.npy`` file; compressed (``savez_compressed``) ones are decompressed whole."""
+    import zipfile
+
     label = f"{name} ({path})" if name else path
     try:
-        npz = np.load(path, allow_pickle=False)
-    except Exception as exc:  # zipfile.BadZipFile, ValueError, ...
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InputError(f"{label}: not a valid .npz file ({exc}); write it with numpy.savez") from None
-    with npz:
-        keys = list(npz.files)
+    with zf:
+        members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
+        keys = list(members)
         if not keys:
             raise InputError(f"{label}: the .npz file holds no arrays")
+        if key is not None and key not in keys:
+            from lossctl.registry import _did_you_mean
 
-        def load(k: str) -> MemoryArray:
-            try:
-                data = npz[k]
-            except ValueError as exc:
-                raise InputError(f"{label}: array {k!r} cannot be read without pickle ({exc}); "
-                                 f"save numeric arrays") from None
-            _check_dtype(data.dtype, f"{label}:{k}")
-            return MemoryArray(path=path, shape=tuple(data.shape), dtype=data.dtype, key=k, name=name, data=data)
+            raise InputError(f"{label}: no array {key!r}{_did_you_mean(key, keys)} (keys: {', '.join(keys)})")
+        wanted = [key] if key is not None else keys
+        arrays = {k: _npz_member(path, zf, members[k], k, name, label) for k in wanted}
+    if key is not None:
+        return arrays[key]
+    if len(keys) == 1:
+        only = arrays[keys[0]]
+        only.key = None
+        return only
+    return arrays
 
-        if key is not None:
-            if key not in keys:
-                from lossctl.registry import _did_you_mean
 
-                raise InputError(f"{label}: no array {key!r}{_did_you_mean(key, keys)} "
-                                 f"(keys: {', '.join(keys)})")
-            return load(key)
-        if len(keys) == 1:
-            arr = load(keys[0])
-            arr.key = None
-            return arr
-        return {k: load(k) for k in keys}
+def _npz_member(path: str, zf: Any, info: Any, key: str, name: str, label: str) -> LazyArray:
+    import zipfile
+
+    where = f"{label}:{key}"
+    try:
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            header_len = fh.tell()
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError(f"{where}: object arrays need pickle, which lossctl never loads; "
+                             f"save numeric arrays") from None
+        raise InputError(f"{where}: not a valid array in the .npz ({exc}); write it with numpy.savez") from None
+    dtype = np.dtype(dtype)
+    _check_dtype(dtype, where)
+    if info.compress_type == zipfile.ZIP_STORED and dtype.isnative:
+        with open(path, "rb") as raw:  # the member's data starts after its local file header
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            data_start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
+                + int.from_bytes(local[28:30], "little")
+        return NpyArray(path=path, shape=tuple(shape), dtype=dtype, key=key, name=name,
+                        offset=data_start + header_len, fortran=fortran)
+    with zf.open(info) as fh:
+        data = np.lib.format.read_array(fh, allow_pickle=False)
+    return MemoryArray(path=path, shape=tuple(data.shape), dtype=data.dtype, key=key, name=name, data=data)
 
 
 _INT_RE = re.compile(r"^-?\d+$")

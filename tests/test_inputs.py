@@ -106,3 +106,23 @@ def test_missing_file_and_unknown_type(tmp_path):
     with pytest.raises(InputError, match="string|not numeric"):
         np.save(tmp_path / "s.npy", np.array(["a", "b"]))
         open_input(str(tmp_path / "s.npy"))
+
+
+def test_stored_npz_members_are_read_lazily_in_place(tmp_path):
+    a, b = np.arange(24.0).reshape(6, 4), np.arange(6)
+    np.savez(tmp_path / "s.npz", a=a, b=b)
+    lazy = open_source(str(tmp_path / "s.npz"))
+    assert all(isinstance(v, NpyArray) for v in lazy.values())  # no member is loaded up front
+    np.testing.assert_array_equal(lazy["a"].read(1, 4), a[1:4])
+    np.testing.assert_array_equal(lazy["b"].read_all(), b)
+    np.savez_compressed(tmp_path / "c.npz", a=a)
+    np.testing.assert_array_equal(open_input(f"{tmp_path / 'c.npz'}:a").read(2, 5), a[2:5])
+
+
+def test_object_member_in_npz_is_refused(tmp_path):
+    np.savez(tmp_path / "o.npz", x=np.array([{"a": 1}], dtype=object), y=np.ones(1))
+    with pytest.raises(InputError, match="pickle"):
+        open_input(f"{tmp_path / 'o.npz'}:x")
+    with pytest.raises(InputError, match="not a valid .npz"):
+        (tmp_path / "bad.npz").write_bytes(b"PK not really")
+        open_input(str(tmp_path / "bad.npz"))
