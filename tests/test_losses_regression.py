@@ -172,3 +172,11 @@ def test_nan_policy_omit_through_the_cli_reports_the_count(runner, tmp_path):
     res = json.loads(result.stdout)["results"][0]
     assert res["value"] == pytest.approx(5 / 3)  # mean(1, 2, 2) over the 3 kept elements
     assert res["omitted"] == 1
+
+
+def test_msle_and_mape_by_hand(runner, tmp_path):
+    # msle: log1p(e - 1) = 1, log1p(0) = 0 → mean(1², 0²) = 0.5
+    assert losses.msle(np.array([math.e - 1, 0.0]), np.array([0.0, 0.0])) == pytest.approx(0.5, rel=1e-15)
+    # mape: |110 - 100|/100 = 0.1, |45 - 50|/50 = 0.1 → 0.1 (a fraction, as scikit-learn)
+    assert losses.mape(np.array([110.0, 45.0]), np.array([100.0, 50.0])) == pytest.approx(0.1, rel=1e-15)
+    _assert_usage_error(_cli(runner, tmp_path, [-1.0, 0.5], [0.0, 0.0], "--loss", "msle"), "preds", "> -1")

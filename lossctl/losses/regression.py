@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossctl.losses._common import float_dtype
+from lossctl.errors import DomainError
 from lossctl.registry import Param, register_loss
 
 _LOG2 = float(np.log(2.0))
@@ -137,3 +138,42 @@ def quantile(preds: np.ndarray, targets: np.ndarray, *, q: float = 0.5) -> np.nd
     """
     r = np.negative(_residual(preds, targets))
     return np.maximum(q * r, (q - 1.0) * r)
+
+
+@register_loss(
+    "msle", aliases=("mean_squared_log_error", "mean_squared_logarithmic_error"), family="regression",
+    elementwise=True,
+    formula="mean((log(1 + p) - log(1 + t))^2)",
+    summary="Mean squared logarithmic error: squared error of log1p values (relative errors).",
+    use_when="positive targets spanning orders of magnitude (prices, counts) where relative error matters",
+    reference="sklearn.metrics.mean_squared_log_error; keras.losses.MeanSquaredLogarithmicError",
+)
+def msle(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``(log1p(p) - log1p(t))^2``; values must be > -1. Example: p=[0, e-1], t=[0, 0] → mean(0, 1) = 0.5."""
+    for name, x in (("preds", preds), ("targets", targets)):
+        with np.errstate(invalid="ignore"):
+            bad = x <= -1
+        if np.any(bad):
+            raise DomainError(name, f"has {int(np.sum(bad))} value(s) <= -1 (e.g. {float(x[bad].flat[0]):g}); "
+                                    f"msle takes log(1 + x), so values must be > -1")
+    dt = np.result_type(preds, targets, np.float32)
+    d = np.log1p(np.asarray(preds, dtype=dt)) - np.log1p(np.asarray(targets, dtype=dt))
+    return np.multiply(d, d, out=d)
+
+
+_MAPE_EPS = float(np.finfo(np.float64).eps)
+
+
+@register_loss(
+    "mape", aliases=("mean_absolute_percentage_error",), family="regression", elementwise=True,
+    formula="mean(|p - t| / max(|t|, eps)), eps = 2.2e-16 (a fraction: ×100 for percent)",
+    summary="Mean absolute percentage error, as a fraction (scikit-learn's convention; Keras reports ×100).",
+    use_when="scoring or training against a relative-error business metric on targets away from zero",
+    reference="sklearn.metrics.mean_absolute_percentage_error",
+)
+def mape(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``|p - t| / max(|t|, eps)``. Example: p=[110, 45], t=[100, 50] → mean(0.1, 0.1) = 0.1."""
+    dt = np.result_type(preds, targets, np.float32)
+    t = np.asarray(targets, dtype=dt)
+    err = np.abs(np.asarray(preds, dtype=dt) - t)
+    return err / np.maximum(np.abs(t), dt.type(_MAPE_EPS) if dt == np.float64 else np.float32(_MAPE_EPS))

@@ -1,8 +1,9 @@
-"""Write tests/golden/regression.json: golden values for mse, mae, huber, smooth_l1, log_cosh, quantile.
+"""Write tests/golden/regression.json: golden values for mse, mae, huber, smooth_l1, log_cosh, quantile, msle, mape.
 
 References (independent of lossctl's kernels):
 * mse, mae, huber, smooth_l1: ``torch.nn.functional`` (torch 2.13) in float64;
-* quantile: scikit-learn ``mean_pinball_loss(alpha=q)`` (sum = mean × n);
+* quantile: scikit-learn ``mean_pinball_loss(alpha=q)`` (sum = mean × n); msle / mape: scikit-learn
+  ``mean_squared_log_error`` / ``mean_absolute_percentage_error`` (sum = mean × n);
 * log_cosh (no torch/sklearn function): mpmath ``log(cosh(d))`` at 50 significant digits.
 
 Every case exists twice: ``*_f64`` (float64 inputs, checked at rel 1e-10) and ``*_f32`` (the same
@@ -23,7 +24,7 @@ import mpmath
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import mean_pinball_loss
+from sklearn.metrics import mean_absolute_percentage_error, mean_pinball_loss, mean_squared_log_error
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from golden_support import encode_array, write_cases  # noqa: E402
@@ -60,6 +61,13 @@ def torch_ref(fn, **kw):
 def pinball_ref(q):
     def ref(p, t, reduction):
         value = mean_pinball_loss(t.reshape(-1), p.reshape(-1), alpha=q)
+        return value * p.size if reduction == "sum" else value
+    return ref
+
+
+def sklearn_ref(fn):
+    def ref(p, t, reduction):
+        value = fn(t.reshape(-1), p.reshape(-1))
         return value * p.size if reduction == "sum" else value
     return ref
 
@@ -140,6 +148,20 @@ def main() -> None:
         lambda p, t, r: (0.5 * 5e-301 * (5e-301 / 1e-300) + (2e-300 - 0.5e-300)) / 2,
         "hand: 0.5 d (d/beta) below beta, |d| - beta/2 above (torch's 0.5 d²/beta underflows to 0)",
         dtypes=("float64",))
+
+    # msle / mape: scikit-learn metrics (sum = mean × n)
+    pos_p, pos_t = RNG.uniform(0, 50, size=n), RNG.uniform(0, 50, size=n)
+    for red in ("mean", "sum"):
+        add(f"msle_{red}", "msle", pos_p, pos_t, sklearn_ref(mean_squared_log_error),
+            "sklearn.metrics.mean_squared_log_error(t, p)", red)
+        add(f"mape_{red}", "mape", p, t, sklearn_ref(mean_absolute_percentage_error),
+            "sklearn.metrics.mean_absolute_percentage_error(t, p)", red)
+    add("msle_near_minus_one_2d", "mean_squared_log_error", np.array([[-0.999, 3.0], [1e3, 0.0]]),
+        np.array([[0.5, -0.5], [1e6, 1e-8]]), sklearn_ref(mean_squared_log_error),
+        "sklearn.metrics.mean_squared_log_error on values near -1 and large")
+    add("mape_zero_target", "mape", np.array([1.0, 2.0, 3.0]), np.array([0.0, 2.0, 6.0]),
+        sklearn_ref(mean_absolute_percentage_error),
+        "sklearn.metrics.mean_absolute_percentage_error: |p - t| / max(|t|, 2.2e-16) at t = 0", dtypes=("float64",))
 
     path = write_cases("regression", "tests/golden/gen_regression.py",
                        f"torch {torch.__version__}, scikit-learn, mpmath {mpmath.__version__}", CASES)
