@@ -202,7 +202,8 @@ class ReshapedArray(LazyArray):
         return ("reshaped", self.base.identity(), self.shape)
 
     def can_view(self) -> bool:
-        return self.base.can_view()
+        # a view keeps the base's sample axis; a new leading batch axis ((C,) as (1, C)) is read whole
+        return self.base.can_view() and self.base.shape[:1] == self.shape[:1]
 
     @property  # type: ignore[override]
     def sequential(self) -> bool:  # type: ignore[override]

@@ -220,3 +220,21 @@ def test_losses_lists_the_registry(runner):
     assert result.exit_code == 0
     names = {entry["name"] for entry in json.loads(result.stdout)}
     assert {"mse", "huber", "cross_entropy", "focal", "multi_margin"} <= names
+
+
+def test_unbatched_inputs_from_npy_files(runner, tmp_path):
+    # one distribution (1-D) for kl_div, and unbatched (C,) logits with a 0-d class index for cross_entropy
+    np.save(tmp_path / "q.npy", np.array([0.2, 0.3, 0.5]))
+    np.save(tmp_path / "p.npy", np.array([0.0, 0.5, 0.5]))
+    np.save(tmp_path / "logits.npy", np.array([1.0, 2.0, 0.5]))
+    np.save(tmp_path / "y.npy", np.array(1))
+    kl = runner.invoke(app, ["evaluate", str(tmp_path / "q.npy"), str(tmp_path / "p.npy"), "--loss", "kl_div",
+                             "--format", "json"])
+    assert kl.exit_code == 0, kl.stderr
+    # 0·log 0 = 0, then 0.5 log(0.5/0.3) + 0.5 log(0.5/0.5)
+    assert json.loads(kl.stdout)["results"][0]["value"] == pytest.approx(0.5 * np.log(0.5 / 0.3), rel=1e-12)
+    ce = runner.invoke(app, ["evaluate", str(tmp_path / "logits.npy"), str(tmp_path / "y.npy"), "--loss", "ce",
+                             "--format", "json"])
+    assert ce.exit_code == 0, ce.stderr
+    lse = np.log(np.exp([1.0, 2.0, 0.5]).sum())
+    assert json.loads(ce.stdout)["results"][0]["value"] == pytest.approx(lse - 2.0, rel=1e-12)
