@@ -186,6 +186,187 @@ def torch_impl(loss: str) -> Callable[[Any, Any], float] | None:
     return d.get(loss)
 
 
+# ------------------------------------------------------------------- multi-input and other losses
+# Every other registered loss: (lossctl expression, named inputs, NumPy one-liner, torch function).
+# The arrays are generated per size; lossctl reads them from .npy files, NumPy and torch get the same
+# arrays in memory. ``n`` counts the elements of the largest input (embeddings: N rows of 128).
+
+EMB_DIM = 128
+SEG_COLS = 1000
+CTC_SHAPE = dict(T=500, N=64, C=30, S=50)
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    m = x.max(axis=1, keepdims=True)
+    z = x - m
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def extra_arrays(loss: str, n: int, dtype: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """The named inputs of ``loss`` at size ``n`` (float inputs in ``dtype``, indices int64)."""
+    rng = np.random.default_rng(seed)
+    f = np.dtype(dtype)
+
+    def normal(shape: Any, scale: float = 1.0) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(f)
+
+    rows = max(1, n // CLASSES)
+    emb = max(2, n // EMB_DIM)
+    if loss == "bce":
+        return dict(preds=_sigmoid(normal(n, 2.0)).astype(f), targets=(rng.random(n) < 0.3).astype(f))
+    if loss in ("nll", "multi_margin"):
+        x = normal((rows, CLASSES), 2.0)
+        return dict(preds=_log_softmax(x).astype(f) if loss == "nll" else x,
+                    targets=rng.integers(0, CLASSES, rows).astype(np.int64))
+    if loss == "hinge":
+        return dict(preds=normal(n, 2.0), targets=np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(f))
+    if loss == "kl_div":  # preds log Q (log_input=true: the array torch's kl_div takes), targets P
+        return dict(preds=_log_softmax(normal((rows, CLASSES), 2.0)).astype(f),
+                    targets=np.exp(_log_softmax(normal((rows, CLASSES), 2.0))).astype(f))
+    if loss == "js_div":  # probabilities Q and P
+        return dict(preds=np.exp(_log_softmax(normal((rows, CLASSES), 2.0))).astype(f),
+                    targets=np.exp(_log_softmax(normal((rows, CLASSES), 2.0))).astype(f))
+    if loss == "gaussian_kl":
+        return dict(mu=normal((rows, CLASSES)), logvar=normal((rows, CLASSES), 0.5))
+    if loss == "poisson_nll":
+        return dict(preds=normal(n, 0.5), targets=rng.poisson(1.5, n).astype(f))
+    if loss == "gaussian_nll":
+        return dict(preds=normal(n, 2.0), targets=normal(n), var=(rng.random(n) + 0.1).astype(f))
+    if loss == "cosine_embedding":
+        return dict(x1=normal((emb, EMB_DIM)), x2=normal((emb, EMB_DIM)),
+                    targets=np.where(rng.random(emb) < 0.5, -1.0, 1.0).astype(f))
+    if loss == "triplet":
+        return dict(anchor=normal((emb, EMB_DIM)), positive=normal((emb, EMB_DIM)), negative=normal((emb, EMB_DIM)))
+    if loss == "contrastive":
+        return dict(x1=normal((emb, EMB_DIM), 0.1), x2=normal((emb, EMB_DIM), 0.1),
+                    targets=(rng.random(emb) < 0.5).astype(f))
+    if loss in ("dice", "iou", "tversky"):
+        shape = (max(1, n // SEG_COLS), SEG_COLS)
+        return dict(preds=rng.random(shape).astype(f), targets=(rng.random(shape) < 0.3).astype(f))
+    if loss == "ctc":
+        c = CTC_SHAPE
+        lengths = rng.integers(c["S"] - 20, c["S"] + 1, c["N"]).astype(np.int64)
+        return dict(log_probs=_log_softmax(normal((c["T"] * c["N"], c["C"]), 2.0)).reshape(
+                        c["T"], c["N"], c["C"]).astype(f),
+                    targets=rng.integers(1, c["C"], (c["N"], c["S"])).astype(np.int64),
+                    input_lengths=np.full(c["N"], c["T"], dtype=np.int64), target_lengths=lengths)
+    raise KeyError(loss)
+
+
+EXTRA_EXPR = {"kl_div": "kl_div(log_input=true)"}
+
+
+def extra_numpy(loss: str) -> Callable[..., float] | None:
+    def js(preds: np.ndarray, targets: np.ndarray) -> float:
+        m = 0.5 * (preds + targets)
+        return float(0.5 * (np.sum(targets * np.log(targets / m)) + np.sum(preds * np.log(preds / m))) / len(preds))
+
+    def contrastive(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray) -> float:
+        d = np.sqrt(np.sum((x1 - x2) ** 2, axis=1))
+        return float(np.mean((1 - targets) * d ** 2 + targets * np.maximum(0, 1.0 - d) ** 2))
+
+    d: dict[str, Callable[..., float]] = {
+        "bce": lambda preds, targets: float(-np.mean(targets * np.log(preds) + (1 - targets) * np.log1p(-preds))),
+        "nll": lambda preds, targets: float(-np.mean(np.take_along_axis(preds, targets[:, None], 1))),
+        "hinge": lambda preds, targets: float(np.mean(np.maximum(0, 1 - targets * preds))),
+        "kl_div": lambda preds, targets: float(np.sum(targets * (np.log(targets) - preds)) / len(preds)),
+        "js_div": js,
+        "gaussian_kl": lambda mu, logvar: float(0.5 * np.sum(mu ** 2 + np.exp(logvar) - 1 - logvar) / len(mu)),
+        "poisson_nll": lambda preds, targets: float(np.mean(np.exp(preds) - targets * preds)),
+        "gaussian_nll": lambda preds, targets, var: float(
+            np.mean(0.5 * (np.log(var) + (preds - targets) ** 2 / var))),
+        "contrastive": contrastive,
+        "dice": lambda preds, targets: float(
+            1 - (2 * np.sum(preds * targets) + 1) / (np.sum(preds) + np.sum(targets) + 1)),
+        "iou": lambda preds, targets: float(
+            1 - (np.sum(preds * targets) + 1) / (np.sum(preds) + np.sum(targets) - np.sum(preds * targets) + 1)),
+        "tversky": lambda preds, targets: float(
+            1 - (np.sum(preds * targets) + 1) / (0.5 * np.sum(preds) + 0.5 * np.sum(targets) + 1)),
+    }
+    return d.get(loss)
+
+
+def extra_torch(loss: str) -> Callable[..., float] | None:
+    try:
+        import torch.nn.functional as F
+    except ImportError:
+        return None
+    d: dict[str, Callable[..., float]] = {
+        "bce": lambda preds, targets: float(F.binary_cross_entropy(preds, targets)),
+        "nll": lambda preds, targets: float(F.nll_loss(preds, targets)),
+        "multi_margin": lambda preds, targets: float(F.multi_margin_loss(preds, targets)),
+        "kl_div": lambda preds, targets: float(F.kl_div(preds, targets, reduction="batchmean")),
+        "poisson_nll": lambda preds, targets: float(F.poisson_nll_loss(preds, targets)),
+        "gaussian_nll": lambda preds, targets, var: float(F.gaussian_nll_loss(preds, targets, var)),
+        "cosine_embedding": lambda x1, x2, targets: float(F.cosine_embedding_loss(x1, x2, targets)),
+        "triplet": lambda anchor, positive, negative: float(F.triplet_margin_loss(anchor, positive, negative)),
+        "ctc": lambda log_probs, targets, input_lengths, target_lengths: float(
+            F.ctc_loss(log_probs, targets, input_lengths, target_lengths)),
+    }
+    return d.get(loss)
+
+
+EXTRA_LOSSES = ["bce", "nll", "hinge", "multi_margin", "kl_div", "js_div", "gaussian_kl", "poisson_nll",
+                "gaussian_nll", "cosine_embedding", "triplet", "contrastive", "dice", "iou", "tversky", "ctc"]
+
+
+def extra_bench(args: Any, loss: str, n: int, widths: list[int], torch_on: bool) -> list[dict[str, Any]]:
+    arrays = extra_arrays(loss, n, args.dtype)
+    os.makedirs(args.data_dir, exist_ok=True)
+    paths = {}
+    for name, arr in arrays.items():
+        path = os.path.join(args.data_dir, f"x_{loss}_{name}_{n}_{args.dtype}.npy")
+        np.save(path, arr)
+        paths[name] = path
+    nbytes = sum(os.path.getsize(p) for p in paths.values())
+    expr = EXTRA_EXPR.get(loss, loss)
+    npf = extra_numpy(loss)
+    tf = extra_torch(loss) if torch_on else None
+    if tf is not None:
+        import torch
+
+        tens = {k: torch.from_numpy(v) for k, v in arrays.items()}
+
+    def run_lossctl() -> float:
+        return lossctl.evaluate(loss=expr, inputs=paths, provenance=False).results[0].value
+
+    def floor_all() -> float:
+        return float(sum(float(np.load(p, mmap_mode="r").sum()) for p in paths.values()))
+
+    res: dict[str, dict[str, Any]] = {}
+    floor = float("inf")
+    for _ in range(args.repeat):
+        floor = min(floor, best(floor_all, 1)[0])
+        tt, v = best(run_lossctl, 1)
+        _keep_best(res, "lossctl", tt, v)
+        if npf is not None:
+            tt, v = best(lambda: npf(**arrays), 1)
+            _keep_best(res, "numpy", tt, v)
+        if tf is not None:
+            tt, v = best(lambda: tf(**tens), 1)
+            _keep_best(res, "torch", tt, v)
+    torch_t = res.get("torch", {}).get("time")
+    rows = []
+    for impl in ("lossctl", "numpy", "torch"):
+        if impl not in res:
+            continue
+        r = res[impl]
+        row = dict(size=n, loss=loss, impl=impl, time=r["time"], gbs=nbytes / r["time"] / 1e9,
+                   x_floor=r["time"] / floor, x_torch=(r["time"] / torch_t) if torch_t else None,
+                   x_numpy=(r["time"] / res["numpy"]["time"]) if "numpy" in res else None,
+                   rss=None, value=r["value"])
+        rows.append(row)
+        _print(row, widths)
+    if not args.keep:
+        for p in paths.values():
+            os.remove(p)
+    return rows
+
+
 # --------------------------------------------------------------------------------------- main
 
 
@@ -196,7 +377,8 @@ def fmt_row(cols: list[str], widths: list[int]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1e5,1e6,1e7,5e7", help="comma-separated element counts (1e5 … 1e8)")
-    ap.add_argument("--losses", default=",".join(LOSSES))
+    ap.add_argument("--losses", default=",".join(LOSSES + EXTRA_LOSSES),
+                    help="comma-separated; default: every registered loss")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--repeat", type=int, default=3, help="best of N")
     ap.add_argument("--data-dir", default=os.path.join(HERE, "data"))
@@ -218,6 +400,11 @@ def main() -> int:
 
         importlib.import_module("lossctl.pitfalls").observer = lambda *a, **k: None
     losses = [s.strip() for s in args.losses.split(",") if s.strip()]
+    from lossctl.registry import all_specs
+
+    missing = sorted({s.name for s in all_specs()} - set(LOSSES) - set(EXTRA_LOSSES))
+    if missing:
+        print(f"# not benchmarked (no case in bench.py): {', '.join(missing)}", flush=True)
     env = dict(os.environ)
     env.pop("OPENBLAS_CORETYPE", None)
     env.pop("OPENBLAS_L2_SIZE", None)
@@ -245,6 +432,9 @@ def main() -> int:
         floors: dict[str, float] = {}
         mem = {kind: (np.load(p), np.load(t)) for kind, (p, t) in paths.items()}
         for loss in losses:
+            if loss in EXTRA_LOSSES:
+                rows.extend(extra_bench(args, loss, n, widths, torch_version is not None))
+                continue
             kind = KIND.get(loss, "regression")
             p, t = paths[kind]
             nbytes = os.path.getsize(p) + os.path.getsize(t)
