@@ -450,10 +450,12 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
     tasks = _tasks(group, n, sub_rows, workers)
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
-            for plan, (total, weight) in zip(group, result):
+            for plan, (total, weight, stats) in zip(group, result):
                 plan.total += total
                 plan.numerator += total
                 plan.denominator += weight
+                for key, val in stats.items():  # Part.stats sums for the loss's finalize
+                    plan.stats[key] = plan.stats.get(key, 0.0) + np.float64(val)
         else:
             for _, _, results in result:
                 for plan, res in zip(group, results):

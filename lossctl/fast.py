@@ -384,10 +384,263 @@ def _nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, flo
     return -_sum(picked), rows
 
 
+# ------------------------------------------------------------- more losses (issue 3 and the rest)
+# These kernels work in float64 whatever the input dtype (distribution and likelihood terms can
+# cancel); the fused versions copy each float32 sub-chunk into a float64 scratch buffer (it stays in
+# cache) instead of materialising float64 chunks and per-element temporaries.
+
+
+def _f64_of(blk: Block, x: Any) -> np.ndarray:
+    """Input ``x`` of the block in float64 (float64 inputs as they are; float32 copied once, memoised)."""
+    key = ("f64", x)
+    out = blk.memo.get(key)
+    if out is None:
+        arr = blk.arrays[x]
+        if arr.dtype == np.float64:
+            out = arr
+        else:
+            out = blk.ws.buf(f"f64_{len(blk.memo)}", arr.size, np.float64)
+            np.copyto(out, arr)
+        blk.memo[key] = out
+    return out
+
+
+def _range_of(blk: Block, x: Any) -> tuple[float, float]:
+    """(min, max) of input ``x`` over the block (NaN propagates), memoised."""
+    key = ("range", x)
+    r = blk.memo.get(key)
+    if r is None:
+        arr = blk.arrays[x]
+        r = (float(np.minimum.reduce(arr)), float(np.maximum.reduce(arr))) if arr.size else (0.0, 0.0)
+        blk.memo[key] = r
+    return r
+
+
+def _unit(blk: Block, x: Any) -> bool:
+    lo, hi = _range_of(blk, x)
+    return lo >= 0.0 and hi <= 1.0  # False for NaN
+
+
+def _bce(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """As the kernel: ``t max(log p, -100) + (1 - t) max(log1p(-p), -100)``, negated at the end."""
+    if params.get("weight") is not None or not (_unit(blk, p) and _unit(blk, t)):
+        return None  # out-of-range values: the kernel names them
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    floor = ws.const(-100.0, n, dt)
+    with np.errstate(divide="ignore"):
+        a = np.log(x, out=ws.buf("a", n, dt))
+        b = np.negative(x, out=ws.buf("b", n, dt))
+        np.log1p(b, out=b)
+    np.maximum(a, floor, out=a)
+    np.maximum(b, floor, out=b)
+    a *= tt
+    u = np.subtract(ws.const(1.0, n, dt), tt, out=ws.buf("u", n, dt))
+    u *= b
+    a += u
+    return -_sum(a), n
+
+
+def _hinge(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Binary hinge ``max(0, margin - t x)``; labels {0, 1} map to {-1, 1} (the loss's ``prepare``
+    has checked that the whole targets hold one of the two label sets)."""
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    lo, hi = _range_of(blk, t)
+    if not (lo in (-1.0, 0.0) and hi == 1.0 or lo == hi and lo in (-1.0, 0.0, 1.0)):
+        return None
+    v = ws.buf("v", n, dt)
+    if lo == 0.0:
+        np.multiply(tt, dt.type(2.0), out=v)
+        v -= dt.type(1.0)
+        v *= x
+    else:
+        np.multiply(tt, x, out=v)
+    np.subtract(ws.const(params["margin"], n, dt), v, out=v)
+    np.maximum(v, ws.const(0.0, n, dt), out=v)
+    if params.get("squared"):
+        v *= v
+    return _sum(v), n
+
+
+def _multi_margin(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ_{j≠y} max(0, margin - x_y + x_j)^p / C, as the kernel (in the scores' float type)."""
+    if params.get("weight") is not None:
+        return None
+    got = _class_rows(blk, p, t)
+    if got is None:
+        return None
+    x, y, rows, classes = got
+    ws, dt = blk.ws, x.dtype
+    picked = _picked(blk, x, y, rows, classes)
+    np.subtract(dt.type(params["margin"]), picked, out=picked)  # margin - x_y
+    v = ws.buf("mm", rows * classes, dt).reshape(rows, classes)
+    np.add(picked[:, None], x, out=v)
+    np.maximum(v, dt.type(0.0), out=v)
+    if params["p"] == 2:
+        v *= v
+    flat = v.reshape(-1)
+    flat[ws.buf("idx", rows, np.int64)] = 0  # the y-th term (idx is still _picked's flat index)
+    return _sum(flat) / classes, rows
+
+
+def _xlogy_ratio(blk: Block, name: str, a: np.ndarray, b: np.ndarray, a_min: float) -> np.ndarray:
+    """``a log(a / b)`` per element (float64), 0 where ``a`` is 0."""
+    out = np.divide(a, b, out=blk.ws.buf(name, a.size, np.float64))
+    with np.errstate(divide="ignore"):
+        np.log(out, out=out)
+    out *= a
+    if a_min == 0.0:
+        np.copyto(out, 0.0, where=a == 0.0)
+    return out
+
+
+def _kl_div(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ P (log P - log Q) in float64; mean over rows (batchmean)."""
+    if params.get("from_logits") or params.get("log_target") or not _unit(blk, t):
+        return None
+    log_input = params.get("log_input")
+    if not log_input and not _unit(blk, p):
+        return None
+    q, pp = _f64_of(blk, p), _f64_of(blk, t)
+    ws, n = blk.ws, q.size
+    if log_input:
+        lq = q
+    else:
+        lq = ws.buf("lq", n, np.float64)
+        with np.errstate(divide="ignore"):
+            np.log(q, out=lq)
+    v = ws.buf("kl", n, np.float64)
+    with np.errstate(divide="ignore"):
+        np.log(pp, out=v)
+    v -= lq
+    v *= pp
+    if _range_of(blk, t)[0] == 0.0:
+        np.copyto(v, 0.0, where=pp == 0.0)  # 0 log 0 = 0, whatever Q is
+    return _sum(v), blk.n
+
+
+def _js_div(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """½ Σ [P log(P/M) + Q log(Q/M)], M = (P + Q)/2, in float64; mean over rows."""
+    if params.get("from_logits") or params.get("log_target") or params.get("log_input"):
+        return None
+    if not (_unit(blk, p) and _unit(blk, t)):
+        return None
+    q, pp = _f64_of(blk, p), _f64_of(blk, t)
+    ws, n = blk.ws, q.size
+    m = np.add(q, pp, out=ws.buf("m", n, np.float64))
+    m *= 0.5
+    a = _xlogy_ratio(blk, "jsa", pp, m, _range_of(blk, t)[0])
+    b = _xlogy_ratio(blk, "jsb", q, m, _range_of(blk, p)[0])
+    a += b
+    return 0.5 * _sum(a), blk.n
+
+
+_GKL_SERIES = 1e-3  # below this |logvar|, exp(x) - 1 - x by its Taylor series (the direct form cancels)
+
+
+def _gaussian_kl(blk: Block, mu: Any, lv: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """½ Σ (μ² + exp(v) - 1 - v) in float64: ``expm1(v) - v``, and for |v| < 1e-3 (where that
+    cancels) the series v²/2 + v³/6 + … + v⁶/720 on just those elements. Every term is >= 0."""
+    x = _f64_of(blk, lv)
+    ws, n = blk.ws, x.size
+    a = np.abs(x, out=ws.buf("gka", n, np.float64))
+    small = np.flatnonzero(np.less(a, _GKL_SERIES, out=ws.buf("gks", n, np.bool_)))
+    e = np.expm1(x, out=a)
+    e -= x
+    if small.size:
+        xs = x[small]
+        poly = xs * (1.0 / 720.0) + (1.0 / 120.0)
+        for c in (1.0 / 24.0, 1.0 / 6.0, 0.5):
+            poly *= xs
+            poly += c
+        poly *= xs * xs
+        e[small] = poly
+    m = _f64_of(blk, mu)
+    sq = np.multiply(m, m, out=ws.buf("gkm", n, np.float64))
+    e += sq
+    return 0.5 * _sum(e), blk.n
+
+
+def _poisson_nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """exp(x) - t x in float64 (log_input=true, full=false)."""
+    if not params.get("log_input", True) or params.get("full"):
+        return None
+    if not _range_of(blk, t)[0] >= 0.0:
+        return None
+    x, tt = _f64_of(blk, p), _f64_of(blk, t)
+    ws, n = blk.ws, x.size
+    v = np.exp(x, out=ws.buf("pe", n, np.float64))
+    u = np.multiply(tt, x, out=ws.buf("pu", n, np.float64))
+    v -= u
+    return _sum(v), n
+
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _gaussian_nll(blk: Block, p: Any, t: Any, var: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """½ (log max(var, eps) + (p - t)² / max(var, eps)) in float64."""
+    if not _range_of(blk, var)[0] >= 0.0:
+        return None  # a negative variance (or NaN): the kernel names it
+    x, tt, vv = _f64_of(blk, p), _f64_of(blk, t), _f64_of(blk, var)
+    ws, n = blk.ws, x.size
+    v = np.maximum(vv, params["eps"], out=ws.buf("gv", n, np.float64))
+    d = np.subtract(x, tt, out=ws.buf("gd", n, np.float64))
+    d *= d
+    d /= v
+    with np.errstate(divide="ignore"):
+        np.log(v, out=v)
+    d += v
+    total = 0.5 * _sum(d)
+    if params.get("full"):
+        total += n * _HALF_LOG_2PI
+    return total, n
+
+
+def _contrastive(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """(1 - y) d² + y max(0, margin - d)², d = |x1 - x2|; differences in the inputs' float type,
+    row sums of squares pairwise, the per-pair terms in float64."""
+    rows = blk.n
+    if rows == 0:
+        return None
+    y = _f64_of(blk, t)
+    bad = (y != 0.0) & (y != 1.0)
+    if bad.any():
+        return None  # other labels (or NaN): the kernel names them
+    a, b = blk.arrays[x1], blk.arrays[x2]
+    ws, dt = blk.ws, a.dtype
+    diff = np.subtract(a, b, out=ws.buf("cd", a.size, dt))
+    diff *= diff
+    sq = np.add.reduce(diff.reshape(rows, -1), axis=1).astype(np.float64)
+    d = np.sqrt(sq)
+    hinge = np.subtract(params["margin"], d, out=d)
+    np.maximum(hinge, 0.0, out=hinge)
+    hinge *= hinge
+    hinge *= y
+    sq *= 1.0 - y
+    sq += hinge
+    return float(np.add.reduce(sq)), rows
+
+
+def _overlap_stats(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float, dict[str, float]] | None:
+    """Σ p·t, Σ p, Σ t in float64 (the Dice/IoU/Tversky sufficient statistics)."""
+    if not (_unit(blk, p) and _unit(blk, t)):
+        return None
+    pp, tt = _f64_of(blk, p), _f64_of(blk, t)
+    prod = np.multiply(pp, tt, out=blk.ws.buf("ov", pp.size, np.float64))
+    return 0.0, 0.0, {"i": float(np.add.reduce(prod)), "p": float(np.add.reduce(pp)),
+                      "t": float(np.add.reduce(tt))}
+
+
 @dataclass(frozen=True)
 class Fused:
     fn: FusedFn
     accepts: Callable[[Any], bool]
+    #: the named inputs passed to ``fn`` (as view keys), in order
+    inputs: tuple[str, ...] = ("preds", "targets")
+    #: ``fn`` may return a third item, additive ``Part.stats`` sums for the loss's ``finalize``
+    stats: bool = False
 
 
 def _same_float_pair(plan: Any) -> bool:
@@ -414,6 +667,35 @@ def _index_targets(plan: Any) -> bool:
         and t.dtype.kind in "iu" and p.shape[1] >= 1 and not 0 <= ignore < p.shape[1]
 
 
+def _same_float(plan: Any, names: tuple[str, ...]) -> bool:
+    arrays = plan.arrays
+    if set(arrays) != set(names):
+        return False
+    first = arrays[names[0]]
+    return all(arrays[n].dtype in _FLOATS and arrays[n].dtype == first.dtype and arrays[n].shape == first.shape
+               for n in names)
+
+
+def _no_params(*names: str) -> Callable[[Any], bool]:
+    return lambda plan: all(not plan.bound.params.get(n) for n in names)
+
+
+def _overlap_plain(plan: Any) -> bool:
+    """Dice/IoU/Tversky on probabilities with a mask of the same shape, one global score, mean."""
+    params = plan.bound.params
+    return _same_float_pair(plan) and plan.reduction == "mean" and not params.get("from_logits") \
+        and not params.get("per_sample") and not params.get("per_class")
+
+
+def _contrastive_pairs(plan: Any) -> bool:
+    arrays = plan.arrays
+    if plan.bound.params.get("mining", "none") != "none" or set(arrays) != {"x1", "x2", "targets"}:
+        return False
+    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
+    return a.dtype in _FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
+        and y.dtype in _FLOATS and y.shape == (a.shape[0],)
+
+
 _BY_NAME: dict[str, Fused] = {
     "cross_entropy": Fused(_cross_entropy, _index_targets),
     "nll": Fused(_nll, _index_targets),
@@ -427,6 +709,22 @@ _BY_NAME: dict[str, Fused] = {
                              and plan.bound.params.get("pos_weight") is None
                              and plan.bound.params.get("weight") is None),
     "focal": Fused(_focal, _focal_binary),
+    "bce": Fused(_bce, lambda plan: _same_float_pair(plan) and plan.bound.params.get("weight") is None),
+    "hinge": Fused(_hinge, _same_float_pair),
+    "multi_margin": Fused(_multi_margin, lambda plan: _index_targets(plan)
+                          and plan.bound.params.get("weight") is None),
+    "kl_div": Fused(_kl_div, lambda plan: _same_float_pair(plan) and _no_params("from_logits", "log_target")(plan)),
+    "js_div": Fused(_js_div, lambda plan: _same_float_pair(plan)
+                    and _no_params("from_logits", "log_target", "log_input")(plan)),
+    "gaussian_kl": Fused(_gaussian_kl, lambda plan: _same_float(plan, ("mu", "logvar")), inputs=("mu", "logvar")),
+    "poisson_nll": Fused(_poisson_nll, lambda plan: _same_float_pair(plan)
+                         and plan.bound.params.get("log_input", True) and not plan.bound.params.get("full")),
+    "gaussian_nll": Fused(_gaussian_nll, lambda plan: _same_float(plan, ("preds", "targets", "var")),
+                          inputs=("preds", "targets", "var")),
+    "contrastive": Fused(_contrastive, _contrastive_pairs, inputs=("x1", "x2", "targets")),
+    "dice": Fused(_overlap_stats, _overlap_plain, stats=True),
+    "iou": Fused(_overlap_stats, _overlap_plain, stats=True),
+    "tversky": Fused(_overlap_stats, _overlap_plain, stats=True),
 }
 
 _KERNELS: dict[Any, Fused] | None = None
@@ -436,10 +734,10 @@ def _builtin_kernels() -> dict[Any, Fused]:
     """The fused implementation of each built-in kernel function (looked up by identity)."""
     global _KERNELS
     if _KERNELS is None:
-        from lossctl.losses import classification, regression
+        from lossctl.losses import classification, distribution, embedding, extras, regression, segmentation
 
         table: dict[Any, Fused] = {}
-        for module in (regression, classification):
+        for module in (regression, classification, distribution, extras, embedding, segmentation):
             for name, fused in _BY_NAME.items():
                 fn = getattr(module, name, None)
                 if fn is not None:
@@ -450,10 +748,14 @@ def _builtin_kernels() -> dict[Any, Fused]:
 
 def fused_for(plan: Any) -> Fused | None:
     """The fused implementation for ``plan``, when it applies (built-in kernel, plain inputs)."""
-    if plan.keep_values or plan.spec.finalize is not None:
+    if plan.keep_values:
         return None
     fused = _builtin_kernels().get(plan.spec.kernel)
     if fused is None or not all(arr.can_view() for arr in plan.arrays.values()):
+        return None
+    if plan.spec.finalize is not None and not fused.stats:
+        return None
+    if any(plan.spec.sample_axis(name) != 0 for name in plan.arrays):
         return None
     if not fused.accepts(plan):
         return None
@@ -461,7 +763,7 @@ def fused_for(plan: Any) -> Fused | None:
 
 
 def run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views: dict[Any, np.ndarray],
-             rows: int, sub_rows: int) -> list[tuple[float, float]] | None:
+             rows: int, sub_rows: int) -> list[tuple[float, float, dict[str, Any]]] | None:
     """Fused sums over one window of ``rows`` samples; None when the generic path must take it.
 
     ``entries`` holds (fused, {input name: view key}, params) per term; ``views`` the window of
@@ -470,13 +772,14 @@ def run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views:
     ws = _workspace()
     totals = [0.0] * len(entries)
     weights = [0.0] * len(entries)
+    stats: list[dict[str, Any]] = [{} for _ in entries]
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum sends the window to the kernels
-        return _run_task(entries, views, rows, sub_rows, ws, totals, weights)
+        return _run_task(entries, views, rows, sub_rows, ws, totals, weights, stats)
 
 
 def _run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views: dict[Any, np.ndarray],
               rows: int, sub_rows: int, ws: Workspace, totals: list[float],
-              weights: list[float]) -> list[tuple[float, float]] | None:
+              weights: list[float], stats: list[dict[str, Any]]) -> list[tuple[float, float, dict[str, Any]]] | None:
     flat = {k: v.reshape(-1) for k, v in views.items()}
     per_row = {k: (v.size // rows if rows else 1) for k, v in views.items()}
     for i in range(0, rows, sub_rows):
@@ -484,12 +787,18 @@ def _run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views
         arrays = {k: flat[k][i * per_row[k]:j * per_row[k]] for k in flat}
         blk = Block(ws, arrays, j - i)
         for k, (fused, keys, params) in enumerate(entries):
-            out = fused.fn(blk, keys["preds"], keys["targets"], params)
+            out = fused.fn(blk, *[keys[name] for name in fused.inputs], params)
             if out is None:
                 return None
-            total, weight = out
+            total, weight = out[0], out[1]
             if not math.isfinite(total):
                 return None
             totals[k] += total
             weights[k] += weight
-    return list(zip(totals, weights))
+            if len(out) > 2:
+                acc = stats[k]
+                for name, value in out[2].items():
+                    if not math.isfinite(value):
+                        return None
+                    acc[name] = acc.get(name, 0.0) + value
+    return list(zip(totals, weights, stats))

@@ -322,6 +322,13 @@ def _binary_label_problem(labels: set[float]) -> str | None:
 
 
 def _labels_of(t: np.ndarray) -> set[float]:
+    if t.size and t.dtype.kind in "fiub":  # two labels or one (the usual case): no sort
+        lo, hi = np.minimum.reduce(t, axis=None), np.maximum.reduce(t, axis=None)
+        if lo == lo and hi == hi:  # no NaN
+            if lo == hi:
+                return {float(lo)}
+            if np.count_nonzero(t == lo) + np.count_nonzero(t == hi) == t.size:
+                return {float(lo), float(hi)}
     if t.dtype.kind == "f":
         t = t[~np.isnan(t)]
     return set(np.unique(t).astype(np.float64).tolist())
