@@ -139,6 +139,8 @@ def _check_multiclass(loss: str, allow_probs: bool) -> Any:
         p, t = arrays["preds"], arrays["targets"]
         if p.ndim == 0:
             raise shape_error(loss, arrays, "preds must be logits of shape (N, C, ...) or (C,)")
+        if (p.shape[0] if p.ndim == 1 else p.shape[1]) == 0:
+            raise shape_error(loss, arrays, "preds have no classes (C = 0 on the class axis)")
         if p.ndim == 1:  # unbatched (C,)
             if allow_probs and t.shape == p.shape and t.dtype.kind == "f":
                 return {**arrays, "preds": reshaped(p, (1,) + p.shape), "targets": reshaped(t, (1,) + t.shape)}
