@@ -5,6 +5,7 @@ Everything is measured in one process run on the same generated arrays:
 
 * ``floor``   one pass summing both memory-mapped ``.npy`` inputs (``a.sum() + b.sum()``);
 * ``lossctl`` ``lossctl.evaluate(a.npy, b.npy, loss)`` end to end from the files;
+* ``mem``     ``lossctl.evaluate(a, b, loss)`` on the in-memory arrays NumPy and torch get;
 * ``cli``     ``lossctl evaluate a.npy b.npy --loss L --format json`` in a subprocess (wall time and
               peak RSS of that process, measured with ``wait4``);
 * ``numpy``   a plain NumPy one-liner on the arrays in memory;
@@ -343,6 +344,8 @@ def extra_bench(args: Any, loss: str, n: int, widths: list[int], torch_on: bool)
         floor = min(floor, best(floor_all, 1)[0])
         tt, v = best(run_lossctl, 1)
         _keep_best(res, "lossctl", tt, v)
+        tt, v = best(lambda: lossctl.evaluate(loss=expr, inputs=arrays, provenance=False).results[0].value, 1)
+        _keep_best(res, "mem", tt, v)
         if npf is not None:
             tt, v = best(lambda: npf(**arrays), 1)
             _keep_best(res, "numpy", tt, v)
@@ -351,7 +354,7 @@ def extra_bench(args: Any, loss: str, n: int, widths: list[int], torch_on: bool)
             _keep_best(res, "torch", tt, v)
     torch_t = res.get("torch", {}).get("time")
     rows = []
-    for impl in ("lossctl", "numpy", "torch"):
+    for impl in ("lossctl", "mem", "numpy", "torch"):
         if impl not in res:
             continue
         r = res[impl]
@@ -422,8 +425,8 @@ def main() -> int:
         torch_version = None
     print(f"# torch {torch_version or 'not installed'}", flush=True)
 
-    header = ["size", "loss", "impl", "time ms", "GB/s", "x floor", "x torch", "peak RSS MB", "value"]
-    widths = [10, 16, 8, 9, 7, 8, 8, 11, 14]
+    header = ["size", "loss", "impl", "time ms", "GB/s", "x floor", "x torch", "x numpy", "peak RSS MB", "value"]
+    widths = [10, 16, 8, 9, 7, 8, 8, 8, 11, 14]
     print(fmt_row(header, widths))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|", flush=True)
 
@@ -451,6 +454,8 @@ def main() -> int:
                 floor = min(floor, floor_time(p, t, 1))
                 tt, rep = best(lambda: lossctl.evaluate(p, t, loss, provenance=False), 1)
                 _keep_best(res, "lossctl", tt, rep.results[0].value)
+                tt, rep = best(lambda: lossctl.evaluate(a, b, loss, provenance=False), 1)
+                _keep_best(res, "mem", tt, rep.results[0].value)
                 tt, v = best(lambda: numpy_impl(loss)(a, b), 1)
                 _keep_best(res, "numpy", tt, v)
                 if timpl is not None:
@@ -470,13 +475,13 @@ def main() -> int:
                 except (RuntimeError, IndexError, ValueError) as exc:
                     print(f"# cli {loss} failed: {exc}", file=sys.stderr, flush=True)
             torch_t = res.get("torch", {}).get("time")
-            for impl in ("lossctl", "cli", "numpy", "torch"):
+            for impl in ("lossctl", "mem", "cli", "numpy", "torch"):
                 if impl not in res:
                     continue
                 r = res[impl]
                 row = dict(size=n, loss=loss, impl=impl, time=r["time"], gbs=nbytes / r["time"] / 1e9,
                            x_floor=r["time"] / floor, x_torch=(r["time"] / torch_t) if torch_t else None,
-                           rss=r.get("rss"), value=r["value"])
+                           x_numpy=r["time"] / res["numpy"]["time"], rss=r.get("rss"), value=r["value"])
                 rows.append(row)
                 _print(row, widths)
         if "regression" in paths:  # several losses over the same inputs: one fused pass
@@ -609,7 +614,8 @@ def _print(row: dict[str, Any], widths: list[int]) -> None:
         return "" if v is None else format(v, spec)
 
     cols = [f"{row['size']:.0e}".replace("e+0", "e"), row["loss"], row["impl"], f(row["time"] * 1e3, ".1f"),
-            f(row["gbs"], ".2f"), f(row["x_floor"], ".2f"), f(row["x_torch"], ".2f"), f(row["rss"], ".0f"),
+            f(row["gbs"], ".2f"), f(row["x_floor"], ".2f"), f(row["x_torch"], ".2f"), f(row.get("x_numpy"), ".2f"),
+            f(row["rss"], ".0f"),
             f(row["value"], ".8g")]
     print(fmt_row(cols, widths), flush=True)
 

@@ -87,6 +87,10 @@ def evaluate(
         plans = [_plan_expression(text, terms, sources, reduction, per_sample, worst, len(bound))
                  for text, terms in bound]
         all_terms = [t for p in plans for t in p.terms]
+        used = _used_inputs(all_terms)
+        # the sha256 of every input is read on a background thread while the evaluation runs
+        # (hashlib releases the GIL), so provenance costs about max(hash, evaluate), not the sum
+        hashing = _Hashing(used) if provenance else None
 
         def after_chunk(_: int) -> None:
             for p in plans:
@@ -96,17 +100,23 @@ def evaluate(
         try:
             run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
         except BaseException:
+            if hashing is not None:
+                hashing.cancel()
             for p in plans:
                 if p.sink is not None:
                     p.sink.abort()
             raise
-        pitfalls.finish_all(t.observe for t in all_terms)
-        results = [_result(p) for p in plans]
-        used = _used_inputs(all_terms)
+        try:
+            pitfalls.finish_all(t.observe for t in all_terms)
+            results = [_result(p) for p in plans]
+        except BaseException:
+            if hashing is not None:
+                hashing.cancel()
+            raise
         report = Report(version=__version__, inputs={k: a.describe() for k, a in used.items()},
                         results=results, warnings=warnings)
-        if provenance:
-            report.provenance = _provenance(used)
+        if hashing is not None:
+            report.provenance = _provenance(used, hashing.result())
     return report
 
 
@@ -178,11 +188,86 @@ def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:
     return used
 
 
-def _provenance(used: Mapping[str, LazyArray]) -> dict[str, Any]:
+class _Hashing:
+    """The sha256 of each input, computed on background threads (started at once).
+
+    Each distinct file is hashed once (``f.npz:a`` and ``f.npz:b``, or two CSV columns, share one
+    digest), distinct files in parallel, one thread each up to the worker count: hashlib releases
+    the GIL, so this overlaps with the evaluation and with each other. The digest is the one
+    :meth:`LazyArray.sha256` gives (the whole file, or the bytes of an in-memory array).
+    ``cancel()`` stops the threads between blocks when the evaluation fails.
+    """
+
+    BLOCK = 1 << 20
+
+    def __init__(self, used: Mapping[str, LazyArray]) -> None:
+        import threading
+
+        from lossctl.engine import worker_count
+
+        self._keys: dict[str, Any] = {}
+        jobs: dict[Any, Any] = {}
+        for name, arr in used.items():
+            key: Any = os.path.realpath(arr.path) if arr.path and os.path.isfile(arr.path) else ("array", name)
+            self._keys[name] = key
+            jobs.setdefault(key, arr)
+        self._jobs = list(jobs.items())
+        self._digests: dict[Any, str] = {}
+        self._errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._next = iter(range(len(self._jobs)))
+        self._lock = threading.Lock()
+        count = max(1, min(len(self._jobs), worker_count()))
+        self._threads = [threading.Thread(target=self._run, name="lossctl-sha256", daemon=True) for _ in range(count)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    i = next(self._next, None)
+                if i is None:
+                    return
+                key, arr = self._jobs[i]
+                self._digests[key] = self._file_digest(key) if isinstance(key, str) else arr.sha256()
+        except BaseException as exc:  # re-raised by result() in the calling thread
+            self._errors.append(exc)
+            self._stop.set()
+
+    def _file_digest(self, path: str) -> str:
+        import hashlib
+
+        digest = hashlib.sha256()
+        buf = bytearray(self.BLOCK)
+        view = memoryview(buf)
+        with open(path, "rb", buffering=0) as fh:
+            while not self._stop.is_set():
+                n = fh.readinto(buf)
+                if not n:
+                    break
+                digest.update(view[:n])
+        return digest.hexdigest()
+
+    def cancel(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+
+    def result(self) -> dict[str, str]:
+        for t in self._threads:
+            t.join()
+        if self._errors:
+            raise self._errors[0]
+        return {name: self._digests[key] for name, key in self._keys.items()}
+
+
+def _provenance(used: Mapping[str, LazyArray], digests: Mapping[str, str] | None = None) -> dict[str, Any]:
+    digests = digests if digests is not None else {name: arr.sha256() for name, arr in used.items()}
     return {
         "lossctl": __version__,
         "python": platform.python_version(),
         "numpy": np.__version__,
         "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {name: {"path": arr.describe()["path"], "sha256": arr.sha256()} for name, arr in used.items()},
+        "inputs": {name: {"path": arr.describe()["path"], "sha256": digests[name]} for name, arr in used.items()},
     }
