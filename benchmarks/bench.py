@@ -217,6 +217,10 @@ def extra_arrays(loss: str, n: int, dtype: str, seed: int = 0) -> dict[str, np.n
 
     rows = max(1, n // CLASSES)
     emb = max(2, n // EMB_DIM)
+    if loss == "msle":
+        return dict(preds=(rng.random(n) * 3).astype(f), targets=(rng.random(n) * 3).astype(f))
+    if loss == "mape":
+        return dict(preds=normal(n) + 5, targets=normal(n) + 5)
     if loss == "bce":
         return dict(preds=_sigmoid(normal(n, 2.0)).astype(f), targets=(rng.random(n) < 0.3).astype(f))
     if loss in ("nll", "multi_margin"):
@@ -271,6 +275,8 @@ def extra_numpy(loss: str) -> Callable[..., float] | None:
         return float(np.mean((1 - targets) * d ** 2 + targets * np.maximum(0, 1.0 - d) ** 2))
 
     d: dict[str, Callable[..., float]] = {
+        "msle": lambda preds, targets: float(np.mean((np.log1p(preds) - np.log1p(targets)) ** 2)),
+        "mape": lambda preds, targets: float(np.mean(np.abs(preds - targets) / np.abs(targets))),
         "bce": lambda preds, targets: float(-np.mean(targets * np.log(preds) + (1 - targets) * np.log1p(-preds))),
         "nll": lambda preds, targets: float(-np.mean(np.take_along_axis(preds, targets[:, None], 1))),
         "hinge": lambda preds, targets: float(np.mean(np.maximum(0, 1 - targets * preds))),
@@ -311,7 +317,7 @@ def extra_torch(loss: str) -> Callable[..., float] | None:
     return d.get(loss)
 
 
-EXTRA_LOSSES = ["bce", "nll", "hinge", "multi_margin", "kl_div", "js_div", "gaussian_kl", "poisson_nll",
+EXTRA_LOSSES = ["msle", "mape", "bce", "nll", "hinge", "multi_margin", "kl_div", "js_div", "gaussian_kl", "poisson_nll",
                 "gaussian_nll", "cosine_embedding", "triplet", "contrastive", "dice", "iou", "tversky", "ctc"]
 
 

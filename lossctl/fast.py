@@ -149,26 +149,27 @@ def _mae(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, flo
 
 
 def _huber_core(blk: Block, p: Any, t: Any, knee: float) -> np.ndarray:
-    """``q (2|d| - q)`` with ``q = min(|d|, knee)``: twice the Huber loss (delta = knee), per element.
+    """``q (d - q/2)`` with ``q = clip(d, -knee, knee)``: the Huber loss (delta = knee), per element.
 
-    ``0.5 q (2a - q)`` is ``0.5 a²`` below the knee and ``knee (a - knee/2)`` above it; every factor
-    is non-negative, so there is no cancellation, and the 0.5 comes out of the sum.
+    Below the knee ``q = d`` and this is ``d·(d/2)`` (one rounding); above it ``q = ±knee`` and it is
+    ``knee (|d| - knee/2)``. ``q`` and ``d - q/2`` always have the same sign, so there is no
+    cancellation. Four passes after ``d`` (clip, halve, subtract, multiply) instead of five.
     """
-    a = blk.abs_residual(p, t)
-    ws, n, dt = blk.ws, a.size, a.dtype
-    q = np.minimum(a, ws.const(knee, n, dt), out=ws.buf("q", n, dt))
-    w = np.subtract(a, q, out=ws.buf("l", n, dt))
-    w += a
-    q *= w
-    return q
+    d = blk.residual(p, t)
+    ws, n, dt = blk.ws, d.size, d.dtype
+    q = np.clip(d, dt.type(-knee), dt.type(knee), out=ws.buf("q", n, dt))
+    w = np.multiply(q, dt.type(0.5), out=ws.buf("l", n, dt))
+    np.subtract(d, w, out=w)
+    w *= q
+    return w
 
 
 def _huber(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
     v = _huber_core(blk, p, t, params["delta"])
-    return 0.5 * _sum(v), v.size
+    return _sum(v), v.size
 
 
-# below this beta, q (2|d| - q) could underflow before the division by beta: divide first
+# below this beta, q (d - q/2) could underflow before the division by beta: divide first
 _TINY_BETA = {np.dtype(np.float32): 1e-15, np.dtype(np.float64): 1e-140}
 
 
@@ -179,7 +180,7 @@ def _smooth_l1(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[floa
     dt = blk.arrays[p].dtype
     if beta >= _TINY_BETA[dt]:
         v = _huber_core(blk, p, t, beta)
-        return 0.5 / beta * _sum(v), v.size
+        return _sum(v) / beta, v.size
     a = blk.abs_residual(p, t)
     ws, n = blk.ws, a.size
     q = np.minimum(a, ws.const(beta, n, dt), out=ws.buf("q", n, dt))
@@ -382,6 +383,29 @@ def _nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, flo
     x, y, rows, classes = got
     picked = _picked(blk, x, y, rows, classes)
     return -_sum(picked), rows
+
+def _msle(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """(log1p(p) - log1p(t))² in the inputs' float type, as the kernel; values <= -1 go to the kernel."""
+    if not (_range_of(blk, p)[0] > -1.0 and _range_of(blk, t)[0] > -1.0):
+        return None
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    a = np.log1p(x, out=ws.buf("ma", n, dt))
+    b = np.log1p(tt, out=ws.buf("mb", n, dt))
+    a -= b
+    a *= a
+    return _sum(a), n
+
+
+def _mape(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    """|p - t| / max(|t|, eps), as the kernel."""
+    a = blk.abs_residual(p, t)
+    ws, n, dt = blk.ws, a.size, a.dtype
+    den = blk.abs_of(t)
+    den = np.maximum(den, ws.const(float(np.finfo(np.float64).eps), n, dt), out=ws.buf("md", n, dt))
+    v = np.divide(a, den, out=ws.buf("mv", n, dt))
+    return _sum(v), n
+
 
 
 # ------------------------------------------------------------- more losses (issue 3 and the rest)
@@ -708,6 +732,8 @@ _BY_NAME: dict[str, Fused] = {
                              and plan.bound.params.get("pos_weight") is None
                              and plan.bound.params.get("weight") is None),
     "focal": Fused(_focal, _focal_binary),
+    "msle": Fused(_msle, _same_float_pair),
+    "mape": Fused(_mape, _same_float_pair),
     "bce": Fused(_bce, lambda plan: _same_float_pair(plan) and plan.bound.params.get("weight") is None),
     "hinge": Fused(_hinge, _same_float_pair),
     "multi_margin": Fused(_multi_margin, lambda plan: _index_targets(plan)

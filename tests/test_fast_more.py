@@ -32,6 +32,13 @@ def _case(loss, dtype, seed, n=2003):
     f = np.dtype(dtype)
     base = loss.split("(")[0]
     c = 7
+    if base == "msle":
+        return dict(preds=(rng.random(n) * 3 - 0.5).astype(f), targets=(rng.random(n) * 3).astype(f))
+    if base == "mape":
+        t = rng.standard_normal(n) * 3
+        if seed % 2:
+            t[::13] = 0.0
+        return dict(preds=rng.standard_normal(n).astype(f), targets=t.astype(f))
     if base == "bce":
         p = 1 / (1 + np.exp(-rng.standard_normal(n) * 3))
         if seed % 2:
@@ -71,7 +78,7 @@ def _case(loss, dtype, seed, n=2003):
     raise KeyError(loss)
 
 
-LOSSES = ["bce", "hinge", "hinge(squared=true, margin=0.5)", "multi_margin", "multi_margin(p=2, margin=0.7)",
+LOSSES = ["msle", "mape", "bce", "hinge", "hinge(squared=true, margin=0.5)", "multi_margin", "multi_margin(p=2, margin=0.7)",
           "kl_div", "kl_div(log_input=true)", "js_div", "gaussian_kl", "poisson_nll", "gaussian_nll",
           "gaussian_nll(full=true, eps=0.2)", "contrastive(margin=0.5)", "dice", "iou",
           "tversky(alpha=0.3, beta=0.7)"]
@@ -111,7 +118,7 @@ def test_fused_paths_are_taken(monkeypatch):
 
 
 @pytest.mark.parametrize("loss, name, bad", [
-    ("bce", "preds", 1.5), ("bce", "targets", -0.1), ("kl_div", "targets", 2.0), ("js_div", "preds", -1.0),
+    ("msle", "preds", -1.0), ("bce", "preds", 1.5), ("bce", "targets", -0.1), ("kl_div", "targets", 2.0), ("js_div", "preds", -1.0),
     ("gaussian_nll", "var", -1.0), ("poisson_nll", "targets", -3.0), ("dice", "preds", 1.2)])
 def test_out_of_domain_values_still_raise(loss, name, bad, monkeypatch):
     arrays = _case(loss, "float32", 0)
