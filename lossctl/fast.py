@@ -646,6 +646,52 @@ def _contrastive(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, Any]) -
     sq += hinge
     return float(np.add.reduce(sq)), rows
 
+def _rows64(blk: Block, x: Any) -> np.ndarray:
+    """Input ``x`` as float64 rows (rows, D)."""
+    v = _f64_of(blk, x)
+    return v.reshape(blk.n, -1)
+
+
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", a, b)
+
+
+def _triplet(blk: Block, a: Any, p: Any, n: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """max(0, margin + |a - p + eps| - |a - n + eps|) (2-norms over rows, float64), as the kernel."""
+    rows = blk.n
+    if rows == 0:
+        return None
+    aa, pp, nn = _rows64(blk, a), _rows64(blk, p), _rows64(blk, n)
+    eps = params["eps"]
+    diff = np.subtract(aa, pp, out=blk.ws.buf("td", aa.size, np.float64).reshape(aa.shape))
+    if eps:
+        diff += eps
+    d_ap = np.sqrt(_row_dot(diff, diff))
+    np.subtract(aa, nn, out=diff)
+    if eps:
+        diff += eps
+    d_an = np.sqrt(_row_dot(diff, diff))
+    v = params["margin"] + d_ap
+    v -= d_an
+    np.maximum(v, 0.0, out=v)
+    return float(np.add.reduce(v)), rows
+
+
+def _cosine_embedding(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """1 - cos (y = 1) or max(0, cos - margin) (y = -1); cos = x1·x2 / sqrt((|x1|² + 1e-12)(|x2|² + 1e-12))."""
+    rows = blk.n
+    if rows == 0:
+        return None
+    y = _f64_of(blk, t)
+    if ((y != 1.0) & (y != -1.0)).any():
+        return None  # other labels (or NaN): the kernel names them
+    a, b = _rows64(blk, x1), _rows64(blk, x2)
+    den = (_row_dot(a, a) + 1e-12) * (_row_dot(b, b) + 1e-12)
+    cos = _row_dot(a, b) / np.sqrt(den)
+    loss = np.where(y == 1.0, 1.0 - cos, np.maximum(cos - params["margin"], 0.0))
+    return float(np.add.reduce(loss)), rows
+
+
 
 def _overlap_stats(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float, dict[str, float]] | None:
     """Σ p·t, Σ p, Σ t (the Dice/IoU/Tversky sufficient statistics), summed per sub-chunk in the
@@ -719,6 +765,23 @@ def _contrastive_pairs(plan: Any) -> bool:
         and y.dtype in _FLOATS and y.shape == (a.shape[0],)
 
 
+def _triplet_plain(plan: Any) -> bool:
+    params = plan.bound.params
+    if params.get("mining", "none") != "none" or params.get("swap") or params.get("p", 2.0) != 2.0:
+        return False
+    names = ("anchor", "positive", "negative")
+    return _same_float(plan, names) and plan.arrays["anchor"].ndim == 2
+
+
+def _cosine_pairs(plan: Any) -> bool:
+    arrays = plan.arrays
+    if set(arrays) != {"x1", "x2", "targets"}:
+        return False
+    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
+    return a.dtype in _FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
+        and y.dtype in _FLOATS and y.shape == (a.shape[0],)
+
+
 _BY_NAME: dict[str, Fused] = {
     "cross_entropy": Fused(_cross_entropy, _index_targets),
     "nll": Fused(_nll, _index_targets),
@@ -746,6 +809,8 @@ _BY_NAME: dict[str, Fused] = {
                          and plan.bound.params.get("log_input", True) and not plan.bound.params.get("full")),
     "gaussian_nll": Fused(_gaussian_nll, lambda plan: _same_float(plan, ("preds", "targets", "var")),
                           inputs=("preds", "targets", "var")),
+    "triplet": Fused(_triplet, _triplet_plain, inputs=("anchor", "positive", "negative")),
+    "cosine_embedding": Fused(_cosine_embedding, _cosine_pairs, inputs=("x1", "x2", "targets")),
     "contrastive": Fused(_contrastive, _contrastive_pairs, inputs=("x1", "x2", "targets")),
     "dice": Fused(_overlap_stats, _overlap_plain, stats=True),
     "iou": Fused(_overlap_stats, _overlap_plain, stats=True),

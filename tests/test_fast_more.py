@@ -73,6 +73,16 @@ def _case(loss, dtype, seed, n=2003):
         d = 16
         return dict(x1=(rng.standard_normal((n, d)) * 0.2).astype(f), x2=(rng.standard_normal((n, d)) * 0.2).astype(f),
                     targets=(rng.random(n) < 0.5).astype(f))
+    if base == "triplet":
+        d = 16
+        return {k: rng.standard_normal((n, d)).astype(f) for k in ("anchor", "positive", "negative")}
+    if base == "cosine_embedding":
+        d = 16
+        x1 = rng.standard_normal((n, d))
+        if seed % 2:
+            x1[::17] = 0.0
+        return dict(x1=x1.astype(f), x2=rng.standard_normal((n, d)).astype(f),
+                    targets=np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(f))
     if base in ("dice", "iou", "tversky"):
         return dict(preds=rng.random((n, 9)).astype(f), targets=(rng.random((n, 9)) < 0.3).astype(f))
     raise KeyError(loss)
@@ -80,7 +90,8 @@ def _case(loss, dtype, seed, n=2003):
 
 LOSSES = ["msle", "mape", "bce", "hinge", "hinge(squared=true, margin=0.5)", "multi_margin", "multi_margin(p=2, margin=0.7)",
           "kl_div", "kl_div(log_input=true)", "js_div", "gaussian_kl", "poisson_nll", "gaussian_nll",
-          "gaussian_nll(full=true, eps=0.2)", "contrastive(margin=0.5)", "dice", "iou",
+          "gaussian_nll(full=true, eps=0.2)", "contrastive(margin=0.5)", "triplet", "triplet(margin=0.3, eps=0)",
+          "cosine_embedding", "cosine_embedding(margin=0.2)", "dice", "iou",
           "tversky(alpha=0.3, beta=0.7)"]
 
 
