@@ -33,6 +33,8 @@ import numpy as np
 #: each NumPy call is long enough that two worker threads rarely wait for the GIL.
 SUB_ELEMENTS = 1 << 17
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+#: unsigned view and bit pattern of 1.0 per float type (see Block.in_unit)
+_ONE_BITS = {np.dtype(np.float32): (np.uint32, 0x3F800000), np.dtype(np.float64): (np.uint64, 0x3FF0000000000000)}
 
 
 class Workspace:
@@ -109,11 +111,19 @@ class Block:
         return a
 
     def in_unit(self, t: Any) -> bool:
+        """Whether every value of input ``t`` lies in [0, 1] (False for NaN)."""
         key = ("unit", t)
         ok = self.memo.get(key)
         if ok is None:
             arr = self.arrays[t]
-            ok = bool(np.minimum.reduce(arr) >= 0) and bool(np.maximum.reduce(arr) <= 1)
+            bits = _ONE_BITS.get(arr.dtype)
+            if bits is not None and arr.size and arr.flags.c_contiguous:
+                # one integer max over the bit patterns: +0.0 ... 1.0 are exactly the patterns
+                # 0 ... bits(1.0); negatives (sign bit), NaN and -0.0 compare above (the kernel
+                # then takes the sub-chunk: -0.0 is fine there, the others raise)
+                ok = int(np.maximum.reduce(arr.view(bits[0]))) <= bits[1]
+            else:
+                ok = bool(np.minimum.reduce(arr) >= 0) and bool(np.maximum.reduce(arr) <= 1)
             self.memo[key] = ok
         return ok
 
@@ -441,8 +451,7 @@ def _range_of(blk: Block, x: Any) -> tuple[float, float]:
 
 
 def _unit(blk: Block, x: Any) -> bool:
-    lo, hi = _range_of(blk, x)
-    return lo >= 0.0 and hi <= 1.0  # False for NaN
+    return blk.in_unit(x)
 
 
 def _bce(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
