@@ -106,10 +106,11 @@ def test_fused_matches_kernel(loss, dtype, monkeypatch):
     tol = 1e-5 if dtype == "float32" else 1e-10
     for seed in (0, 1):
         arrays = _case(loss, dtype, seed)
-        ref = _value(loss, arrays, monkeypatch, False)
-        for kw in ({}, {"chunk_size": 333}):
-            got = _value(loss, arrays, monkeypatch, True, **kw)
-            assert got == pytest.approx(ref, rel=tol, abs=1e-300), (loss, dtype, seed, kw)
+        for reduction in ("mean", "sum"):
+            ref = _value(loss, arrays, monkeypatch, False, reduction=reduction)
+            for kw in ({}, {"chunk_size": 333}):
+                got = _value(loss, arrays, monkeypatch, True, reduction=reduction, **kw)
+                assert got == pytest.approx(ref, rel=tol, abs=1e-300), (loss, dtype, seed, reduction, kw)
 
 
 def test_fused_paths_are_taken(monkeypatch):
