@@ -703,13 +703,17 @@ def _cosine_embedding(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, An
 
 
 def _overlap_stats(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float, dict[str, float]] | None:
-    """Σ p·t, Σ p, Σ t (the Dice/IoU/Tversky sufficient statistics), summed per sub-chunk in the
-    inputs' float type (pairwise; see :func:`_sum`) and accumulated in float64."""
+    """Σ p·t, Σ p, Σ t (the Dice/IoU/Tversky sufficient statistics), in float64.
+
+    Not in float32 like the elementwise sums: the loss is 1 - score, so for a near-perfect mask
+    (loss 1e-3) the sums' relative errors are amplified a thousandfold (float32 pairwise sums gave
+    4e-6 there in benchmarks/accuracy.py; float64 gives 1e-13)."""
     if not (_unit(blk, p) and _unit(blk, t)):
         return None
-    pp, tt = blk.arrays[p], blk.arrays[t]
-    prod = np.multiply(pp, tt, out=blk.ws.buf("ov", pp.size, pp.dtype))
-    return 0.0, 0.0, {"i": _sum(prod), "p": _sum(pp), "t": _sum(tt)}
+    pp, tt = _f64_of(blk, p), _f64_of(blk, t)
+    prod = np.multiply(pp, tt, out=blk.ws.buf("ov", pp.size, np.float64))
+    return 0.0, 0.0, {"i": float(np.add.reduce(prod)), "p": float(np.add.reduce(pp)),
+                      "t": float(np.add.reduce(tt))}
 
 @dataclass(frozen=True)
 class Fused:
