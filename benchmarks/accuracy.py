@@ -2,8 +2,9 @@
 """Accuracy of the fused float32 sums at scale, against a float64 reference.
 
 The fast paths sum float32 per-element values pairwise within each 128K-element sub-chunk and add
-the sub-chunk sums in float64 (mse … bce_with_logits, bce, msle, mape, hinge); dice and iou sum in
-float64 (their 1 - score cancels), checked here on a near-perfect mask. This script checks that trick at 1e8 elements on adversarial data
+the sub-chunk sums in float64 (mse … bce_with_logits, bce, msle, mape, hinge); dice and iou (whose
+1 - score cancels) sum the disagreement |p - t| and the false negatives instead, checked here on a
+near-perfect mask. This script checks that trick at 1e8 elements on adversarial data
 (a large mean offset, so every term is almost the same large number; and a wide dynamic range),
 against references computed entirely in float64 from the same float32 inputs.
 
