@@ -38,6 +38,8 @@ class _LossctlGroup(TyperGroup):
             result = super().main(args=args, prog_name=prog_name or "lossctl",
                                   complete_var=complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
+            if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into Exit(130) itself
+                console.error("interrupted")
         except typer.Exit as exc:  # pragma: no cover - click returns it instead
             code = exc.exit_code
         except (typer.Abort, KeyboardInterrupt):

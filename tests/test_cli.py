@@ -238,3 +238,28 @@ def test_unbatched_inputs_from_npy_files(runner, tmp_path):
     assert ce.exit_code == 0, ce.stderr
     lse = np.log(np.exp([1.0, 2.0, 0.5]).sum())
     assert json.loads(ce.stdout)["results"][0]["value"] == pytest.approx(lse - 2.0, rel=1e-12)
+
+
+def test_ctrl_c_is_exit_130_with_one_line_and_no_partial_file(tmp_path):
+    import signal
+    import time
+
+    n = 40_000_000
+    for name in ("a.npy", "b.npy"):
+        big = np.lib.format.open_memmap(tmp_path / name, mode="w+", dtype=np.float32, shape=(n,))
+        big[:] = 0.5
+        del big
+    out = tmp_path / "ps.npy"
+    proc = subprocess.Popen([sys.executable, "-m", "lossctl", "evaluate", str(tmp_path / "a.npy"),
+                             str(tmp_path / "b.npy"), "--loss", "log_cosh", "--reduction", "none",
+                             "--per-sample", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob("ps.npy*")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)  # wait until it is writing per-sample values
+    if proc.poll() is not None:
+        pytest.skip("the evaluation finished before it could be interrupted")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert stderr.strip() == "error: interrupted" and stdout == ""
+    assert not list(tmp_path.glob("ps.npy*"))  # nothing half-written is left behind
