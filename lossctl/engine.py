@@ -145,18 +145,20 @@ class TermPlan:
     def add(self, part: Part) -> None:
         values = part.values
         chunk_sum = float(np.sum(values, dtype=np.float64)) if values is not None else 0.0
-        self.total += chunk_sum
-        if part.mean_values is not None:
-            self.numerator += float(np.sum(part.mean_values, dtype=np.float64))
-        else:
-            self.numerator += chunk_sum
+        numerator = chunk_sum if part.mean_values is None else float(np.sum(part.mean_values, dtype=np.float64))
         if part.weight is None:
-            self.denominator += 0 if values is None else np.size(values)
+            weight = 0 if values is None else np.size(values)
         else:
-            self.denominator += float(np.sum(part.weight, dtype=np.float64))
-        if part.stats:
-            for key, val in part.stats.items():
-                self.stats[key] = self.stats.get(key, 0.0) + np.asarray(val, dtype=np.float64)
+            weight = float(np.sum(part.weight, dtype=np.float64))
+        self.add_sums(chunk_sum, numerator, weight, part.stats)
+
+    def add_sums(self, total: float, numerator: float, weight: float, stats: dict[str, Any] | None) -> None:
+        """Add one chunk's sufficient statistics (from a Part, or straight from a fused fast path)."""
+        self.total += total
+        self.numerator += numerator
+        self.denominator += weight
+        for key, val in (stats or {}).items():
+            self.stats[key] = self.stats.get(key, 0.0) + np.asarray(val, dtype=np.float64)
 
     def value(self) -> float:
         if self.spec.finalize is not None:
@@ -389,10 +391,7 @@ def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_
         for start, stop, results in done:
             for plan, res in zip(group, results):
                 _apply_chunk(plan, res)
-            if on_progress is not None:
-                on_progress(stop - start)
-            if tracker is not None:
-                tracker.advance(stop - start)
+            _advance(on_progress, tracker, stop - start)
 
 
 def _slow_range(group: Sequence[TermPlan], start: int, stop: int, rows: int, nan_policy: str,
@@ -451,19 +450,20 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
             for plan, (total, weight, stats) in zip(group, result):
-                plan.total += total
-                plan.numerator += total
-                plan.denominator += weight
-                for key, val in stats.items():  # Part.stats sums for the loss's finalize
-                    plan.stats[key] = plan.stats.get(key, 0.0) + np.float64(val)
+                plan.add_sums(total, total, weight, stats)
         else:
             for _, _, results in result:
                 for plan, res in zip(group, results):
                     _apply_chunk(plan, res)
-        if on_progress is not None:
-            on_progress(stop - start)
-        if tracker is not None:
-            tracker.advance(stop - start)
+        _advance(on_progress, tracker, stop - start)
+
+
+def _advance(on_progress: Any, tracker: Any, samples: int) -> None:
+    """Report ``samples`` more samples done, in order, to the caller and the progress bar."""
+    if on_progress is not None:
+        on_progress(samples)
+    if tracker is not None:
+        tracker.advance(samples)
 
 
 def _progress_tracker(passes: Sequence[Any]) -> Any:

@@ -323,18 +323,11 @@ def baseline_from_dict(doc: Any, path: str) -> Baseline:
 
 def load_baseline(path: str) -> Baseline:
     """Read an earlier ``lossctl evaluate --format json`` report; every problem is exit 2."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        raise UsageError(f"--baseline {path}: no such file; make one with: lossctl evaluate ... "
-                         f"--format json --output {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"--baseline {path}: is a directory, not a JSON report") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--baseline {path}: not UTF-8 text; give a JSON report") from None
-    except OSError as exc:
-        raise UsageError(f"--baseline {path}: cannot read it: {exc.strerror or exc}") from None
+    from lossctl.userfiles import read_text
+
+    text = read_text(path, f"--baseline {path}", "a JSON report",
+                     missing=f"--baseline {path}: no such file; make one with: lossctl evaluate ... "
+                             f"--format json --output {path}")
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -60,17 +60,10 @@ _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _con
 
 def load_yaml(path: str | Path, what: str) -> Any:
     """Read one YAML document from ``path`` safely; every problem is a one-line UsageError."""
+    from lossctl.userfiles import read_text
+
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"{what} {str(p)!r} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"{what} {str(p)!r} is a directory, not a YAML file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{what} {str(p)!r} is not UTF-8 text; give a YAML file") from None
-    except OSError as exc:
-        raise UsageError(f"cannot read {what} {str(p)!r}: {exc.strerror or exc}") from None
+    text = read_text(p, f"{what} {str(p)!r}", "a YAML file")
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
