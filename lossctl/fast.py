@@ -29,6 +29,11 @@ from typing import Any
 
 import numpy as np
 
+try:  # the optional C kernels (setup.py builds them when a compiler is there)
+    from lossctl import _kernels as _ck
+except ImportError:  # pragma: no cover - depends on the install
+    _ck = None
+
 #: Elements per sub-chunk (on a fixed grid of samples): its scratch arrays stay in L2/L3 cache, and
 #: each NumPy call is long enough that two worker threads rarely wait for the GIL.
 SUB_ELEMENTS = 1 << 17
@@ -147,13 +152,31 @@ def _sum(v: np.ndarray) -> float:
 FusedFn = Callable[[Block, Any, Any, dict[str, Any]], "tuple[float, float] | None"]
 
 
+# kinds of _kernels.residual_sum
+_SQUARE, _ABS, _HUBER = 0, 1, 2
+
+
+def _c_residual_sum(blk: Block, kind: int, p: Any, t: Any, knee: float = 0.0) -> float | None:
+    """Σ f(p - t) in one pass by the C kernel (per-element values as the NumPy code below forms
+    them, accumulated in float64), or None when the kernels are not built."""
+    if _ck is None:
+        return None
+    return _ck.residual_sum(kind, blk.arrays[p], blk.arrays[t], knee)
+
+
 def _mse(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    total = _c_residual_sum(blk, _SQUARE, p, t)
+    if total is not None:
+        return total, blk.arrays[p].size
     d = blk.residual(p, t)
     v = np.multiply(d, d, out=blk.ws.buf("v", d.size, d.dtype))
     return _sum(v), d.size
 
 
 def _mae(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    total = _c_residual_sum(blk, _ABS, p, t)
+    if total is not None:
+        return total, blk.arrays[p].size
     a = blk.abs_residual(p, t)
     return _sum(a), a.size
 
@@ -175,6 +198,9 @@ def _huber_core(blk: Block, p: Any, t: Any, knee: float) -> np.ndarray:
 
 
 def _huber(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    total = _c_residual_sum(blk, _HUBER, p, t, params["delta"])
+    if total is not None:
+        return total, blk.arrays[p].size
     v = _huber_core(blk, p, t, params["delta"])
     return _sum(v), v.size
 
@@ -189,6 +215,9 @@ def _smooth_l1(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[floa
         return _mae(blk, p, t, params)
     dt = blk.arrays[p].dtype
     if beta >= _TINY_BETA[dt]:
+        total = _c_residual_sum(blk, _HUBER, p, t, beta)
+        if total is not None:
+            return total / beta, blk.arrays[p].size
         v = _huber_core(blk, p, t, beta)
         return _sum(v) / beta, v.size
     a = blk.abs_residual(p, t)
@@ -393,6 +422,20 @@ def _nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, flo
     x, y, rows, classes = got
     picked = _picked(blk, x, y, rows, classes)
     return -_sum(picked), rows
+
+
+def _nll_c(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """-Σ x[i, y_i]: one pass over the indices (range check included), gathering from the rows."""
+    x, y = blk.arrays[p], blk.arrays[t]
+    if _ck is None or blk.n == 0 or y.dtype not in _C_INDEX:
+        return _nll(blk, p, t, params)
+    total = _ck.pick_sum(x, y, x.size // blk.n)
+    if total is None:
+        return None  # ignore_index, or a bad label: the kernel ignores it or names it
+    return -total, blk.n
+
+
+_C_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
 
 def _msle(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
     """(log1p(p) - log1p(t))² in the inputs' float type, as the kernel; values <= -1 go to the kernel."""
@@ -725,6 +768,11 @@ def _overlap_stats(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[
     carry those sums' accuracy into 1 - score whatever its size. Everything else (soft masks, float64):
     the three sums in float64. Plain float32 sums of p, t and p·t lose about 1/loss in relative
     accuracy (4e-6 at a loss of 1e-3 in benchmarks/accuracy.py)."""
+    if _ck is not None and blk.arrays[p].dtype == np.float32 and blk.arrays[t].dtype == np.float32:
+        sums = _ck.overlap_hard(blk.arrays[p], blk.arrays[t])
+        if sums is not None:
+            disagree, fn, inter = sums
+            return 0.0, 0.0, {"i": inter, "p": inter + (disagree - fn), "t": inter + fn}
     if not _unit(blk, p):
         return None
     if _hard_mask(blk, t):
@@ -826,7 +874,7 @@ def _cosine_pairs(plan: Any) -> bool:
 
 _BY_NAME: dict[str, Fused] = {
     "cross_entropy": Fused(_cross_entropy, _index_targets),
-    "nll": Fused(_nll, _index_targets),
+    "nll": Fused(_nll_c, _index_targets),
     "mse": Fused(_mse, _same_float_pair),
     "mae": Fused(_mae, _same_float_pair),
     "huber": Fused(_huber, _same_float_pair),

@@ -1,0 +1,197 @@
+"""The optional C kernels (lossctl/_kernels.c) against float64 references and the NumPy fast paths.
+
+The kernels are built by ``pip install`` when a C compiler is there (.ci/run checks that they
+were); without them lossctl uses the NumPy fast paths, which the second half of this file also runs
+(``fast._ck = None``) so both stay covered. No timings here: see benchmarks/.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lossctl
+from lossctl import engine, fast
+
+ck = fast._ck
+needs_c = pytest.mark.skipif(ck is None, reason="C kernels not built (no compiler at install time)")
+
+
+def _pair(n, dtype, seed=0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(n) * scale).astype(dtype), rng.standard_normal(n).astype(dtype)
+
+
+def _huber_ref(d, k):
+    a = np.abs(d)
+    return np.where(a < k, 0.5 * d * d, k * (a - 0.5 * k))
+
+
+# ---------------------------------------------------------------------------- the kernels alone
+
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [0, 1, 7, 8, 9, 17, 1000])  # the 8-lane loop and its tail
+def test_residual_sums_match_float64_references(dtype, n):
+    a, b = _pair(n, dtype, seed=n)
+    d = (a - b).astype(np.float64)  # p - t in the inputs' type, as the kernels form it
+    rtol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(ck.residual_sum(0, a, b, 0.0), np.sum(d * d), rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(ck.residual_sum(1, a, b, 0.0), np.sum(np.abs(d)), rtol=rtol, atol=1e-300)
+    for knee in (0.25, 1.0, 1e4):
+        np.testing.assert_allclose(ck.residual_sum(2, a, b, knee), np.sum(_huber_ref(d, knee)),
+                                   rtol=rtol, atol=1e-300)
+
+
+@needs_c
+def test_float32_values_are_formed_in_float32_and_summed_in_float64():
+    # 1e6 elements of 1 + 2^-23 squared: float32 accumulation would stall at 2^24
+    a = np.full(1_000_000, 1 + 2.0**-23, dtype=np.float32)
+    b = np.zeros_like(a)
+    per_element = float(np.float32(a[0]) * np.float32(a[0]))  # the float32 square
+    assert ck.residual_sum(0, a, b, 0.0) == pytest.approx(1_000_000 * per_element, rel=1e-15)
+
+
+@needs_c
+@pytest.mark.parametrize("kind", [0, 1, 2])
+def test_nan_and_inf_propagate_so_the_engine_hands_the_chunk_back(kind):
+    a, b = _pair(33, np.float32)
+    a[20] = np.nan
+    assert np.isnan(ck.residual_sum(kind, a, b, 1.0))
+    a[20] = np.inf
+    assert not np.isfinite(ck.residual_sum(kind, a, b, 1.0))
+
+
+@needs_c
+def test_huber_is_exact_at_the_knee_and_for_huge_residuals():
+    a = np.array([1.0, -1.0, 1e30, -1e30, 0.0], dtype=np.float64)
+    b = np.zeros_like(a)
+    # |d| = knee: both branches give 0.5; |d| = 1e30: knee (|d| - knee/2)
+    assert ck.residual_sum(2, a, b, 1.0) == 0.5 + 0.5 + 2 * (1e30 - 0.5)
+
+
+@needs_c
+def test_bad_buffers_are_refused():
+    a32, b32 = _pair(10, np.float32)
+    with pytest.raises(TypeError):
+        ck.residual_sum(0, a32, b32.astype(np.float64), 0.0)  # mixed types
+    with pytest.raises(TypeError):
+        ck.residual_sum(0, a32, b32[:5], 0.0)  # lengths differ
+    with pytest.raises(TypeError):
+        ck.residual_sum(0, a32.astype(np.int32), b32.astype(np.int32), 0.0)
+    with pytest.raises(ValueError):
+        ck.residual_sum(7, a32, b32, 0.0)
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        ck.residual_sum(0, a32[::2], b32[::2], 0.0)  # not contiguous
+
+
+@needs_c
+@pytest.mark.parametrize("n", [1, 8, 13, 5000])
+def test_overlap_sums_match_float64_references(n):
+    rng = np.random.default_rng(n)
+    p = rng.random(n, dtype=np.float32)
+    p[::7] = 0.0
+    p[1::11] = 1.0
+    t = (rng.random(n) < 0.3).astype(np.float32)
+    dis, fn, inter = ck.overlap_hard(p, t)
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    np.testing.assert_allclose(dis, np.sum(np.abs(p64 - t64)), rtol=1e-12)
+    np.testing.assert_allclose(fn, np.sum(t64 * (1 - p64)), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(inter, np.sum(p64 * t64), rtol=1e-12, atol=1e-300)
+
+
+@needs_c
+@pytest.mark.parametrize("where, value", [("t", 0.5), ("t", -0.0), ("t", np.nan), ("t", 2.0),
+                                          ("p", 1.0000001), ("p", -1e-30), ("p", np.nan)])
+def test_overlap_refuses_soft_masks_and_values_outside_the_unit_interval(where, value):
+    rng = np.random.default_rng(1)
+    p = rng.random(20, dtype=np.float32)
+    t = (rng.random(20) < 0.5).astype(np.float32)
+    (t if where == "t" else p)[11] = value
+    assert ck.overlap_hard(p, t) is None
+
+
+@needs_c
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pick_sum_gathers_one_value_per_row(index_dtype, dtype):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((37, 5)).astype(dtype)
+    y = rng.integers(0, 5, 37).astype(index_dtype)
+    expected = np.sum(x[np.arange(37), y].astype(np.float64))
+    np.testing.assert_allclose(ck.pick_sum(x.reshape(-1), y, 5), expected, rtol=1e-13)
+    for bad in (-100, 5):
+        y2 = y.copy()
+        y2[30] = bad
+        assert ck.pick_sum(x.reshape(-1), y2, 5) is None
+    with pytest.raises(TypeError):
+        ck.pick_sum(x.reshape(-1), y, 4)  # rows x classes does not match
+
+
+# ------------------------------------------------ the engine with and without the C kernels
+
+@pytest.fixture(params=["c", "numpy"])
+def fast_path(request, monkeypatch):
+    """Run the test once through the C kernels (when built) and once through the NumPy fast paths."""
+    monkeypatch.setattr(engine, "TASK_ELEMENTS", 2048)
+    monkeypatch.setattr(fast, "SUB_ELEMENTS", 256)
+    if request.param == "c" and ck is None:
+        pytest.skip("C kernels not built")
+    if request.param == "numpy":
+        monkeypatch.setattr(fast, "_ck", None)
+    return request.param
+
+
+def _values(preds, targets, losses):
+    return [r.value for r in lossctl.evaluate(preds, targets, losses, provenance=False).results]
+
+
+def _generic(preds, targets, losses):
+    engine.FAST_PATHS = False
+    try:
+        return _values(preds, targets, losses)
+    finally:
+        engine.FAST_PATHS = True
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_regression_fast_paths_agree_with_the_kernels(fast_path, dtype):
+    losses = ["mse", "mae", "huber(delta=0.7)", "smooth_l1(beta=2)", "smooth_l1(beta=0)"]
+    p, t = _pair(5003, dtype, seed=3)
+    np.testing.assert_allclose(_values(p, t, losses), _generic(p, t, losses),
+                               rtol=2e-6 if dtype == np.float32 else 1e-12)
+
+
+def test_nan_in_a_chunk_still_follows_the_nan_policy(fast_path):
+    p, t = _pair(3000, np.float32, seed=4)
+    p[2500] = np.nan
+    with pytest.raises(lossctl.errors.InputError, match="NaN"):
+        _values(p, t, ["huber"])
+    omitted = lossctl.evaluate(p, t, ["huber"], nan_policy="omit", provenance=False).results[0].value
+    keep = ~np.isnan(p)
+    assert omitted == pytest.approx(_generic(p[keep], t[keep], ["huber"])[0], rel=1e-6)
+
+
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32])
+def test_nll_fast_path_agrees_and_hands_back_ignored_rows(fast_path, index_dtype):
+    rng = np.random.default_rng(5)
+    logp = np.log(rng.dirichlet(np.ones(6), 4001)).astype(np.float32)
+    y = rng.integers(0, 6, 4001).astype(index_dtype)
+    np.testing.assert_allclose(_values(logp, y, ["nll"]), _generic(logp, y, ["nll"]), rtol=1e-6)
+    y[::17] = -100  # ignore_index: those rows are left out of the mean
+    kept = y != -100
+    expected = -np.mean(logp[kept][np.arange(kept.sum()), y[kept]].astype(np.float64))
+    assert _values(logp, y, ["nll"])[0] == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("mask", ["hard", "soft", "negative zero"])
+def test_overlap_fast_paths_agree_with_the_kernels(fast_path, mask):
+    rng = np.random.default_rng(6)
+    p = rng.random((400, 25), dtype=np.float32)
+    t = (rng.random((400, 25)) < 0.3).astype(np.float32)
+    if mask == "soft":
+        t[7, 3] = 0.25
+    elif mask == "negative zero":
+        t[t == 0] = -0.0
+    losses = ["dice", "iou", "tversky(alpha=0.3, beta=0.7)"]
+    np.testing.assert_allclose(_values(p, t, losses), _generic(p, t, losses), rtol=1e-6)
