@@ -305,10 +305,230 @@ pick_sum(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(total);
 }
 
+
+/* ------------------------------------------------------------------------------------- CTC
+ * The CTC forward recursion without logarithms: every state's alpha is kept as v · 2^x with v in
+ * [0.5, 1) (or v = 0, x = NO_PATH), so nothing underflows however long the sequence, and a
+ * log-sum-exp becomes three scalings by powers of two and two additions. A term more than 2^-1022
+ * below the largest of its cell is dropped: below rounding. Emissions y_t(k) = exp(log_probs) are
+ * split the same way, one exp per distinct class of the sequence per frame.
+ */
+#define NO_PATH (-((int64_t)1 << 60))
+#define LN2_HI 6.93147180369123816490e-01
+#define LN2_LO 1.90821492927058770002e-10
+
+typedef union { double d; uint64_t u; } bits64;
+
+/* 2^k for k <= 0 (0 below the normal range, where the term is below rounding anyway) */
+static inline double
+pow2_nonpositive(int64_t k)
+{
+    bits64 c;
+    c.u = k < -1022 ? 0 : (uint64_t)(k + 1023) << 52;
+    return c.d;
+}
+
+/* w (a positive normal double) as v · 2^e with v in [0.5, 1) */
+static inline double
+split_normal(double w, int64_t *e)
+{
+    bits64 c = {w};
+    *e = (int64_t)((c.u >> 52) & 0x7ff) - 1022;
+    c.u = (c.u & ~((uint64_t)0x7ff << 52)) | ((uint64_t)1022 << 52);
+    return c.d;
+}
+
+/* exp(l) as v · 2^e; returns -1 for NaN or l > 700 (not a log-probability: the NumPy path takes
+ * the sequence), 0 otherwise (v = 0 for l = -inf) */
+static inline int
+split_exp(double l, double *v, int64_t *e)
+{
+    if (l != l || l > 700.0) {
+        return -1;
+    }
+    if (l == -INFINITY) {
+        *v = 0.0;
+        *e = NO_PATH;
+        return 0;
+    }
+    if (l >= -700.0) {
+        *v = split_normal(exp(l), e);
+        return 0;
+    }
+    double k = floor(l / (LN2_HI + LN2_LO));
+    double r = (l - k * LN2_HI) - k * LN2_LO;  /* in [0, ln 2), up to rounding */
+    *v = split_normal(exp(r), e);
+    *e += (int64_t)k;
+    return 0;
+}
+
+/* log-likelihood of one sequence, or NaN when the NumPy path must take it. v, x, nv, nx have two
+ * leading padding states (v = 0, x = NO_PATH), so states s - 1 and s - 2 always exist. */
+static double
+ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t b,
+             Py_ssize_t frames, const int64_t *target, Py_ssize_t length, int64_t blank,
+             int64_t *cls_of_state, int64_t *distinct, double *cls_v, int64_t *cls_e,
+             double *v, int64_t *x, double *nv, int64_t *nx, unsigned char *skip)
+{
+    Py_ssize_t states = 2 * length + 1, n_distinct = 0;
+    if (frames == 0) {
+        return length == 0 ? 0.0 : -INFINITY;
+    }
+    /* the distinct classes of the extended label sequence, and each state's index among them */
+    for (Py_ssize_t s = 0; s < states; s++) {
+        int64_t label = s % 2 ? target[s / 2] : blank;
+        Py_ssize_t u = 0;
+        while (u < n_distinct && distinct[u] != label) {
+            u++;
+        }
+        if (u == n_distinct) {
+            distinct[n_distinct++] = label;
+        }
+        cls_of_state[s] = u;
+        skip[s] = s >= 2 && s % 2 && label != target[s / 2 - 1];
+    }
+    for (Py_ssize_t s = 0; s < states + 2; s++) {
+        v[s] = nv[s] = 0.0;
+        x[s] = nx[s] = NO_PATH;
+    }
+    for (Py_ssize_t t = 0; t < frames; t++) {
+        const double *row = lp + (t * batch + b) * classes;
+        for (Py_ssize_t u = 0; u < n_distinct; u++) {
+            if (split_exp(row[distinct[u]], &cls_v[u], &cls_e[u]) < 0) {
+                return NAN;
+            }
+        }
+        if (t == 0) {
+            for (Py_ssize_t s = 0; s < states && s < 2; s++) {
+                v[s + 2] = cls_v[cls_of_state[s]];
+                x[s + 2] = v[s + 2] == 0.0 ? NO_PATH : cls_e[cls_of_state[s]];
+            }
+            continue;
+        }
+        Py_ssize_t reach = 2 * t + 2 < states ? 2 * t + 2 : states;  /* s <= 2t + 1 */
+        const double *V = v + 2;
+        const int64_t *X = x + 2;
+        for (Py_ssize_t s = 0; s < reach; s++) {
+            /* stay, advance, skip: v · 2^x each, scaled to the largest; a masked skip is 0 · 2^NO_PATH */
+            int64_t x0 = X[s], x1 = X[s - 1], x2 = skip[s] ? X[s - 2] : NO_PATH;
+            double v2 = skip[s] ? V[s - 2] : 0.0;
+            int64_t top = x0 > x1 ? x0 : x1;
+            top = top > x2 ? top : x2;
+            double sum = V[s] * pow2_nonpositive(x0 - top) + V[s - 1] * pow2_nonpositive(x1 - top)
+                         + v2 * pow2_nonpositive(x2 - top);
+            int64_t u = cls_of_state[s], e;
+            double w = sum * cls_v[u];  /* in [0.25, 3), or 0 */
+            double m = split_normal(w, &e);
+            nv[s + 2] = w == 0.0 ? 0.0 : m;
+            nx[s + 2] = w == 0.0 ? NO_PATH : top + cls_e[u] + e;
+        }
+        double *tv = v;
+        int64_t *tx = x;
+        v = nv;
+        x = nx;
+        nv = tv;
+        nx = tx;
+    }
+    /* end in the last label or the blank after it */
+    Py_ssize_t last = states - 1 + 2;
+    int64_t top = x[last] > x[last - 1] ? x[last] : x[last - 1];
+    double sum = v[last] * pow2_nonpositive(x[last] - top) + v[last - 1] * pow2_nonpositive(x[last - 1] - top);
+    if (sum == 0.0) {
+        return -INFINITY;
+    }
+    return log(sum) + (double)top * (LN2_HI + LN2_LO);
+}
+
+PyDoc_STRVAR(ctc_loglik_doc,
+"ctc_loglik(log_probs, targets, input_lengths, target_lengths, blank, out) -> None\n\n"
+"CTC log-likelihood of every sequence into out (float64, batch): log_probs float64 (T, batch,\n"
+"classes), targets int64 (batch, width), lengths int64 (batch); labels must be in [0, classes)\n"
+"and not the blank (the caller checks them). A NaN in out marks a sequence with NaN or log-probabilities above 700:\n"
+"the caller computes those itself.");
+
+static PyObject *
+ctc_loglik(PyObject *self, PyObject *args)
+{
+    PyObject *olp, *otg, *oil, *otl, *oout;
+    Py_ssize_t blank;
+    Py_buffer lp, tg, il, tl, out;
+    if (!PyArg_ParseTuple(args, "OOOOnO", &olp, &otg, &oil, &otl, &blank, &oout)) {
+        return NULL;
+    }
+    if (get_pair(olp, otg, &lp, &tg) < 0) {
+        return NULL;
+    }
+    if (get_pair(oil, otl, &il, &tl) < 0) {
+        PyBuffer_Release(&lp);
+        PyBuffer_Release(&tg);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(oout, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&lp);
+        PyBuffer_Release(&tg);
+        PyBuffer_Release(&il);
+        PyBuffer_Release(&tl);
+        return NULL;
+    }
+    int ok = buffer_kind(&lp) == 'd' && lp.ndim == 3 && buffer_kind(&tg) == 'q' && tg.ndim == 2
+             && buffer_kind(&il) == 'q' && buffer_kind(&tl) == 'q' && buffer_kind(&out) == 'd';
+    Py_ssize_t frames_total = ok ? lp.shape[0] : 0, batch = ok ? lp.shape[1] : 0;
+    Py_ssize_t classes = ok ? lp.shape[2] : 0, stride = ok ? tg.shape[1] : 0, width = 0;
+    ok = ok && tg.shape[0] == batch && il.len == batch * 8 && tl.len == batch * 8
+         && out.len == batch * 8 && blank >= 0 && blank < classes;
+    const int64_t *ilp = il.buf, *tlp = tl.buf;
+    for (Py_ssize_t b = 0; ok && b < batch; b++) {
+        ok = ilp[b] >= 0 && tlp[b] >= 0 && tlp[b] <= stride;
+        width = tlp[b] > width ? tlp[b] : width;
+    }
+    if (!ok) {
+        PyBuffer_Release(&lp);
+        PyBuffer_Release(&tg);
+        PyBuffer_Release(&il);
+        PyBuffer_Release(&tl);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_TypeError, "ctc_loglik: float64 log_probs (T, batch, classes), int64 "
+                        "targets (batch, width) and lengths (batch), float64 out (batch)");
+        return NULL;
+    }
+    Py_ssize_t states = 2 * width + 1;
+    /* per state: 5 int64 arrays, 3 double arrays (4 of them with 2 padding states), 1 byte */
+    char *scratch = PyMem_RawMalloc((size_t)(states + 2) * (5 * sizeof(int64_t) + 3 * sizeof(double) + 1));
+    if (scratch == NULL) {
+        PyBuffer_Release(&lp);
+        PyBuffer_Release(&tg);
+        PyBuffer_Release(&il);
+        PyBuffer_Release(&tl);
+        PyBuffer_Release(&out);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t n = states + 2;
+    int64_t *cls_of_state = (int64_t *)scratch, *distinct = cls_of_state + n;
+    int64_t *cls_e = distinct + n, *x = cls_e + n, *nx = x + n;
+    double *cls_v = (double *)(nx + n), *v = cls_v + n, *nv = v + n;
+    unsigned char *skip = (unsigned char *)(nv + n);
+    double *res = out.buf;
+    for (Py_ssize_t b = 0; b < batch; b++) {
+        Py_ssize_t n_frames = ilp[b] < frames_total ? ilp[b] : frames_total;
+        res[b] = ctc_sequence(lp.buf, batch, classes, b, n_frames, (const int64_t *)tg.buf + b * stride,
+                              tlp[b], blank, cls_of_state, distinct, cls_v, cls_e, v, x, nv, nx, skip);
+    }
+    Py_END_ALLOW_THREADS
+    PyMem_RawFree(scratch);
+    PyBuffer_Release(&lp);
+    PyBuffer_Release(&tg);
+    PyBuffer_Release(&il);
+    PyBuffer_Release(&tl);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"residual_sum", residual_sum, METH_VARARGS, residual_sum_doc},
     {"overlap_hard", overlap_hard, METH_VARARGS, overlap_hard_doc},
     {"pick_sum", pick_sum, METH_VARARGS, pick_sum_doc},
+    {"ctc_loglik", ctc_loglik, METH_VARARGS, ctc_loglik_doc},
     {NULL, NULL, 0, NULL},
 };
 

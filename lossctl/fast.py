@@ -29,10 +29,7 @@ from typing import Any
 
 import numpy as np
 
-try:  # the optional C kernels (setup.py builds them when a compiler is there)
-    from lossctl import _kernels as _ck
-except ImportError:  # pragma: no cover - depends on the install
-    _ck = None
+from lossctl import ckernels
 
 #: Elements per sub-chunk (on a fixed grid of samples): its scratch arrays stay in L2/L3 cache, and
 #: each NumPy call is long enough that two worker threads rarely wait for the GIL.
@@ -159,9 +156,10 @@ _SQUARE, _ABS, _HUBER = 0, 1, 2
 def _c_residual_sum(blk: Block, kind: int, p: Any, t: Any, knee: float = 0.0) -> float | None:
     """Σ f(p - t) in one pass by the C kernel (per-element values as the NumPy code below forms
     them, accumulated in float64), or None when the kernels are not built."""
-    if _ck is None:
+    ck = ckernels.kernels
+    if ck is None:
         return None
-    return _ck.residual_sum(kind, blk.arrays[p], blk.arrays[t], knee)
+    return ck.residual_sum(kind, blk.arrays[p], blk.arrays[t], knee)
 
 
 def _mse(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
@@ -427,9 +425,10 @@ def _nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, flo
 def _nll_c(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
     """-Σ x[i, y_i]: one pass over the indices (range check included), gathering from the rows."""
     x, y = blk.arrays[p], blk.arrays[t]
-    if _ck is None or blk.n == 0 or y.dtype not in _C_INDEX:
+    ck = ckernels.kernels
+    if ck is None or blk.n == 0 or y.dtype not in _C_INDEX:
         return _nll(blk, p, t, params)
-    total = _ck.pick_sum(x, y, x.size // blk.n)
+    total = ck.pick_sum(x, y, x.size // blk.n)
     if total is None:
         return None  # ignore_index, or a bad label: the kernel ignores it or names it
     return -total, blk.n
@@ -768,8 +767,9 @@ def _overlap_stats(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[
     carry those sums' accuracy into 1 - score whatever its size. Everything else (soft masks, float64):
     the three sums in float64. Plain float32 sums of p, t and p·t lose about 1/loss in relative
     accuracy (4e-6 at a loss of 1e-3 in benchmarks/accuracy.py)."""
-    if _ck is not None and blk.arrays[p].dtype == np.float32 and blk.arrays[t].dtype == np.float32:
-        sums = _ck.overlap_hard(blk.arrays[p], blk.arrays[t])
+    ck = ckernels.kernels
+    if ck is not None and blk.arrays[p].dtype == np.float32 and blk.arrays[t].dtype == np.float32:
+        sums = ck.overlap_hard(blk.arrays[p], blk.arrays[t])
         if sums is not None:
             disagree, fn, inter = sums
             return 0.0, 0.0, {"i": inter, "p": inter + (disagree - fn), "t": inter + fn}

@@ -2,7 +2,7 @@
 
 The kernels are built by ``pip install`` when a C compiler is there (.ci/run checks that they
 were); without them lossctl uses the NumPy fast paths, which the second half of this file also runs
-(``fast._ck = None``) so both stay covered. No timings here: see benchmarks/.
+(``ckernels.kernels = None``) so both stay covered. No timings here: see benchmarks/.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import lossctl
-from lossctl import engine, fast
+from lossctl import ckernels, engine, fast
 
-ck = fast._ck
+ck = ckernels.kernels
 needs_c = pytest.mark.skipif(ck is None, reason="C kernels not built (no compiler at install time)")
 
 
@@ -138,7 +138,7 @@ def fast_path(request, monkeypatch):
     if request.param == "c" and ck is None:
         pytest.skip("C kernels not built")
     if request.param == "numpy":
-        monkeypatch.setattr(fast, "_ck", None)
+        monkeypatch.setattr(ckernels, "kernels", None)
     return request.param
 
 
@@ -195,3 +195,102 @@ def test_overlap_fast_paths_agree_with_the_kernels(fast_path, mask):
         t[t == 0] = -0.0
     losses = ["dice", "iou", "tversky(alpha=0.3, beta=0.7)"]
     np.testing.assert_allclose(_values(p, t, losses), _generic(p, t, losses), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------- CTC
+
+def _ctc_case(seed, frames=60, batch=7, classes=6, width=12, scale=3.0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((frames, batch, classes)) * scale
+    log_probs = x - np.log(np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)) - x.max(-1, keepdims=True)
+    targets = rng.integers(1, classes, (batch, width)).astype(np.int64)
+    targets[0, 1:4] = targets[0, 0]  # repeated labels: no skip between them
+    target_lengths = rng.integers(0, width + 1, batch).astype(np.int64)
+    input_lengths = rng.integers(0, frames + 1, batch).astype(np.int64)
+    if batch > 3:
+        target_lengths[1] = 0
+        input_lengths[2] = 0
+        input_lengths[3] = frames
+    return log_probs, targets, input_lengths, target_lengths
+
+
+def _c_loglik(log_probs, targets, input_lengths, target_lengths, blank=0):
+    out = np.empty(log_probs.shape[1])
+    ck.ctc_loglik(np.ascontiguousarray(log_probs), targets, input_lengths, target_lengths, blank, out)
+    return out
+
+
+@needs_c
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("scale", [0.5, 3.0, 300.0])  # 300: log-probabilities down to about -2000
+def test_ctc_recursion_matches_the_log_space_numpy_one(seed, scale):
+    from lossctl.losses.sequence import ctc_forward
+
+    lp, tg, il, tl = _ctc_case(seed, scale=scale)
+    expected = -ctc_forward(lp, tg, il, tl, 0)
+    got = _c_loglik(lp, tg, il, tl)
+    finite = np.isfinite(expected)
+    np.testing.assert_array_equal(np.isfinite(got), finite)
+    np.testing.assert_array_equal(got[~finite], expected[~finite])
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-12, atol=1e-12)
+
+
+@needs_c
+def test_ctc_long_confident_sequences_do_not_underflow():
+    # 3000 frames where the one feasible alignment has probability about e^-9000: far below the
+    # smallest double; the recursion keeps it exactly (log-space NumPy agrees)
+    from lossctl.losses.sequence import ctc_forward
+
+    lp, tg, il, tl = _ctc_case(11, frames=3000, batch=2, classes=5, width=40, scale=40.0)
+    il[:] = 3000
+    tl[:] = 40
+    expected = -ctc_forward(lp, tg, il, tl, 0)
+    got = _c_loglik(lp, tg, il, tl)
+    assert np.all(np.isfinite(got)) and np.all(got < -1000)
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@needs_c
+def test_ctc_impossible_alignments_and_nonfinite_inputs():
+    lp, tg, il, tl = _ctc_case(3)
+    lp[:, 4, :] = -np.inf  # every class impossible for sequence 4
+    lp[5, 5, 0] = np.nan  # NaN in the blank: the C kernel marks it, the caller recomputes
+    lp[7, 6, 0] = 800.0  # not a log-probability: marked too
+    il[4:7] = lp.shape[0]
+    tl[4:7] = 3
+    got = _c_loglik(lp, tg, il, tl)
+    assert got[4] == -np.inf
+    assert np.isnan(got[5]) and np.isnan(got[6])
+
+
+@needs_c
+def test_ctc_kernel_refuses_bad_shapes():
+    lp, tg, il, tl = _ctc_case(4)
+    out = np.empty(lp.shape[1])
+    with pytest.raises(TypeError):
+        ck.ctc_loglik(lp.astype(np.float32), tg, il, tl, 0, out)
+    with pytest.raises(TypeError):
+        ck.ctc_loglik(lp, tg[:3], il, tl, 0, out)
+    with pytest.raises(TypeError):
+        ck.ctc_loglik(lp, tg, il, tl + 100, 0, out)  # longer than the padded targets
+    with pytest.raises(TypeError):
+        ck.ctc_loglik(lp, tg, il, tl, lp.shape[2], out)  # blank outside the classes
+
+
+@pytest.mark.parametrize("zero_infinity", [False, True])
+def test_ctc_loss_agrees_with_and_without_the_c_kernels(fast_path, zero_infinity):
+    from lossctl.losses import sequence
+
+    lp, tg, il, tl = _ctc_case(5, frames=80, batch=30)
+    tl = np.minimum(tl, 5)
+    tg[:, :5][tg[:, :5] == 0] = 1
+    lp[:, 9, :] = -np.inf  # an impossible alignment
+    il[9] = 80
+    tl[9] = 2
+    inputs = dict(log_probs=lp.astype(np.float32), targets=tg, input_lengths=il, target_lengths=tl)
+    loss = f"ctc(zero_infinity={'true' if zero_infinity else 'false'})"
+    got = lossctl.evaluate(inputs=inputs, loss=loss, provenance=False).results[0].value
+    expected = sequence.ctc_forward(lp.astype(np.float32).astype(np.float64), tg, il, tl, 0)
+    if zero_infinity:
+        expected[np.isinf(expected)] = 0.0
+    assert got == pytest.approx(np.mean(expected / np.maximum(tl, 1)), rel=1e-12)

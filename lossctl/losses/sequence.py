@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import ckernels
 from lossctl.errors import DomainError, InputError
 from lossctl.inputs import LazyArray, MemoryArray, reshaped
 from lossctl.losses._common import shape_error
@@ -214,12 +215,25 @@ def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, t
         raise DomainError("targets", f"has label {value}, which is "
                                      + ("the blank" if value == blank else f"outside [0, {n_classes - 1}]")
                                      + f"; labels must be classes of log_probs other than blank={blank}")
-    loss = ctc_forward(lp, np.where(used, labels, blank), il, tl, blank)
+    padded = np.where(used, labels, blank)
+    kernels = ckernels.kernels
+    if kernels is None:
+        loss = ctc_forward(lp, padded, il, tl, blank)
+    else:
+        loglik = np.empty(lp.shape[1])
+        kernels.ctc_loglik(np.ascontiguousarray(lp), np.ascontiguousarray(padded, dtype=np.int64), il, tl, blank,
+                           loglik)
+        loss = -loglik
+        redo = np.flatnonzero(np.isnan(loglik))  # NaN or values above 700 in log_probs
+        if redo.size:
+            loss[redo] = ctc_forward(lp[:, redo], padded[redo], il[redo], tl[redo], blank)
     if zero_infinity:
         loss = np.where(np.isinf(loss), 0.0, loss)
     return Part(values=loss, mean_values=loss / np.maximum(tl, 1))
 
 
-# The forward algorithm loops over time steps; chunks of many sequences amortise each step
-# (about 4M log-probabilities, 32 MB in float64, per chunk; read by engine._default_rows).
-ctc.chunk_elements = 1 << 22  # type: ignore[attr-defined]
+# The NumPy forward algorithm loops over time steps in Python: chunks of many sequences amortise
+# each step (about 4M log-probabilities, 32 MB in float64, per chunk; read by
+# engine._default_rows). The C recursion has no per-step cost, so its chunks are small enough to
+# spread a batch over the worker threads.
+ctc.chunk_elements = (1 << 22) if ckernels.kernels is None else (1 << 18)  # type: ignore[attr-defined]
