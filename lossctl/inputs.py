@@ -427,6 +427,101 @@ def _count_rows_or_error(path: str) -> Any:
 _CRLF_BLANK_RE = re.compile(rb"\n\r(?=\n)")
 
 
+class _Unsupported(Exception):
+    """The C parser met something only pandas reads (quotes, text, ragged rows...)."""
+
+
+CSV_BLOCK_BYTES = 1 << 23  # bytes of the file per C-parsed block (whole lines)
+_CSV_POOL: list[Any] = []
+
+
+def _csv_pool() -> Any:
+    """Threads that parse CSV blocks ahead of the reader (the C parser releases the GIL)."""
+    if not _CSV_POOL or _CSV_POOL[0][1] != os.getpid():
+        from concurrent.futures import ThreadPoolExecutor
+
+        from lossctl.engine import worker_count
+
+        _CSV_POOL[:] = [(ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="lossctl-csv"),
+                         os.getpid())]
+    return _CSV_POOL[0][0]
+
+
+def _simple_header(path: str, sep: str, has_header: bool, ncols: int) -> tuple[int, list[str]] | None:
+    """(byte offset of the first data line, column names) when the C parser can read the file:
+    a one-byte separator, no byte-order mark, an unquoted header of distinct non-empty names."""
+    from lossctl import ckernels
+
+    if ckernels.kernels is None or len(sep.encode()) != 1 or sep in "\r\n\"":
+        return None
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    if first.startswith(b"\xef\xbb\xbf") or b'"' in first:
+        return None
+    if not has_header:
+        return 0, [str(i) for i in range(ncols)]
+    try:
+        names = [f.strip() for f in first.decode("utf-8").rstrip("\r\n").split(sep)]
+    except UnicodeDecodeError:
+        return None
+    if len(names) != ncols or not all(names) or len(set(names)) != len(names):
+        return None
+    return len(first), names
+
+
+class _CsvBlocks:
+    """The data lines of a CSV file as float64 columns, block by block, in order: blocks of about
+    CSV_BLOCK_BYTES whole lines, parsed ahead by the C kernels on worker threads (two or three
+    blocks in flight: bounded memory). Raises _Unsupported for a block the C parser refuses."""
+
+    def __init__(self, path: str, sep: str, data_start: int, ncols: int) -> None:
+        from lossctl import ckernels
+
+        self._parse = ckernels.kernels.csv_parse  # type: ignore[union-attr]
+        self._sep, self._ncols = sep, ncols
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        self._pos, self._size = data_start, size
+        self._pending: deque[Any] = deque()
+        self._pool = _csv_pool()
+        self._ahead = self._pool._max_workers + 1
+
+    def _submit(self) -> None:
+        while len(self._pending) < self._ahead and self._pos < self._size:
+            stop = self._mm.find(b"\n", min(self._size, self._pos + CSV_BLOCK_BYTES))
+            stop = self._size if stop < 0 else stop + 1
+            self._pending.append(self._pool.submit(self._parse, self._mm, self._pos, stop, self._sep, self._ncols))
+            self._pos = stop
+
+    def __iter__(self) -> _CsvBlocks:
+        return self
+
+    def __next__(self) -> tuple[int, np.ndarray, tuple[int, ...]]:
+        """(rows, float64 columns (ncols, rows), per column the first non-integer row or -1)."""
+        self._submit()
+        if not self._pending:
+            raise StopIteration
+        got = self._pending.popleft().result()
+        if got is None:
+            self.close()
+            raise _Unsupported
+        self._submit()
+        data, capacity, rows, first_float = got
+        return rows, np.frombuffer(data, dtype=np.float64).reshape(self._ncols, capacity)[:, :rows], first_float
+
+    @property
+    def done(self) -> bool:
+        """Whether every block has been handed out."""
+        return not self._pending and self._pos >= self._size
+
+    def close(self) -> None:
+        """Wait for the blocks in flight (they read the mapping) and drop them."""
+        while self._pending:
+            self._pending.popleft().result()
+        self._pos = self._size
+
+
 class _CsvSource:
     """One CSV file parsed once, in chunks, for every column selection that reads it.
 
@@ -449,6 +544,8 @@ class _CsvSource:
         with open(path, encoding="utf-8", errors="replace") as fh:
             fields = fh.readline().count(sep) + 1
         self.chunk_rows = max(1, min(CSV_CHUNK_ROWS, CSV_CHUNK_CELLS // fields))
+        # the C parser when it can read the file (else, or when it meets something it can't, pandas)
+        self._simple = _simple_header(path, sep, has_header, fields)
         counted: list[Any] = []
         counter = None
         if os.path.getsize(path) > (1 << 22):  # count the rows while the first chunk is parsed
@@ -459,14 +556,11 @@ class _CsvSource:
             first = self._next_frame()
             if first is None:
                 raise InputError(f"{label}: the file has a header but no rows")
-            self.columns = [str(c) for c in first.columns]
-            for col in self.columns:
-                self.dtypes[col] = _column_dtype(first[col])
-            self._store(first)
+            self._store(*first)
         finally:
             if counter is not None:
                 counter.join()
-        if len(first) < self.chunk_rows:
+        if self._reader.done if isinstance(self._reader, _CsvBlocks) else first[0] < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
             lines = counted[0] if counted else _count_csv_rows(path)
@@ -475,6 +569,15 @@ class _CsvSource:
             self.n_rows = lines - (1 if has_header else 0)
 
     def _restart(self) -> None:
+        if isinstance(self._reader, _CsvBlocks):
+            self._reader.close()
+        self._blocks.clear()
+        self._parsed = 0
+        self._furthest = 0
+        self._exhausted = False
+        if self._simple is not None:
+            self._reader = _CsvBlocks(self.path, self.sep, self._simple[0], len(self._simple[1]))
+            return
         import pandas as pd
 
         # (no skipinitialspace: it halves the parser's speed; numbers parse with spaces around them
@@ -482,12 +585,43 @@ class _CsvSource:
         self._reader = pd.read_csv(self.path, sep=self.sep, header=0 if self.has_header else None,
                                    engine="c", on_bad_lines="error",
                                    keep_default_na=False, na_values=[""], chunksize=self.chunk_rows)
-        self._blocks.clear()
-        self._parsed = 0
-        self._furthest = 0
-        self._exhausted = False
 
-    def _next_frame(self) -> Any:
+    def _next_frame(self) -> tuple[int, Mapping[str, Any]] | None:
+        """(rows, {column: values}) of the next parsed block, or None at the end of the file.
+
+        The first block sets the columns and their dtypes: int64 for a column whose first
+        chunk_rows values are all integers (or true/false), float64 for other numbers, None for
+        text (the pandas reader keeps it as text; only an explicit selection reads it, and fails).
+        """
+        if self._simple is not None:
+            try:
+                rows, values, first_float = next(self._reader)
+            except StopIteration:
+                self._exhausted = True
+                return None
+            except _Unsupported:  # read the file with pandas from the top instead
+                self._simple = None
+                parsed = self._parsed
+                self._restart()
+                if parsed == 0:
+                    self.columns, self.dtypes = [], {}
+                return self._next_frame()
+            if not self.columns:
+                self.columns = list(self._simple[1])
+                for col, first in zip(self.columns, first_float):
+                    whole = first < 0 or first >= self.chunk_rows
+                    self.dtypes[col] = np.dtype(np.int64 if whole else np.float64)
+            return rows, dict(zip(self.columns, values))
+        frame = self._next_pandas_frame()
+        if frame is None:
+            return None
+        if not self.columns:
+            self.columns = [str(c) for c in frame.columns]
+            for col in self.columns:
+                self.dtypes[col] = _column_dtype(frame[col])
+        return len(frame), frame
+
+    def _next_pandas_frame(self) -> Any:
         import pandas as pd
 
         try:
@@ -510,7 +644,7 @@ class _CsvSource:
             frame.columns = [str(c).strip().strip('"').strip() for c in frame.columns]
         return frame
 
-    def _store(self, frame: Any) -> None:
+    def _store(self, rows: int, frame: Mapping[str, Any]) -> None:
         start = self._parsed
         cols = {}
         for col in self.columns:
@@ -520,7 +654,7 @@ class _CsvSource:
             else:
                 cols[col] = _convert_column(frame[col], declared, col, self.label, self.line0 + start)
         self._blocks.append((start, cols))
-        self._parsed += len(frame)
+        self._parsed += rows
 
     def read(self, columns: Sequence[str], start: int, stop: int) -> list[np.ndarray]:
         with self.lock:
@@ -531,7 +665,11 @@ class _CsvSource:
                 if frame is None:
                     raise InputError(f"{self.label}: has {self._parsed} rows where {self.n_rows} were counted "
                                      f"(blank or quoted multi-line rows?); clean the file or save it as .npy")
-                self._store(frame)
+                self._store(*frame)
+                # blocks far behind this read (after a switch to pandas, which starts at the top)
+                while len(self._blocks) > 1 and self._blocks[0][0] + _block_len(self._blocks[0][1]) <= \
+                        start - _CSV_KEEP_CHUNKS * self.chunk_rows:
+                    self._blocks.popleft()
             self._furthest = max(self._furthest, stop)
             out = []
             for col in columns:
@@ -569,7 +707,7 @@ def _column_dtype(col: Any) -> np.dtype | None:
 def _convert_column(col: Any, dtype: np.dtype, name: str, label: str, first_line: int) -> np.ndarray:
     kind = col.dtype.kind if isinstance(col.dtype, np.dtype) else "O"
     if kind in "iufb":
-        values = col.to_numpy()
+        values = np.asarray(col)
     else:
         text = col.astype(str).where(col.notna(), "")
         values = _numeric_column(text)

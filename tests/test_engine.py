@@ -247,7 +247,7 @@ def test_pitfall_observers_still_see_the_data_on_the_fast_path(tmp_path):
 
 
 @pytest.fixture
-def tiny_csv_chunks(monkeypatch):
+def tiny_csv_chunks(monkeypatch, csv_parser):
     from lossctl import inputs
 
     monkeypatch.setattr(inputs, "CSV_CHUNK_ROWS", 7)

@@ -46,7 +46,7 @@ def test_npz_single_array_keys_and_bundles(tmp_path):
         open_input(str(tmp_path / "two.npz") + ":pred")
 
 
-def test_csv_header_detection_and_selection(tmp_path):
+def test_csv_header_detection_and_selection(tmp_path, csv_parser):
     path = tmp_path / "d.csv"
     path.write_text("id,y_true,y_pred,name\n1,0.5,0.7,a\n2,1.5,1.0,b\n")
     both = open_input(f"{path}:y_true,y_pred").read_all()
@@ -62,7 +62,7 @@ def test_csv_header_detection_and_selection(tmp_path):
     np.testing.assert_array_equal(open_input(f"{tsv}:b").read_all(), [2, 4])
 
 
-def test_csv_errors_name_the_line_and_column(tmp_path):
+def test_csv_errors_name_the_line_and_column(tmp_path, csv_parser):
     bad = tmp_path / "bad.csv"
     bad.write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(InputError, match="line 3"):
