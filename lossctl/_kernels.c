@@ -643,7 +643,7 @@ parse_field(const char *p, const char *end, double *out, int *is_int)
         *out = negative ? -v : v;
         return 0;
     }
-    char text[64];
+    char text[1024];
     if (end - start >= (long)sizeof(text)) {
         return -1;
     }

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lossctl
 from lossctl import ckernels, engine, fast
@@ -294,3 +296,78 @@ def test_ctc_loss_agrees_with_and_without_the_c_kernels(fast_path, zero_infinity
     if zero_infinity:
         expected[np.isinf(expected)] = 0.0
     assert got == pytest.approx(np.mean(expected / np.maximum(tl, 1)), rel=1e-12)
+
+
+# ---------------------------------------------------------------------------------------- CSV
+
+def _parse(text, ncols, sep=","):
+    raw = text.encode()
+    got = ck.csv_parse(raw, 0, len(raw), sep, ncols)
+    if got is None:
+        return None
+    data, capacity, rows, first_float = got
+    return np.frombuffer(data, dtype=np.float64).reshape(ncols, capacity)[:, :rows], first_float
+
+
+@needs_c
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=1, max_size=20),
+       style=st.sampled_from(["repr", "%.7g", "%.9g", "%.17g", "%.3e", "%.15f", "%g"]))
+def test_csv_numbers_parse_exactly_as_python_float(values, style):
+    import re
+
+    texts = [repr(v) if style == "repr" else style % v for v in values]
+    got = _parse("\n".join(texts) + "\n", 1)
+    if any(re.fullmatch(r"-?0*[1-9]\d{15,}", t) for t in texts):
+        assert got is None  # integers past 15 digits: pandas reads them exactly, not as doubles
+        return
+    np.testing.assert_array_equal(got[0][0], [float(t) for t in texts])
+
+
+@needs_c
+def test_csv_field_forms():
+    text = (" 1 , -2.5e3\r\n"  # spaces around numbers, CRLF
+            "+3,.5\n"
+            "\n"  # an empty line: skipped
+            "4.,\n"  # an empty field: NaN
+            "nan,-Infinity\n"
+            "-0,1E-400\n"
+            "1.2345678901234567890123e22,0.1000000000000000055511151231257827\n"  # through strtod
+            "7,8")  # no newline at the end
+    cols, first_float = _parse(text, 2)
+    np.testing.assert_array_equal(cols[0], [1, 3, 4, np.nan, -0.0, 1.2345678901234568e22, 7])
+    np.testing.assert_array_equal(cols[1], [-2500, 0.5, np.nan, -np.inf, 0.0, 0.1, 8])
+    assert np.signbit(cols[0][4])
+    assert first_float == (2, 0)  # "4." is the first non-integer of column 0
+    tabs, _ = _parse("1\t2\n3\t4\n", 2, sep="\t")
+    np.testing.assert_array_equal(tabs, [[1, 3], [2, 4]])
+
+
+@needs_c
+@pytest.mark.parametrize("text", ['1,"2"\n', "1,2\n3\n", "1,2,3\n", "1,x\n", "1,true\n", "1,2\n   \n",
+                                  "1,0x10\n", "1,1e\n", "1,--2\n", "1,2 3\n", "1,12345678901234567\n",
+                                  "1,2\r3,4\n", "1,1.5.2\n", "1,\u00e9\n"])
+def test_csv_parser_refuses_what_only_pandas_reads(text):
+    assert _parse(text, 2) is None
+
+
+def test_csv_files_read_the_same_through_both_parsers(tmp_path, monkeypatch):
+    from lossctl import inputs
+    from lossctl.inputs import open_input
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    path = tmp_path / "mixed.csv"
+    with open(path, "w", newline="") as fh:
+        fh.write("id, pred ,target\r\n")
+        for i in range(n):
+            p, t = (float(v) for v in rng.standard_normal(2) * 10.0 ** rng.integers(-30, 30))
+            fh.write(f"{i},{p!r}, {t:.6e}\r\n" if i % 3 else f"{i},{p:.9g},\r\n")
+    monkeypatch.setattr(inputs, "CSV_BLOCK_BYTES", 1000)
+    via_c = open_input(str(path)).read_all()
+    assert open_input(f"{path}:id").dtype == np.int64
+    inputs._CSV_SOURCES.clear()
+    monkeypatch.setattr(ckernels, "kernels", None)
+    via_pandas = open_input(str(path)).read_all()
+    np.testing.assert_array_equal(via_c, via_pandas)
+    assert via_c.shape == (n, 3)
