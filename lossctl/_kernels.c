@@ -857,6 +857,50 @@ parse_lines(const char *p, const char *end, char sep, Py_ssize_t ncols, double *
     return row;
 }
 
+PyDoc_STRVAR(csv_count_rows_doc,
+"csv_count_rows(buffer) -> int\n\n"
+"The lines of buffer (whole lines; the last may lack its newline) that are not blank: blank is\n"
+"empty or a lone carriage return, the lines both parsers skip.");
+
+static PyObject *
+csv_count_rows(PyObject *self, PyObject *arg)
+{
+    Py_buffer buf;
+    Py_ssize_t rows = 0;
+    if (PyObject_GetBuffer(arg, &buf, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    /* rows = line ends - blank lines (+ a last line without its newline); one vectorisable pass:
+     * a newline ends a blank line when the byte before it is a newline (or the start), or is a
+     * carriage return that itself follows a newline (or the start) */
+    const unsigned char *p = buf.buf;
+    Py_ssize_t n = buf.len, ends = 0, blank = 0;
+    if (n > 0) {
+        ends = p[0] == '\n';
+        blank = p[0] == '\n';
+    }
+    if (n > 1) {
+        ends += p[1] == '\n';
+        blank += p[1] == '\n' && (p[0] == '\n' || p[0] == '\r');
+    }
+    for (Py_ssize_t s = 2; s < n; s += 4096) {  /* 32-bit counts per 4 KB: the loop vectorises */
+        Py_ssize_t stop = s + 4096 < n ? s + 4096 : n;
+        uint32_t e = 0, b = 0;
+        for (Py_ssize_t i = s; i < stop; i++) {
+            uint32_t nl = p[i] == '\n';
+            e += nl;
+            b += nl & ((p[i - 1] == '\n') | ((p[i - 1] == '\r') & (p[i - 2] == '\n')));
+        }
+        ends += e;
+        blank += b;
+    }
+    rows = ends - blank + (n > 0 && p[n - 1] != '\n');
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t(rows);
+}
+
 PyDoc_STRVAR(csv_parse_doc,
 "csv_parse(buffer, start, stop, sep, ncols) -> (data, capacity, rows, first_float) | None\n\n"
 "Parse the lines of buffer[start:stop] (whole lines) into float64 columns: data is a bytearray\n"
@@ -929,6 +973,7 @@ static PyMethodDef methods[] = {
     {"pick_sum", pick_sum, METH_VARARGS, pick_sum_doc},
     {"ctc_loglik", ctc_loglik, METH_VARARGS, ctc_loglik_doc},
     {"csv_parse", csv_parse, METH_VARARGS, csv_parse_doc},
+    {"csv_count_rows", csv_count_rows, METH_O, csv_count_rows_doc},
     {NULL, NULL, 0, NULL},
 };
 

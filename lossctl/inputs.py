@@ -417,9 +417,32 @@ def _count_csv_rows(path: str) -> int:
     return lines - blank
 
 
-def _count_rows_or_error(path: str) -> Any:
+def _count_rows_c(path: str) -> int:
+    """What _count_csv_rows counts, by the C kernels, over one reused buffer of whole lines."""
+    from lossctl import ckernels
+
+    count = ckernels.kernels.csv_count_rows  # type: ignore[union-attr]
+    rows, kept = 0, 0  # kept: bytes of an unfinished line at the front of the buffer
+    buf = bytearray(CSV_BLOCK_BYTES)
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            if kept == len(buf):  # a line longer than the buffer
+                buf.extend(bytes(len(buf)))
+            with memoryview(buf) as view:
+                got = fh.readinto(view[kept:])
+                if not got:
+                    return rows + (count(view[:kept]) if kept else 0)
+                filled = kept + got
+                cut = buf.rfind(b"\n", 0, filled) + 1
+                if cut:
+                    rows += count(view[:cut])
+                    view[:filled - cut] = view[cut:filled]
+                kept = filled - cut
+
+
+def _count_rows_or_error(path: str, fast: bool = False) -> Any:
     try:
-        return _count_csv_rows(path)
+        return _count_rows_c(path) if fast else _count_csv_rows(path)
     except BaseException as exc:  # noqa: BLE001 - handed back to the opening thread
         return exc
 
@@ -479,19 +502,34 @@ class _CsvBlocks:
 
         self._parse = ckernels.kernels.csv_parse  # type: ignore[union-attr]
         self._sep, self._ncols = sep, ncols
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            self._mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-        self._pos, self._size = data_start, size
+        self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        self._pos, self._size = data_start, os.fstat(self._fd).st_size
         self._pending: deque[Any] = deque()
         self._pool = _csv_pool()
         self._ahead = self._pool._max_workers + 1
 
+    def __del__(self) -> None:
+        self.close()
+        os.close(self._fd)
+
+    def _block_end(self, pos: int) -> int:
+        """The end of the line that holds byte pos (or the end of the file)."""
+        while pos < self._size:
+            tail = os.pread(self._fd, 1 << 16, pos)
+            nl = tail.find(b"\n")
+            if nl >= 0:
+                return pos + nl + 1
+            pos += len(tail)
+        return self._size
+
+    def _read_and_parse(self, start: int, stop: int) -> Any:
+        # read (not mapped: the pages of a mapping count as this process's memory until unmapped)
+        return self._parse(os.pread(self._fd, stop - start, start), 0, stop - start, self._sep, self._ncols)
+
     def _submit(self) -> None:
         while len(self._pending) < self._ahead and self._pos < self._size:
-            stop = self._mm.find(b"\n", min(self._size, self._pos + CSV_BLOCK_BYTES))
-            stop = self._size if stop < 0 else stop + 1
-            self._pending.append(self._pool.submit(self._parse, self._mm, self._pos, stop, self._sep, self._ncols))
+            stop = self._block_end(min(self._size, self._pos + CSV_BLOCK_BYTES))
+            self._pending.append(self._pool.submit(self._read_and_parse, self._pos, stop))
             self._pos = stop
 
     def __iter__(self) -> _CsvBlocks:
@@ -516,7 +554,7 @@ class _CsvBlocks:
         return not self._pending and self._pos >= self._size
 
     def close(self) -> None:
-        """Wait for the blocks in flight (they read the mapping) and drop them."""
+        """Wait for the blocks in flight and drop them."""
         while self._pending:
             self._pending.popleft().result()
         self._pos = self._size
@@ -549,7 +587,8 @@ class _CsvSource:
         counted: list[Any] = []
         counter = None
         if os.path.getsize(path) > (1 << 22):  # count the rows while the first chunk is parsed
-            counter = threading.Thread(target=lambda: counted.append(_count_rows_or_error(path)), daemon=True)
+            fast = self._simple is not None
+            counter = threading.Thread(target=lambda: counted.append(_count_rows_or_error(path, fast)), daemon=True)
             counter.start()
         try:
             self._restart()
@@ -563,7 +602,7 @@ class _CsvSource:
         if self._reader.done if isinstance(self._reader, _CsvBlocks) else first[0] < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
-            lines = counted[0] if counted else _count_csv_rows(path)
+            lines = counted[0] if counted else _count_rows_or_error(path, self._simple is not None)
             if isinstance(lines, BaseException):
                 raise lines
             self.n_rows = lines - (1 if has_header else 0)
