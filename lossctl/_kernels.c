@@ -363,13 +363,62 @@ split_exp(double l, double *v, int64_t *e)
     return 0;
 }
 
+static inline double
+as_double(uint64_t u)
+{
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+static inline uint64_t
+as_bits(double d)
+{
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    return u;
+}
+
+/* One frame of the recursion over states [0, reach): written with 64-bit integer and double
+ * operations only, so it vectorises (an AVX2 clone is picked at load time on CPUs that have it).
+ * V, X: the previous frame (two padding states before index 0); skip[s]: -1 when state s may come
+ * from s - 2, else 0; ev, ee: the emission of each state as ev · 2^ee. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__)) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+ctc_frame(const double *restrict V, const int64_t *restrict X, const int64_t *restrict skip,
+          const double *restrict ev, const int64_t *restrict ee, double *restrict nv,
+          int64_t *restrict nx, Py_ssize_t reach)
+{
+    for (Py_ssize_t s = 0; s < reach; s++) {
+        int64_t m = skip[s];
+        int64_t x0 = X[s], x1 = X[s - 1], x2 = (X[s - 2] & m) | (NO_PATH & ~m);
+        double v2 = as_double(as_bits(V[s - 2]) & (uint64_t)m);
+        int64_t top = x0 > x1 ? x0 : x1;
+        top = top > x2 ? top : x2;
+        /* stay, advance, skip: each scaled to the largest (2^k for k <= 0, 0 below 2^-1022) */
+        int64_t k0 = x0 - top, k1 = x1 - top, k2 = x2 - top;
+        double sum = V[s] * as_double(k0 < -1022 ? 0 : (uint64_t)(k0 + 1023) << 52)
+                     + V[s - 1] * as_double(k1 < -1022 ? 0 : (uint64_t)(k1 + 1023) << 52)
+                     + v2 * as_double(k2 < -1022 ? 0 : (uint64_t)(k2 + 1023) << 52);
+        double w = sum * ev[s];  /* in [0.25, 3), or 0 */
+        uint64_t bits = as_bits(w);
+        int64_t e = (int64_t)((bits >> 52) & 0x7ff) - 1022;
+        double mantissa = as_double((bits & ~((uint64_t)0x7ff << 52)) | ((uint64_t)1022 << 52));
+        int zero = w == 0.0;
+        nv[s] = zero ? 0.0 : mantissa;
+        nx[s] = zero ? NO_PATH : top + ee[s] + e;
+    }
+}
+
 /* log-likelihood of one sequence, or NaN when the NumPy path must take it. v, x, nv, nx have two
  * leading padding states (v = 0, x = NO_PATH), so states s - 1 and s - 2 always exist. */
 static double
 ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t b,
              Py_ssize_t frames, const int64_t *target, Py_ssize_t length, int64_t blank,
              int64_t *cls_of_state, int64_t *distinct, double *cls_v, int64_t *cls_e,
-             double *v, int64_t *x, double *nv, int64_t *nx, unsigned char *skip)
+             double *v, int64_t *x, double *nv, int64_t *nx, int64_t *skip, double *ev, int64_t *ee)
 {
     Py_ssize_t states = 2 * length + 1, n_distinct = 0;
     if (frames == 0) {
@@ -386,7 +435,7 @@ ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t 
             distinct[n_distinct++] = label;
         }
         cls_of_state[s] = u;
-        skip[s] = s >= 2 && s % 2 && label != target[s / 2 - 1];
+        skip[s] = s >= 2 && s % 2 && label != target[s / 2 - 1] ? -1 : 0;
     }
     for (Py_ssize_t s = 0; s < states + 2; s++) {
         v[s] = nv[s] = 0.0;
@@ -407,22 +456,11 @@ ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t 
             continue;
         }
         Py_ssize_t reach = 2 * t + 2 < states ? 2 * t + 2 : states;  /* s <= 2t + 1 */
-        const double *V = v + 2;
-        const int64_t *X = x + 2;
         for (Py_ssize_t s = 0; s < reach; s++) {
-            /* stay, advance, skip: v · 2^x each, scaled to the largest; a masked skip is 0 · 2^NO_PATH */
-            int64_t x0 = X[s], x1 = X[s - 1], x2 = skip[s] ? X[s - 2] : NO_PATH;
-            double v2 = skip[s] ? V[s - 2] : 0.0;
-            int64_t top = x0 > x1 ? x0 : x1;
-            top = top > x2 ? top : x2;
-            double sum = V[s] * pow2_nonpositive(x0 - top) + V[s - 1] * pow2_nonpositive(x1 - top)
-                         + v2 * pow2_nonpositive(x2 - top);
-            int64_t u = cls_of_state[s], e;
-            double w = sum * cls_v[u];  /* in [0.25, 3), or 0 */
-            double m = split_normal(w, &e);
-            nv[s + 2] = w == 0.0 ? 0.0 : m;
-            nx[s + 2] = w == 0.0 ? NO_PATH : top + cls_e[u] + e;
+            ev[s] = cls_v[cls_of_state[s]];
+            ee[s] = cls_e[cls_of_state[s]];
         }
+        ctc_frame(v + 2, x + 2, skip, ev, ee, nv + 2, nx + 2, reach);
         double *tv = v;
         int64_t *tx = x;
         v = nv;
@@ -493,8 +531,8 @@ ctc_loglik(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_ssize_t states = 2 * width + 1;
-    /* per state: 5 int64 arrays, 3 double arrays (4 of them with 2 padding states), 1 byte */
-    char *scratch = PyMem_RawMalloc((size_t)(states + 2) * (5 * sizeof(int64_t) + 3 * sizeof(double) + 1));
+    /* per state: 7 int64 arrays and 4 double arrays (some with 2 padding states) */
+    char *scratch = PyMem_RawMalloc((size_t)(states + 2) * (7 * sizeof(int64_t) + 4 * sizeof(double)));
     if (scratch == NULL) {
         PyBuffer_Release(&lp);
         PyBuffer_Release(&tg);
@@ -506,14 +544,13 @@ ctc_loglik(PyObject *self, PyObject *args)
     Py_BEGIN_ALLOW_THREADS
     Py_ssize_t n = states + 2;
     int64_t *cls_of_state = (int64_t *)scratch, *distinct = cls_of_state + n;
-    int64_t *cls_e = distinct + n, *x = cls_e + n, *nx = x + n;
-    double *cls_v = (double *)(nx + n), *v = cls_v + n, *nv = v + n;
-    unsigned char *skip = (unsigned char *)(nv + n);
+    int64_t *cls_e = distinct + n, *x = cls_e + n, *nx = x + n, *skip = nx + n, *ee = skip + n;
+    double *cls_v = (double *)(ee + n), *v = cls_v + n, *nv = v + n, *ev = nv + n;
     double *res = out.buf;
     for (Py_ssize_t b = 0; b < batch; b++) {
         Py_ssize_t n_frames = ilp[b] < frames_total ? ilp[b] : frames_total;
         res[b] = ctc_sequence(lp.buf, batch, classes, b, n_frames, (const int64_t *)tg.buf + b * stride,
-                              tlp[b], blank, cls_of_state, distinct, cls_v, cls_e, v, x, nv, nx, skip);
+                              tlp[b], blank, cls_of_state, distinct, cls_v, cls_e, v, x, nv, nx, skip, ev, ee);
     }
     Py_END_ALLOW_THREADS
     PyMem_RawFree(scratch);
