@@ -415,7 +415,7 @@ ctc_frame(const double *restrict V, const int64_t *restrict X, const int64_t *re
 /* log-likelihood of one sequence, or NaN when the NumPy path must take it. v, x, nv, nx have two
  * leading padding states (v = 0, x = NO_PATH), so states s - 1 and s - 2 always exist. */
 static double
-ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t b,
+ctc_sequence(const double *lp, const double *probs, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t b,
              Py_ssize_t frames, const int64_t *target, Py_ssize_t length, int64_t blank,
              int64_t *cls_of_state, int64_t *distinct, double *cls_v, int64_t *cls_e,
              double *v, int64_t *x, double *nv, int64_t *nx, int64_t *skip, double *ev, int64_t *ee)
@@ -442,9 +442,13 @@ ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t 
         x[s] = nx[s] = NO_PATH;
     }
     for (Py_ssize_t t = 0; t < frames; t++) {
-        const double *row = lp + (t * batch + b) * classes;
+        const double *row = lp + (t * batch + b) * classes, *prow = probs + (t * batch + b) * classes;
         for (Py_ssize_t u = 0; u < n_distinct; u++) {
-            if (split_exp(row[distinct[u]], &cls_v[u], &cls_e[u]) < 0) {
+            double p = prow[distinct[u]];  /* exp(log_probs), computed by the caller (vectorised) */
+            if (p >= 0x1p-1000 && p <= 0x1p1000) {
+                cls_v[u] = split_normal(p, &cls_e[u]);
+            }
+            else if (split_exp(row[distinct[u]], &cls_v[u], &cls_e[u]) < 0) {
                 return NAN;
             }
         }
@@ -479,87 +483,78 @@ ctc_sequence(const double *lp, Py_ssize_t batch, Py_ssize_t classes, Py_ssize_t 
 }
 
 PyDoc_STRVAR(ctc_loglik_doc,
-"ctc_loglik(log_probs, targets, input_lengths, target_lengths, blank, out) -> None\n\n"
+"ctc_loglik(log_probs, probs, targets, input_lengths, target_lengths, blank, out) -> None\n\n"
 "CTC log-likelihood of every sequence into out (float64, batch): log_probs float64 (T, batch,\n"
-"classes), targets int64 (batch, width), lengths int64 (batch); labels must be in [0, classes)\n"
+"classes) and probs = exp(log_probs) (the caller's vectorised exp; the kernel redoes the values\n"
+"outside 2^-1000 ... 2^1000 from log_probs), targets int64 (batch, width), lengths int64 (batch); labels must be in [0, classes)\n"
 "and not the blank (the caller checks them). A NaN in out marks a sequence with NaN or log-probabilities above 700:\n"
 "the caller computes those itself.");
 
 static PyObject *
 ctc_loglik(PyObject *self, PyObject *args)
 {
-    PyObject *olp, *otg, *oil, *otl, *oout;
+    PyObject *objects[7];
     Py_ssize_t blank;
-    Py_buffer lp, tg, il, tl, out;
-    if (!PyArg_ParseTuple(args, "OOOOnO", &olp, &otg, &oil, &otl, &blank, &oout)) {
+    /* buffers: log_probs, probs, targets, input_lengths, target_lengths, out */
+    Py_buffer views[6];
+    int flags[6] = {0, 0, 0, 0, 0, PyBUF_WRITABLE}, got = 0;
+    char *scratch = NULL;
+    PyObject *result = NULL;
+    if (!PyArg_ParseTuple(args, "OOOOOnO", &objects[0], &objects[1], &objects[2], &objects[3],
+                          &objects[4], &blank, &objects[6])) {
         return NULL;
     }
-    if (get_pair(olp, otg, &lp, &tg) < 0) {
-        return NULL;
+    objects[5] = objects[6];
+    for (; got < 6; got++) {
+        if (PyObject_GetBuffer(objects[got], &views[got], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | flags[got]) < 0) {
+            goto done;
+        }
     }
-    if (get_pair(oil, otl, &il, &tl) < 0) {
-        PyBuffer_Release(&lp);
-        PyBuffer_Release(&tg);
-        return NULL;
-    }
-    if (PyObject_GetBuffer(oout, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&lp);
-        PyBuffer_Release(&tg);
-        PyBuffer_Release(&il);
-        PyBuffer_Release(&tl);
-        return NULL;
-    }
-    int ok = buffer_kind(&lp) == 'd' && lp.ndim == 3 && buffer_kind(&tg) == 'q' && tg.ndim == 2
-             && buffer_kind(&il) == 'q' && buffer_kind(&tl) == 'q' && buffer_kind(&out) == 'd';
-    Py_ssize_t frames_total = ok ? lp.shape[0] : 0, batch = ok ? lp.shape[1] : 0;
-    Py_ssize_t classes = ok ? lp.shape[2] : 0, stride = ok ? tg.shape[1] : 0, width = 0;
-    ok = ok && tg.shape[0] == batch && il.len == batch * 8 && tl.len == batch * 8
-         && out.len == batch * 8 && blank >= 0 && blank < classes;
-    const int64_t *ilp = il.buf, *tlp = tl.buf;
+    Py_buffer *lp = &views[0], *pr = &views[1], *tg = &views[2], *il = &views[3], *tl = &views[4];
+    Py_buffer *out = &views[5];
+    int ok = buffer_kind(lp) == 'd' && lp->ndim == 3 && buffer_kind(pr) == 'd' && pr->len == lp->len
+             && buffer_kind(tg) == 'q' && tg->ndim == 2 && buffer_kind(il) == 'q' && buffer_kind(tl) == 'q'
+             && buffer_kind(out) == 'd';
+    Py_ssize_t frames_total = ok ? lp->shape[0] : 0, batch = ok ? lp->shape[1] : 0;
+    Py_ssize_t classes = ok ? lp->shape[2] : 0, stride = ok ? tg->shape[1] : 0, width = 0;
+    ok = ok && tg->shape[0] == batch && il->len == batch * 8 && tl->len == batch * 8
+         && out->len == batch * 8 && blank >= 0 && blank < classes;
+    const int64_t *ilp = il->buf, *tlp = tl->buf;
     for (Py_ssize_t b = 0; ok && b < batch; b++) {
         ok = ilp[b] >= 0 && tlp[b] >= 0 && tlp[b] <= stride;
         width = tlp[b] > width ? tlp[b] : width;
     }
     if (!ok) {
-        PyBuffer_Release(&lp);
-        PyBuffer_Release(&tg);
-        PyBuffer_Release(&il);
-        PyBuffer_Release(&tl);
-        PyBuffer_Release(&out);
-        PyErr_SetString(PyExc_TypeError, "ctc_loglik: float64 log_probs (T, batch, classes), int64 "
+        PyErr_SetString(PyExc_TypeError, "ctc_loglik: float64 log_probs and probs (T, batch, classes), int64 "
                         "targets (batch, width) and lengths (batch), float64 out (batch)");
-        return NULL;
+        goto done;
     }
-    Py_ssize_t states = 2 * width + 1;
+    Py_ssize_t states = 2 * width + 1, n = states + 2;
     /* per state: 7 int64 arrays and 4 double arrays (some with 2 padding states) */
-    char *scratch = PyMem_RawMalloc((size_t)(states + 2) * (7 * sizeof(int64_t) + 4 * sizeof(double)));
+    scratch = PyMem_RawMalloc((size_t)n * (7 * sizeof(int64_t) + 4 * sizeof(double)));
     if (scratch == NULL) {
-        PyBuffer_Release(&lp);
-        PyBuffer_Release(&tg);
-        PyBuffer_Release(&il);
-        PyBuffer_Release(&tl);
-        PyBuffer_Release(&out);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    Py_ssize_t n = states + 2;
     int64_t *cls_of_state = (int64_t *)scratch, *distinct = cls_of_state + n;
     int64_t *cls_e = distinct + n, *x = cls_e + n, *nx = x + n, *skip = nx + n, *ee = skip + n;
     double *cls_v = (double *)(ee + n), *v = cls_v + n, *nv = v + n, *ev = nv + n;
-    double *res = out.buf;
+    double *res = out->buf;
     for (Py_ssize_t b = 0; b < batch; b++) {
         Py_ssize_t n_frames = ilp[b] < frames_total ? ilp[b] : frames_total;
-        res[b] = ctc_sequence(lp.buf, batch, classes, b, n_frames, (const int64_t *)tg.buf + b * stride,
+        res[b] = ctc_sequence(lp->buf, pr->buf, batch, classes, b, n_frames, (const int64_t *)tg->buf + b * stride,
                               tlp[b], blank, cls_of_state, distinct, cls_v, cls_e, v, x, nv, nx, skip, ev, ee);
     }
     Py_END_ALLOW_THREADS
+    result = Py_None;
+    Py_INCREF(result);
+done:
     PyMem_RawFree(scratch);
-    PyBuffer_Release(&lp);
-    PyBuffer_Release(&tg);
-    PyBuffer_Release(&il);
-    PyBuffer_Release(&tl);
-    PyBuffer_Release(&out);
-    Py_RETURN_NONE;
+    while (got > 0) {
+        PyBuffer_Release(&views[--got]);
+    }
+    return result;
 }
 
 /* ------------------------------------------------------------------------------------- CSV

@@ -218,7 +218,9 @@ def _ctc_case(seed, frames=60, batch=7, classes=6, width=12, scale=3.0):
 
 def _c_loglik(log_probs, targets, input_lengths, target_lengths, blank=0):
     out = np.empty(log_probs.shape[1])
-    ck.ctc_loglik(np.ascontiguousarray(log_probs), targets, input_lengths, target_lengths, blank, out)
+    lp = np.ascontiguousarray(log_probs)
+    with np.errstate(over="ignore", invalid="ignore"):
+        ck.ctc_loglik(lp, np.exp(lp), targets, input_lengths, target_lengths, blank, out)
     return out
 
 
@@ -268,15 +270,19 @@ def test_ctc_impossible_alignments_and_nonfinite_inputs():
 @needs_c
 def test_ctc_kernel_refuses_bad_shapes():
     lp, tg, il, tl = _ctc_case(4)
-    out = np.empty(lp.shape[1])
+    p, out = np.exp(lp), np.empty(lp.shape[1])
     with pytest.raises(TypeError):
-        ck.ctc_loglik(lp.astype(np.float32), tg, il, tl, 0, out)
+        ck.ctc_loglik(lp.astype(np.float32), p, tg, il, tl, 0, out)
     with pytest.raises(TypeError):
-        ck.ctc_loglik(lp, tg[:3], il, tl, 0, out)
+        ck.ctc_loglik(lp, p[:2], tg, il, tl, 0, out)  # probs of another shape
     with pytest.raises(TypeError):
-        ck.ctc_loglik(lp, tg, il, tl + 100, 0, out)  # longer than the padded targets
+        ck.ctc_loglik(lp, p, tg[:3], il, tl, 0, out)
     with pytest.raises(TypeError):
-        ck.ctc_loglik(lp, tg, il, tl, lp.shape[2], out)  # blank outside the classes
+        ck.ctc_loglik(lp, p, tg, il, tl + 100, 0, out)  # longer than the padded targets
+    with pytest.raises(TypeError):
+        ck.ctc_loglik(lp, p, tg, il, tl, lp.shape[2], out)  # blank outside the classes
+    with pytest.raises((TypeError, ValueError, BufferError)):
+        ck.ctc_loglik(lp, p, tg, il, tl, 0, out[:0].tobytes())  # out not writable
 
 
 @pytest.mark.parametrize("zero_infinity", [False, True])

@@ -221,8 +221,10 @@ def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, t
         loss = ctc_forward(lp, padded, il, tl, blank)
     else:
         loglik = np.empty(lp.shape[1])
-        kernels.ctc_loglik(np.ascontiguousarray(lp), np.ascontiguousarray(padded, dtype=np.int64), il, tl, blank,
-                           loglik)
+        lp = np.ascontiguousarray(lp)
+        with np.errstate(over="ignore", invalid="ignore"):
+            probs = np.exp(lp)  # vectorised here; the kernel takes over where this under/overflows
+        kernels.ctc_loglik(lp, probs, np.ascontiguousarray(padded, dtype=np.int64), il, tl, blank, loglik)
         loss = -loglik
         redo = np.flatnonzero(np.isnan(loglik))  # NaN or values above 700 in log_probs
         if redo.size:
