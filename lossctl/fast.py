@@ -11,7 +11,10 @@ so this module computes their chunk sums directly:
 * transcendental-heavy losses use one ``exp`` and one ``log1p`` per element;
 * per-element values are formed in the inputs' float type, exactly as the kernels do; they are
   summed pairwise per cache-sized sub-chunk and the sub-chunk sums accumulated in float64 (see
-  :func:`_sum`; sub-chunks lie on a fixed grid, so chunk size and thread count do not matter).
+  :func:`_sum`; sub-chunks lie on a fixed grid, so chunk size and thread count do not matter);
+* where the optional C kernels are built (:mod:`lossctl.ckernels`), mse, mae, huber, smooth_l1,
+  the hard-mask Dice/IoU/Tversky sums and the nll gather take one pass per sub-chunk in C instead
+  of several NumPy passes: the same per-element values, accumulated in float64 directly.
 
 A fused loss returns ``None`` when it cannot handle a sub-chunk exactly (values outside the loss's
 domain, NaN, an overflow): the engine then re-runs that stretch of samples through the generic
