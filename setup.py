@@ -1,8 +1,10 @@
-"""Build the optional C kernels (lossctl/_kernels.c); everything else is in pyproject.toml.
+"""Build the optional C kernels (lossctl/csrc/); everything else is in pyproject.toml.
 
 ``optional=True``: without a C compiler the install still succeeds and lossctl uses its NumPy fast
 paths (lossctl/fast.py picks whichever is there).
 """
+
+from glob import glob
 
 from setuptools import Extension, setup
 
@@ -10,7 +12,8 @@ setup(
     ext_modules=[
         Extension(
             "lossctl._kernels",
-            ["lossctl/_kernels.c"],
+            sorted(glob("lossctl/csrc/*.c")),
+            depends=["lossctl/csrc/kernels.h"],
             optional=True,
             # no fused multiply-add (values as NumPy forms them); no FP traps, so min/max and
             # compare-and-select loops vectorise (nothing here reads the FP exception flags)

@@ -1,4 +1,4 @@
-"""The optional C kernels (lossctl/_kernels.c), or None where they were not built.
+"""The optional C kernels (lossctl/csrc/), or None where they were not built.
 
 ``pip install`` builds them when a C compiler is there (setup.py); without one lossctl uses its
 NumPy code for the same sums. Callers read ``ckernels.kernels`` at call time, so tests can switch

@@ -1,4 +1,4 @@
-"""The optional C kernels (lossctl/_kernels.c) against float64 references and the NumPy fast paths.
+"""The optional C kernels (lossctl/csrc/) against float64 references and the NumPy fast paths.
 
 The kernels are built by ``pip install`` when a C compiler is there (.ci/run checks that they
 were); without them lossctl uses the NumPy fast paths, which the second half of this file also runs

@@ -1,0 +1,274 @@
+/* One-pass sums for the hottest losses (mse, mae, huber, smooth_l1; the hard-mask Dice/IoU/Tversky
+ * statistics; the nll gather), called per cache-sized sub-chunk by lossctl/fast.py.
+ *
+ * NumPy needs one pass over a sub-chunk per ufunc (subtract, abs, clip, multiply, sum): four or
+ * five passes for the Huber loss. These loops read each input element once, form the per-element
+ * value in the inputs' own float type exactly as the NumPy fast path does, and accumulate it in
+ * float64 (eight independent accumulators, added in a fixed order, so the result depends only on
+ * the data). A NaN or infinite result tells the caller to hand the sub-chunk to the generic
+ * kernels, which apply the NaN policy and raise the right errors.
+ */
+#include "kernels.h"
+
+enum { KIND_SQUARE = 0, KIND_ABS = 1, KIND_HUBER = 2 };
+#define ONE_BITS 0x3F800000u /* float32 1.0 */
+
+/* One loop body per (float type, kind): VALUE(d) is the per-element value of the residual d. */
+#define RESIDUAL_LOOP(T, NAME, VALUE)                                                   \
+    static double NAME(const T *a, const T *b, Py_ssize_t n, T knee)                     \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        Py_ssize_t i = 0;                                                               \
+        (void)knee;                                                                     \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            for (int k = 0; k < LANES; k++) {                                           \
+                T d = a[i + k] - b[i + k];                                              \
+                acc[k] += (double)(VALUE);                                              \
+            }                                                                           \
+        }                                                                               \
+        for (; i < n; i++) {                                                            \
+            T d = a[i] - b[i];                                                          \
+            acc[0] += (double)(VALUE);                                                  \
+        }                                                                               \
+        return add_lanes(acc);                                                          \
+    }
+
+/* Huber with knee k: q (d - q/2), q = clip(d, -k, k): d·(d/2) below the knee, k(|d| - k/2) above
+ * (q and d - q/2 share a sign, so nothing cancels). Written as `x < y ? x : y` so that the compiler
+ * can use min/max vector instructions; a NaN d gives q = ±k but d - q/2, and so the value, NaN. */
+static inline float
+huber_value_f(float d, float k)
+{
+    float hi = d < k ? d : k;
+    float q = hi > -k ? hi : -k;
+    return q * (d - q * 0.5f);
+}
+
+static inline double
+huber_value_d(double d, double k)
+{
+    double hi = d < k ? d : k;
+    double q = hi > -k ? hi : -k;
+    return q * (d - q * 0.5);
+}
+
+RESIDUAL_LOOP(float, square_f, d * d)
+RESIDUAL_LOOP(double, square_d, d * d)
+RESIDUAL_LOOP(float, abs_f, fabsf(d))
+RESIDUAL_LOOP(double, abs_d, fabs(d))
+RESIDUAL_LOOP(float, huber_f, huber_value_f(d, knee))
+RESIDUAL_LOOP(double, huber_d, huber_value_d(d, knee))
+
+static int
+get_pair(PyObject *oa, PyObject *ob, Py_buffer *a, Py_buffer *b)
+{
+    if (PyObject_GetBuffer(oa, a, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(ob, b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(a);
+        return -1;
+    }
+    return 0;
+}
+
+const char residual_sum_doc[] =
+"residual_sum(kind, a, b, knee) -> float\n\n"
+"Σ f(a - b) over two float32 or float64 buffers of one type and length, accumulated in float64:\n"
+"kind 0: d², 1: |d|, 2: Huber q (d - q/2) with q = clip(d, -knee, knee).";
+
+PyObject *
+residual_sum(PyObject *self, PyObject *args)
+{
+    int kind;
+    PyObject *oa, *ob;
+    double knee;
+    Py_buffer a, b;
+    double total = 0.0;
+    if (!PyArg_ParseTuple(args, "iOOd", &kind, &oa, &ob, &knee)) {
+        return NULL;
+    }
+    if (kind < KIND_SQUARE || kind > KIND_HUBER) {
+        PyErr_SetString(PyExc_ValueError, "residual_sum: unknown kind");
+        return NULL;
+    }
+    if (get_pair(oa, ob, &a, &b) < 0) {
+        return NULL;
+    }
+    char ka = buffer_kind(&a), kb = buffer_kind(&b);
+    if (ka != kb || (ka != 'f' && ka != 'd') || a.len != b.len) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_TypeError, "residual_sum: two float32 or float64 buffers of one length");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (ka == 'f') {
+        const float *pa = a.buf, *pb = b.buf;
+        Py_ssize_t n = a.len / 4;
+        float k = (float)knee;
+        total = kind == KIND_SQUARE ? square_f(pa, pb, n, k)
+              : kind == KIND_ABS ? abs_f(pa, pb, n, k) : huber_f(pa, pb, n, k);
+    }
+    else {
+        const double *pa = a.buf, *pb = b.buf;
+        Py_ssize_t n = a.len / 8;
+        total = kind == KIND_SQUARE ? square_d(pa, pb, n, knee)
+              : kind == KIND_ABS ? abs_d(pa, pb, n, knee) : huber_d(pa, pb, n, knee);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    return PyFloat_FromDouble(total);
+}
+
+/* Whether some p is outside [0, 1] (or NaN) or some mask value is not exactly +0.0 or 1.0. */
+static uint32_t
+overlap_bad(const float *p, const uint32_t *t, Py_ssize_t n)
+{
+    uint32_t bad = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        float x = p[i];
+        uint32_t bits = t[i];
+        bad |= (uint32_t)((bits != 0) & (bits != ONE_BITS));
+        bad |= (uint32_t)(!(x >= 0.0f)) | (uint32_t)(x > 1.0f);
+    }
+    return bad;
+}
+
+/* One loop per sum (each vectorises; the sub-chunk is in cache after the first):
+ * VALUE(x, y) with x the probability and y the mask value. */
+#define MASK_LOOP(NAME, VALUE)                                                          \
+    static double NAME(const float *p, const uint32_t *t, Py_ssize_t n)                 \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        Py_ssize_t i = 0;                                                               \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            for (int k = 0; k < LANES; k++) {                                           \
+                float x = p[i + k], y = t[i + k] == ONE_BITS ? 1.0f : 0.0f;             \
+                acc[k] += (double)(VALUE);                                              \
+            }                                                                           \
+        }                                                                               \
+        for (; i < n; i++) {                                                            \
+            float x = p[i], y = t[i] == ONE_BITS ? 1.0f : 0.0f;                         \
+            acc[0] += (double)(VALUE);                                                  \
+        }                                                                               \
+        return add_lanes(acc);                                                          \
+    }
+
+MASK_LOOP(disagreement_f, fabsf(x - y))  /* p (t = 0) or 1 - p (t = 1): exact for p >= 0.5 */
+MASK_LOOP(false_negatives_f, y * fabsf(x - y))
+MASK_LOOP(intersection_f, x * y)
+
+const char overlap_hard_doc[] =
+"overlap_hard(p, t) -> (disagree, false_negatives, intersection) | None\n\n"
+"For float32 probabilities p in [0, 1] and a hard float32 mask t (every value +0.0 or 1.0):\n"
+"Σ|p - t|, Σ t|p - t| and Σ p·t, accumulated in float64; None when some p is outside [0, 1]\n"
+"(or NaN) or some t is not exactly +0.0 or 1.0.";
+
+PyObject *
+overlap_hard(PyObject *self, PyObject *args)
+{
+    PyObject *op, *ot;
+    Py_buffer p, t;
+    double dis = 0.0, fn = 0.0, inter = 0.0;
+    uint32_t bad = 0;
+    if (!PyArg_ParseTuple(args, "OO", &op, &ot)) {
+        return NULL;
+    }
+    if (get_pair(op, ot, &p, &t) < 0) {
+        return NULL;
+    }
+    if (buffer_kind(&p) != 'f' || buffer_kind(&t) != 'f' || p.len != t.len) {
+        PyBuffer_Release(&p);
+        PyBuffer_Release(&t);
+        PyErr_SetString(PyExc_TypeError, "overlap_hard: two float32 buffers of one length");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    const float *pp = p.buf;
+    const uint32_t *tb = t.buf;
+    Py_ssize_t n = p.len / 4;
+    bad = overlap_bad(pp, tb, n);
+    if (!bad) {
+        dis = disagreement_f(pp, tb, n);
+        fn = false_negatives_f(pp, tb, n);
+        inter = intersection_f(pp, tb, n);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&t);
+    if (bad) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(ddd)", dis, fn, inter);
+}
+
+#define PICK_LOOP(T, I, NAME)                                                          \
+    static int NAME(const T *x, const I *y, Py_ssize_t rows, Py_ssize_t classes,          \
+                    double *out)                                                        \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        int bad = 0;                                                                    \
+        for (Py_ssize_t i = 0; i < rows; i++) {                                         \
+            I c = y[i];                                                                 \
+            int ok = c >= 0 && (Py_ssize_t)c < classes;                                 \
+            bad |= !ok;                                                                 \
+            acc[i % LANES] += ok ? (double)x[i * classes + (Py_ssize_t)c] : 0.0;        \
+        }                                                                               \
+        *out = add_lanes(acc);                                                          \
+        return bad;                                                                     \
+    }
+
+PICK_LOOP(float, int64_t, pick_f_q)
+PICK_LOOP(double, int64_t, pick_d_q)
+PICK_LOOP(float, int32_t, pick_f_i)
+PICK_LOOP(double, int32_t, pick_d_i)
+
+const char pick_sum_doc[] =
+"pick_sum(x, y, classes) -> float | None\n\n"
+"Σ x[i, y_i] over the rows of x (float32 or float64, rows × classes, flat) with class indices y\n"
+"(int64 or int32), accumulated in float64; None when some index is outside [0, classes).";
+
+PyObject *
+pick_sum(PyObject *self, PyObject *args)
+{
+    PyObject *ox, *oy;
+    Py_ssize_t classes;
+    Py_buffer x, y;
+    double total = 0.0;
+    int bad = 0;
+    if (!PyArg_ParseTuple(args, "OOn", &ox, &oy, &classes)) {
+        return NULL;
+    }
+    if (get_pair(ox, oy, &x, &y) < 0) {
+        return NULL;
+    }
+    char kx = buffer_kind(&x), ky = buffer_kind(&y);
+    Py_ssize_t rows = ky ? y.len / y.itemsize : 0;
+    if ((kx != 'f' && kx != 'd') || (ky != 'q' && ky != 'i') || classes < 1
+            || x.len != rows * classes * x.itemsize) {
+        PyBuffer_Release(&x);
+        PyBuffer_Release(&y);
+        PyErr_SetString(PyExc_TypeError, "pick_sum: float rows x classes and int64/int32 indices");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kx == 'f') {
+        bad = ky == 'q' ? pick_f_q(x.buf, y.buf, rows, classes, &total)
+                        : pick_f_i(x.buf, y.buf, rows, classes, &total);
+    }
+    else {
+        bad = ky == 'q' ? pick_d_q(x.buf, y.buf, rows, classes, &total)
+                        : pick_d_i(x.buf, y.buf, rows, classes, &total);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    if (bad) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(total);
+}
+
+
