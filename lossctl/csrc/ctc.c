@@ -4,32 +4,28 @@
  * The CTC forward recursion without logarithms: every state's alpha is kept as v · 2^x with v in
  * [0.5, 1) (or v = 0, x = NO_PATH), so nothing underflows however long the sequence, and a
  * log-sum-exp becomes three scalings by powers of two and two additions. A term more than 2^-1022
- * below the largest of its cell is dropped: below rounding. Emissions y_t(k) = exp(log_probs) are
- * split the same way, one exp per distinct class of the sequence per frame.
+ * below the largest of its cell is dropped: below rounding. Emissions y_t(k) = exp(log_probs) come
+ * from the caller's vectorised exp and are split the same way; where that exp under- or overflows
+ * the kernel splits exp(log_probs) itself, exactly.
  */
 #define NO_PATH (-((int64_t)1 << 60))
 #define LN2_HI 6.93147180369123816490e-01
 #define LN2_LO 1.90821492927058770002e-10
 
-typedef union { double d; uint64_t u; } bits64;
-
 /* 2^k for k <= 0 (0 below the normal range, where the term is below rounding anyway) */
 static inline double
 pow2_nonpositive(int64_t k)
 {
-    bits64 c;
-    c.u = k < -1022 ? 0 : (uint64_t)(k + 1023) << 52;
-    return c.d;
+    return as_double(k < -1022 ? 0 : (uint64_t)(k + 1023) << 52);
 }
 
 /* w (a positive normal double) as v · 2^e with v in [0.5, 1) */
 static inline double
 split_normal(double w, int64_t *e)
 {
-    bits64 c = {w};
-    *e = (int64_t)((c.u >> 52) & 0x7ff) - 1022;
-    c.u = (c.u & ~((uint64_t)0x7ff << 52)) | ((uint64_t)1022 << 52);
-    return c.d;
+    uint64_t bits = as_bits(w);
+    *e = (int64_t)((bits >> 52) & 0x7ff) - 1022;
+    return as_double((bits & ~((uint64_t)0x7ff << 52)) | ((uint64_t)1022 << 52));
 }
 
 /* exp(l) as v · 2^e; returns -1 for NaN or l > 700 (not a log-probability: the NumPy path takes
