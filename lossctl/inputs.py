@@ -509,8 +509,9 @@ class _CsvBlocks:
         self._ahead = self._pool._max_workers + 1
 
     def __del__(self) -> None:
-        self.close()
-        os.close(self._fd)
+        if hasattr(self, "_pool"):  # (not when __init__ failed half-way)
+            self.close()
+            os.close(self._fd)
 
     def _block_end(self, pos: int) -> int:
         """The end of the line that holds byte pos (or the end of the file)."""
