@@ -688,9 +688,14 @@ def _contrastive(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, Any]) -
         return None  # other labels (or NaN): the kernel names them
     a, b = blk.arrays[x1], blk.arrays[x2]
     ws, dt = blk.ws, a.dtype
-    diff = np.subtract(a, b, out=ws.buf("cd", a.size, dt))
-    diff *= diff
-    sq = np.add.reduce(diff.reshape(rows, -1), axis=1).astype(np.float64)
+    ck = ckernels.kernels
+    if ck is not None:  # one pass: the same squares, row sums in float64
+        sq = np.empty(rows)
+        ck.row_sq_dist(a, b, sq)
+    else:
+        diff = np.subtract(a, b, out=ws.buf("cd", a.size, dt))
+        diff *= diff
+        sq = np.add.reduce(diff.reshape(rows, -1), axis=1).astype(np.float64)
     d = np.sqrt(sq)
     hinge = np.subtract(params["margin"], d, out=d)
     np.maximum(hinge, 0.0, out=hinge)

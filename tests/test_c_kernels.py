@@ -130,6 +130,23 @@ def test_pick_sum_gathers_one_value_per_row(index_dtype, dtype):
         ck.pick_sum(x.reshape(-1), y, 4)  # rows x classes does not match
 
 
+@needs_c
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dim", [1, 7, 8, 128])
+def test_row_sq_dist_matches_the_per_row_sums(dtype, dim):
+    rng = np.random.default_rng(dim)
+    a, b = (rng.standard_normal((31, dim)) * 5).astype(dtype), rng.standard_normal((31, dim)).astype(dtype)
+    out = np.empty(31)
+    ck.row_sq_dist(a, b, out)
+    d = a - b  # in the inputs' type, as the kernel
+    np.testing.assert_allclose(out, np.sum((d * d).astype(np.float64), axis=1),
+                               rtol=1e-6 if dtype == np.float32 else 1e-13)
+    with pytest.raises(TypeError):
+        ck.row_sq_dist(a, b, np.empty(30))  # rows do not divide the elements
+    with pytest.raises(TypeError):
+        ck.row_sq_dist(a, b.astype(np.float64 if dtype == np.float32 else np.float32), out)
+
+
 # ------------------------------------------------ the engine with and without the C kernels
 
 @pytest.fixture(params=["c", "numpy"])
@@ -377,3 +394,17 @@ def test_csv_files_read_the_same_through_both_parsers(tmp_path, monkeypatch):
     via_pandas = open_input(str(path)).read_all()
     np.testing.assert_array_equal(via_c, via_pandas)
     assert via_c.shape == (n, 3)
+
+
+def test_contrastive_fast_path_agrees_with_the_kernel(fast_path):
+    rng = np.random.default_rng(8)
+    x1, x2 = rng.standard_normal((700, 16)).astype(np.float32), rng.standard_normal((700, 16)).astype(np.float32)
+    y = (rng.random(700) < 0.5).astype(np.float32)
+    inputs = dict(x1=x1, x2=x2, targets=y)
+    got = lossctl.evaluate(inputs=inputs, loss="contrastive(margin=5)", provenance=False).results[0].value
+    engine.FAST_PATHS = False
+    try:
+        plain = lossctl.evaluate(inputs=inputs, loss="contrastive(margin=5)", provenance=False).results[0].value
+    finally:
+        engine.FAST_PATHS = True
+    assert got == pytest.approx(plain, rel=1e-6)

@@ -58,7 +58,8 @@ as_bits(double d)
 PyObject *residual_sum(PyObject *self, PyObject *args);
 PyObject *overlap_hard(PyObject *self, PyObject *args);
 PyObject *pick_sum(PyObject *self, PyObject *args);
-extern const char residual_sum_doc[], overlap_hard_doc[], pick_sum_doc[];
+PyObject *row_sq_dist(PyObject *self, PyObject *args);
+extern const char residual_sum_doc[], overlap_hard_doc[], pick_sum_doc[], row_sq_dist_doc[];
 
 /* ctc.c: the CTC forward recursion */
 PyObject *ctc_loglik(PyObject *self, PyObject *args);

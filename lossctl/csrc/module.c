@@ -1,7 +1,7 @@
 /* lossctl._kernels: optional C kernels for the work NumPy does in too many passes.
  *
- *   sums.c  one-pass sums of mse, mae, huber/smooth_l1, the hard-mask overlap statistics and the
- *           nll gather (lossctl/fast.py calls them per sub-chunk);
+ *   sums.c  one-pass sums of mse, mae, huber/smooth_l1, the hard-mask overlap statistics, the
+ *           nll gather and row distances (lossctl/fast.py calls them per sub-chunk);
  *   ctc.c   the CTC forward recursion, without logarithms (lossctl/losses/sequence.py);
  *   csv.c   the parser for plain numeric CSV files (lossctl/inputs.py; anything else: pandas).
  *
@@ -16,6 +16,7 @@ static PyMethodDef methods[] = {
     {"residual_sum", residual_sum, METH_VARARGS, residual_sum_doc},
     {"overlap_hard", overlap_hard, METH_VARARGS, overlap_hard_doc},
     {"pick_sum", pick_sum, METH_VARARGS, pick_sum_doc},
+    {"row_sq_dist", row_sq_dist, METH_VARARGS, row_sq_dist_doc},
     {"ctc_loglik", ctc_loglik, METH_VARARGS, ctc_loglik_doc},
     {"csv_parse", csv_parse, METH_VARARGS, csv_parse_doc},
     {"csv_count_rows", csv_count_rows, METH_O, csv_count_rows_doc},

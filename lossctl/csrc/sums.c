@@ -271,4 +271,74 @@ pick_sum(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(total);
 }
 
+/* Σ_j (a[r, j] - b[r, j])² per row r, the difference and its square in the inputs' type (as the
+ * NumPy code), the row sum in float64 */
+#define ROW_LOOP(T, NAME)                                                                  \
+    static void NAME(const T *a, const T *b, Py_ssize_t rows, Py_ssize_t dim, double *out) \
+    {                                                                                   \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                         \
+            const T *x = a + r * dim, *y = b + r * dim;                                 \
+            double acc[LANES] = {0};                                                    \
+            Py_ssize_t j = 0;                                                           \
+            for (; j + LANES <= dim; j += LANES) {                                      \
+                for (int k = 0; k < LANES; k++) {                                       \
+                    T d = x[j + k] - y[j + k];                                          \
+                    acc[k] += (double)(d * d);                                          \
+                }                                                                       \
+            }                                                                           \
+            for (; j < dim; j++) {                                                      \
+                T d = x[j] - y[j];                                                      \
+                acc[0] += (double)(d * d);                                              \
+            }                                                                           \
+            out[r] = add_lanes(acc);                                                    \
+        }                                                                               \
+    }
 
+ROW_LOOP(float, row_sq_dist_f)
+ROW_LOOP(double, row_sq_dist_d)
+
+const char row_sq_dist_doc[] =
+"row_sq_dist(a, b, out) -> None\n\n"
+"Squared Euclidean distance of each row pair into out (float64, rows): a and b float32 or\n"
+"float64 of one type, rows x dim flat; differences and squares in that type, row sums in float64.";
+
+PyObject *
+row_sq_dist(PyObject *self, PyObject *args)
+{
+    PyObject *oa, *ob, *oout;
+    Py_buffer a, b, out;
+    if (!PyArg_ParseTuple(args, "OOO", &oa, &ob, &oout)) {
+        return NULL;
+    }
+    if (get_pair(oa, ob, &a, &b) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(oout, &out, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    char ka = buffer_kind(&a);
+    Py_ssize_t rows = out.len / 8, items = ka ? a.len / a.itemsize : 0;
+    if (ka != buffer_kind(&b) || (ka != 'f' && ka != 'd') || a.len != b.len || buffer_kind(&out) != 'd'
+            || rows == 0 || items % rows != 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        PyBuffer_Release(&out);
+        PyErr_SetString(PyExc_TypeError, "row_sq_dist: two float32 or float64 buffers of rows x dim "
+                        "and a float64 out of rows");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (ka == 'f') {
+        row_sq_dist_f(a.buf, b.buf, rows, items / rows, out.buf);
+    }
+    else {
+        row_sq_dist_d(a.buf, b.buf, rows, items / rows, out.buf);
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&out);
+    Py_RETURN_NONE;
+}
