@@ -579,6 +579,15 @@ def csv_bench(args: Any, n: int, env: dict[str, str], widths: list[int]) -> list
     value = float(out.splitlines()[1].split(",")[3])
     rows.append(dict(size=n, loss="mse (csv)", impl="cli", time=min(times), gbs=size / min(times) / 1e9,
                      x_floor=min(times) / t_pd, x_torch=None, rss=rss, value=value))
+    # the same file read by pandas in a process of its own: what a script that loads the CSV costs
+    script = f"import numpy, pandas; pandas.read_csv({path!r}, engine='c', dtype=numpy.float64)"
+    times, rss = [], 0.0
+    for _ in range(args.repeat):
+        wall, r, _ = run_measured([sys.executable, "-c", script], env)
+        times.append(wall)
+        rss = max(rss, r)
+    rows.append(dict(size=n, loss="(csv read)", impl="pd-proc", time=min(times), gbs=size / min(times) / 1e9,
+                     x_floor=min(times) / t_pd, x_torch=None, rss=rss, value=None))
     print(f"# csv: {size / 1e6:.0f} MB file; 'x floor' of the csv rows is the ratio to pandas.read_csv", flush=True)
     for row in rows:
         _print(row, widths)
