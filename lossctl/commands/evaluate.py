@@ -4,8 +4,6 @@ Only typer is imported here; the work happens in ``_evaluate_impl`` (imported wh
 ``lossctl --help`` stays free of NumPy, pandas and PyYAML.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

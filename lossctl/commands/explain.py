@@ -1,7 +1,5 @@
 """`lossctl explain NAME`: what a loss is, when to use it, its pitfalls, and its shape."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

@@ -1,7 +1,5 @@
 """`lossctl losses`: list the registry (names, aliases, parameters, formulas)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`lossctl recommend TASK.yaml`: ranked training losses for a task (SPEC §7)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer
