@@ -152,6 +152,31 @@ little_endian(void)
     return *(const unsigned char *)&one == 1;
 }
 
+/* The digits from p on, appended to *m (eight at a time where the bytes allow); returns their end.
+ * Past 19 digits *m wraps around: the caller refuses such numbers. */
+static inline const char *
+scan_digits(const char *p, const char *end, uint64_t *m)
+{
+    uint64_t value = *m;
+    if (little_endian()) {
+        while (end - p >= 8) {
+            uint64_t v;
+            memcpy(&v, p, 8);
+            if (!eight_digits(v)) {
+                break;
+            }
+            value = value * 100000000 + eight_digits_value(v);
+            p += 8;
+        }
+    }
+    while (p < end && *p >= '0' && *p <= '9') {
+        value = value * 10 + (uint64_t)(*p - '0');
+        p++;
+    }
+    *m = value;
+    return p;
+}
+
 /* The common field, in one pass: [sign] digits [. digits] [e [sign] digits], at most 19 digits,
  * the value (double)m * or / 10^k exact before one rounding. Returns the end of the number, or
  * NULL for anything else (parse_field then takes the whole field). */
@@ -164,45 +189,15 @@ scan_number(const char *p, const char *end, double *out, int *is_int)
         p++;
     }
     uint64_t m = 0;
-    int digits = 0, after_point = 0;
-    const char *run = p;
-    if (little_endian()) {
-        while (end - p >= 8) {
-            uint64_t v;
-            memcpy(&v, p, 8);
-            if (!eight_digits(v)) {
-                break;
-            }
-            m = m * 100000000 + eight_digits_value(v);
-            p += 8;
-        }
-    }
-    while (p < end && *p >= '0' && *p <= '9') {
-        m = m * 10 + (uint64_t)(*p - '0');
-        p++;
-    }
-    digits = (int)(p - run);
+    const char *q = scan_digits(p, end, &m);
+    int digits = (int)(q - p), after_point = 0;
+    p = q;
     int point = p < end && *p == '.';
     if (point) {
-        p++;
-        run = p;
-        if (little_endian()) {
-            while (end - p >= 8 && digits + (p - run) + 8 <= 19) {
-                uint64_t v;
-                memcpy(&v, p, 8);
-                if (!eight_digits(v)) {
-                    break;
-                }
-                m = m * 100000000 + eight_digits_value(v);
-                p += 8;
-            }
-        }
-        while (p < end && *p >= '0' && *p <= '9') {
-            m = m * 10 + (uint64_t)(*p - '0');
-            p++;
-        }
-        after_point = (int)(p - run);
+        q = scan_digits(p + 1, end, &m);
+        after_point = (int)(q - (p + 1));
         digits += after_point;
+        p = q;
     }
     if (digits == 0 || digits > 19) {
         return NULL;
