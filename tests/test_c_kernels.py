@@ -298,6 +298,11 @@ def test_ctc_kernel_refuses_bad_shapes():
         ck.ctc_loglik(lp, p, tg, il, tl + 100, 0, out)  # longer than the padded targets
     with pytest.raises(TypeError):
         ck.ctc_loglik(lp, p, tg, il, tl, lp.shape[2], out)  # blank outside the classes
+    bad = tg.copy()
+    bad[4, 0] = lp.shape[2]  # a label outside the classes: refused, never read out of bounds
+    tl[4] = max(tl[4], 1)
+    with pytest.raises(TypeError):
+        ck.ctc_loglik(lp, p, bad, il, tl, 0, out)
     with pytest.raises((TypeError, ValueError, BufferError)):
         ck.ctc_loglik(lp, p, tg, il, tl, 0, out[:0].tobytes())  # out not writable
 
@@ -408,3 +413,36 @@ def test_contrastive_fast_path_agrees_with_the_kernel(fast_path):
     finally:
         engine.FAST_PATHS = True
     assert got == pytest.approx(plain, rel=1e-6)
+
+
+_CSV_ALPHABET = list("0123456789") * 4 + list(",,,\n\n\r .-+eE") + ["nan", "inf", '"', "x", "\t", "1e400", "9" * 20]
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_CSV_ALPHABET), max_size=60), ncols=st.integers(1, 4),
+       cut=st.integers(0, 70))
+def test_csv_parser_on_hostile_text_agrees_with_pandas_or_declines(pieces, ncols, cut):
+    """Random bytes: the parser never crashes or reads out of bounds, and whatever it accepts,
+    pandas (as lossctl calls it) reads to the same numbers."""
+    import io
+
+    import pandas as pd
+
+    raw = "".join(pieces).encode()
+    stop = min(cut, len(raw))
+    got = ck.csv_parse(raw, 0, stop, ",", ncols)  # also a range that ends mid-line
+    if got is None:
+        return
+    data, capacity, rows, first_float = got
+    values = np.frombuffer(data, dtype=np.float64).reshape(ncols, capacity)[:, :rows]
+    assert len(first_float) == ncols and rows <= capacity
+    text = raw[:stop].decode()
+    if not text.strip("\r\n"):
+        assert rows == 0
+        return
+    frame = pd.read_csv(io.StringIO(text), header=None, engine="c", keep_default_na=False, na_values=[""],
+                        dtype=str)
+    expected = np.array([[float(v) if isinstance(v, str) and v.strip() else np.nan for v in frame[c]]
+                         for c in frame.columns])
+    np.testing.assert_array_equal(values, expected.reshape(values.shape))

@@ -196,10 +196,15 @@ ctc_loglik(PyObject *self, PyObject *args)
     for (Py_ssize_t b = 0; ok && b < batch; b++) {
         ok = ilp[b] >= 0 && tlp[b] >= 0 && tlp[b] <= stride;
         width = tlp[b] > width ? tlp[b] : width;
+        /* the labels index the class axis: never read outside it, whatever the caller checked */
+        const int64_t *target = (const int64_t *)tg->buf + b * stride;
+        for (Py_ssize_t j = 0; ok && j < tlp[b]; j++) {
+            ok = target[j] >= 0 && target[j] < classes;
+        }
     }
     if (!ok) {
         PyErr_SetString(PyExc_TypeError, "ctc_loglik: float64 log_probs and probs (T, batch, classes), int64 "
-                        "targets (batch, width) and lengths (batch), float64 out (batch)");
+                        "targets (batch, width) of classes and lengths (batch), float64 out (batch)");
         goto done;
     }
     Py_ssize_t states = 2 * width + 1, n = states + 2;
