@@ -112,6 +112,9 @@ def evaluate(
         except BaseException:
             if hashing is not None:
                 hashing.cancel()
+            for p in plans:
+                if p.sink is not None:
+                    p.sink.abort()  # (one already renamed into place stays: it is complete)
             raise
         report = Report(version=__version__, inputs={k: a.describe() for k, a in used.items()},
                         results=results, warnings=warnings)

@@ -108,4 +108,10 @@ _register()
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C outside the command itself (while typer builds it)
+        from lossctl import console
+
+        console.error("interrupted")
+        sys.exit(int(ExitCode.INTERRUPTED))

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import workers as workers_module
 from lossctl.errors import DomainError, InputError, UsageError
 from lossctl.expr import BoundTerm
 from lossctl.inputs import LazyArray, reshaped
@@ -318,7 +319,7 @@ def _ordered_map(fn: Any, items: Any, workers: int, count: int) -> Iterator[Any]
         for item in items:
             yield fn(item)
         return
-    pool = _pool(workers)
+    pool = workers_module.pool("lossctl", workers)
     pending: deque[Any] = deque()
     try:
         for item in items:
@@ -335,25 +336,6 @@ def _ordered_map(fn: Any, items: Any, workers: int, count: int) -> Iterator[Any]
             from concurrent.futures import wait
 
             wait(pending)
-
-
-_POOLS: dict[tuple[int, int], Any] = {}
-_POOLS_LOCK = threading.Lock()
-
-
-def _pool(workers: int) -> Any:
-    """A thread pool kept for the life of the process (no thread start-up per evaluation).
-
-    Keyed by process id too: a forked child (multiprocessing) has none of its parent's threads.
-    """
-    key = (workers, os.getpid())
-    with _POOLS_LOCK:
-        pool = _POOLS.get(key)
-        if pool is None:
-            from concurrent.futures import ThreadPoolExecutor
-
-            pool = _POOLS[key] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lossctl")
-        return pool
 
 
 @dataclass

@@ -455,19 +455,12 @@ class _Unsupported(Exception):
 
 
 CSV_BLOCK_BYTES = 1 << 23  # bytes of the file per C-parsed block (whole lines)
-_CSV_POOL: list[Any] = []
-
-
 def _csv_pool() -> Any:
     """Threads that parse CSV blocks ahead of the reader (the C parser releases the GIL)."""
-    if not _CSV_POOL or _CSV_POOL[0][1] != os.getpid():
-        from concurrent.futures import ThreadPoolExecutor
+    from lossctl import workers
+    from lossctl.engine import worker_count
 
-        from lossctl.engine import worker_count
-
-        _CSV_POOL[:] = [(ThreadPoolExecutor(max_workers=worker_count(), thread_name_prefix="lossctl-csv"),
-                         os.getpid())]
-    return _CSV_POOL[0][0]
+    return workers.pool("lossctl-csv", worker_count())
 
 
 def _simple_header(path: str, sep: str, has_header: bool, ncols: int) -> tuple[int, list[str]] | None:
@@ -506,7 +499,7 @@ class _CsvBlocks:
         self._pos, self._size = data_start, os.fstat(self._fd).st_size
         self._pending: deque[Any] = deque()
         self._pool = _csv_pool()
-        self._ahead = self._pool._max_workers + 1
+        self._ahead = self._pool.workers + 1
 
     def __del__(self) -> None:
         if hasattr(self, "_pool"):  # (not when __init__ failed half-way)

@@ -36,6 +36,7 @@ class PerSampleSink:
         self.row_shape: tuple[int, ...] | None = None
         self._fh: Any = None
         self._tmp: str | None = None
+        self._done = False
         if path:
             ext = os.path.splitext(path)[1].lower()
             if ext not in (".npy", ".csv"):
@@ -44,12 +45,15 @@ class PerSampleSink:
             directory = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(directory):
                 raise UsageError(f"--per-sample {path}: directory {directory} does not exist")
-            self._tmp = f"{path}.lossctl-tmp"
-            self._fh = open(self._tmp, "wb")
-            if ext == ".npy":
-                self._fh.write(b"\0" * _NPY_HEADER_BYTES)
-            else:
-                self._fh.write(b"index,value\n")
+            self._tmp = f"{path}.lossctl-tmp"  # written from the first values on, renamed by finish()
+
+    def _open(self) -> None:
+        """Start the temporary file (on the first values, inside the evaluation's clean-up scope)."""
+        self._fh = open(self._tmp, "wb")  # type: ignore[arg-type]
+        if self._kind == ".npy":
+            self._fh.write(b"\0" * _NPY_HEADER_BYTES)
+        else:
+            self._fh.write(b"index,value\n")
 
     def flush_chunk(self, terms: Sequence[Any], weights: Sequence[float]) -> None:
         chunks = []
@@ -88,8 +92,10 @@ class PerSampleSink:
         if self.row_shape is None:
             self.row_shape = tuple(values.shape[1:])
         self.rows += len(values)
-        if self._fh is None:
+        if self._tmp is None:
             return
+        if self._fh is None:
+            self._open()
         data = np.ascontiguousarray(values, dtype="<f8")
         if self._kind == ".npy":
             self._fh.write(data.tobytes())
@@ -100,6 +106,9 @@ class PerSampleSink:
             self._fh.write(("\n".join(lines) + "\n").encode())
 
     def finish(self) -> Summary:
+        if self._tmp is not None and self._fh is None and not self._done:
+            self._open()  # no values at all: the file is still written (empty)
+        self._done = True
         if self._fh is not None:
             if self._kind == ".npy":
                 self._fh.seek(0)
@@ -110,6 +119,7 @@ class PerSampleSink:
         return self.summary()
 
     def abort(self) -> None:
+        self._done = True
         if self._fh is not None:
             self._fh.close()
             self._fh = None
