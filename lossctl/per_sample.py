@@ -119,12 +119,13 @@ class PerSampleSink:
         return self.summary()
 
     def abort(self) -> None:
+        """Drop the temporary file, however far its writing got (an interrupt may land mid-open)."""
         self._done = True
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-            if self._tmp and os.path.exists(self._tmp):
-                os.unlink(self._tmp)
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            fh.close()
+        if self._tmp and os.path.exists(self._tmp):
+            os.unlink(self._tmp)
 
     def summary(self) -> Summary:
         scores = np.concatenate(self.scores) if self.scores else np.empty(0)

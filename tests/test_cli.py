@@ -260,6 +260,5 @@ def test_ctrl_c_is_exit_130_with_one_line_and_no_partial_file(tmp_path):
         pytest.skip("the evaluation finished before it could be interrupted")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert stderr.strip() == "error: interrupted" and stdout == ""
+    assert (proc.returncode, stderr.strip(), stdout) == (130, "error: interrupted", "")
     assert not list(tmp_path.glob("ps.npy*"))  # nothing half-written is left behind
