@@ -17,7 +17,9 @@ static inline char
 buffer_kind(const Py_buffer *view)
 {
     const char *f = view->format ? view->format : "B";
-    if (*f == '@' || *f == '=' || *f == '<') {
+    const uint16_t one = 1;
+    int little = *(const unsigned char *)&one == 1;
+    if (*f == '@' || *f == '=' || (*f == '<' && little) || (*f == '>' && !little)) {
         f++;
     }
     if (f[0] == 0 || f[1] != 0) {
