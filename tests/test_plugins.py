@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -81,54 +80,62 @@ def test_unknown_loss_without_the_plugin(tmp_path, runner):
     assert code == 2 and "unknown loss" in err
 
 
+def _installed_plugin(root, module_name, code, entry):
+    """A distribution as pip leaves it: a module plus a .dist-info with an entry_points.txt."""
+    (root / f"{module_name}.py").write_text(code)
+    info = root / f"{module_name.replace('_', '-')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module_name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[lossctl.losses]\n{entry}\n")
+
+
+def _fresh_entry_points(monkeypatch, path):
+    monkeypatch.syspath_prepend(str(path))
+    monkeypatch.setattr(plugins, "_loaded", set())  # entry points are read once per process
+
+
 def test_entry_point_plugin(monkeypatch, tmp_path, runner):
     """A package declaring [project.entry-points."lossctl.losses"] is loaded without --plugin."""
-    module = types.ModuleType("fake_lossctl_pkg")
+    _installed_plugin(tmp_path, "fake_lossctl_pkg", """
+import numpy as np
+from lossctl.registry import register_loss
 
-    def load_module():
-        @registry.register_loss("cube_error", formula="|p - t|^3", summary="Cubed absolute error.",
-                                use_when="testing entry points", reference="tests/test_plugins.py",
-                                elementwise=True)
-        def cube_error(preds, targets):
-            """|p - t|^3. Example: p=[2], t=[0] → 8."""
-            return np.abs(preds - targets) ** 3
-
-        return module
-
-    class FakeEntryPoint:
-        name, value, group = "cube", "fake_lossctl_pkg:cube_error", "lossctl.losses"
-
-        def load(self):
-            return load_module()
-
-    def fake_entry_points(*, group=None, **_):
-        return [FakeEntryPoint()] if group == "lossctl.losses" else []
-
-    import importlib.metadata
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+@register_loss("cube_error", formula="|p - t|^3", summary="Cubed absolute error.",
+               use_when="testing entry points", reference="tests/test_plugins.py", elementwise=True)
+def cube_error(preds, targets):
+    \"\"\"|p - t|^3. Example: p=[2], t=[0] -> 8.\"\"\"
+    return np.abs(preds - targets) ** 3
+""", "cube = fake_lossctl_pkg:cube_error")
+    _fresh_entry_points(monkeypatch, tmp_path)
     np.save(tmp_path / "p.npy", np.array([2.0, 1.0])); np.save(tmp_path / "t.npy", np.zeros(2))
-    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "t.npy"),
-                                      "--loss", "cube_error + mse", "--format", "json"])
-    assert code == 0, err
-    assert json.loads(out)["results"][0]["value"] == pytest.approx((8 + 1) / 2 + (4 + 1) / 2)
-    code, out, err = run_cli(runner, ["losses", "--format", "json"])
-    assert "cube_error" in {d["name"] for d in json.loads(out)}
+    try:
+        code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "t.npy"),
+                                          "--loss", "cube_error + mse", "--format", "json"])
+        assert code == 0, err
+        assert json.loads(out)["results"][0]["value"] == pytest.approx((8 + 1) / 2 + (4 + 1) / 2)
+        code, out, err = run_cli(runner, ["losses", "--format", "json"])
+        assert "cube_error" in {d["name"] for d in json.loads(out)}
+    finally:
+        registry._REGISTRY.pop("cube_error", None)
+        sys.modules.pop("fake_lossctl_pkg", None)
 
 
 def test_broken_entry_point_is_exit_2(monkeypatch, tmp_path, runner):
-    class Broken:
-        name, value = "bad", "missing_pkg:thing"
-
-        def load(self):
-            raise ImportError("No module named 'missing_pkg'")
-
-    import importlib.metadata
-
-    monkeypatch.setattr(importlib.metadata, "entry_points",
-                        lambda *, group=None, **_: [Broken()] if group == "lossctl.losses" else [])
+    _installed_plugin(tmp_path, "broken_lossctl_pkg", "import missing_pkg\n", "bad = broken_lossctl_pkg:thing")
+    _fresh_entry_points(monkeypatch, tmp_path)
     code, out, err = run_cli(runner, ["losses"])
     assert code == 2 and "bad" in err and "missing_pkg" in err
+
+
+def test_no_entry_points_means_no_importlib_metadata(monkeypatch, tmp_path):
+    """The pre-scan finds nothing here, so the (slow to import) importlib.metadata is not needed."""
+    _fresh_entry_points(monkeypatch, tmp_path)
+    calls = []
+    import importlib.metadata
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda **kw: calls.append(kw) or [])
+    plugins.load_plugins([])
+    assert calls == []
 
 
 def test_python_api_after_loading():
