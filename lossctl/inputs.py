@@ -590,9 +590,14 @@ class _CsvSource:
             if first is None:
                 raise InputError(f"{label}: the file has a header but no rows")
             self._store(*first)
-        finally:
+        except KeyboardInterrupt:
+            raise  # no waiting for the row count (a daemon thread): on a cold cache it reads for seconds
+        except BaseException:
             if counter is not None:
                 counter.join()
+            raise
+        if counter is not None:
+            counter.join()
         if self._reader.done if isinstance(self._reader, _CsvBlocks) else first[0] < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
