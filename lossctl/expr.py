@@ -113,17 +113,22 @@ class _Parser:
             raise self.fail("expected '+', '-' or the end of the expression")
         return Expr(tuple(terms))
 
-    def signed_number(self) -> float | None:
-        """A signed number at the cursor, or None (cursor unchanged) if there is none."""
+    def signed_token(self) -> tuple[float, str] | None:
+        """(sign, number text) of a signed number at the cursor, or None (cursor unchanged)."""
         start = self.i
         sign = 1.0
         while self.is_op("-") or self.is_op("+"):
             if self.take().text == "-":
                 sign = -sign
         if self.peek().kind == "number":
-            return sign * float(self.take().text)
+            return sign, self.take().text
         self.i = start
         return None
+
+    def signed_number(self) -> float | None:
+        """A signed number at the cursor, or None (cursor unchanged) if there is none."""
+        got = self.signed_token()
+        return None if got is None else got[0] * float(got[1])
 
     def term(self, sign: float) -> Term:
         weight = self.signed_number()
@@ -180,17 +185,12 @@ class _Parser:
             word = self.take().text
             low = word.lower()
             return {"true": True, "false": False, "none": None, "null": None}.get(low, word)
-        start = self.i
-        sign = 1.0
-        while self.is_op("-") or self.is_op("+"):
-            if self.take().text == "-":
-                sign = -sign
-        if self.peek().kind == "number":
-            text = self.take().text
+        got = self.signed_token()
+        if got is not None:
+            sign, text = got
             if re.fullmatch(r"\d+", text):
                 return int(sign) * int(text)
             return sign * float(text)
-        self.i = start
         raise self.fail("expected a value (number, true, false, none, word, string or [list])")
 
 

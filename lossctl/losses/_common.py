@@ -99,25 +99,18 @@ def class_indices_nan(name: str, t: np.ndarray, n_classes: int,
             raise DomainError(name, f"must hold integer class indices, found {float(bad):g}; "
                                     f"give class indices 0..{n_classes - 1} (or probabilities with the "
                                     f"same shape as preds)")
-        ok = (t >= 0) & (t < n_classes)  # before the int64 cast: 1e30 must not wrap around
-        if ignore_index is not None:
-            ok |= t == ignore_index
-        if not ok.all():
-            bad = t[~ok].flat[0]
-            raise DomainError(name, f"has class index {float(bad):g} outside [0, {n_classes - 1}] "
-                                    f"for preds with {n_classes} classes on axis 1; fix the labels or the preds")
     elif t.dtype.kind not in "iub":
         raise DomainError(name, f"must hold integer class indices, got dtype {t.dtype}; "
                                 f"give class indices 0..{n_classes - 1}")
-    idx = t.astype(np.int64, copy=False)
-    valid = (idx >= 0) & (idx < n_classes)
+    valid = (t >= 0) & (t < n_classes)  # before the int64 cast: 1e30 or 2^63 must not wrap around
     if ignore_index is not None:
-        valid |= idx == ignore_index
+        valid |= t == ignore_index
     if not valid.all():
-        bad = idx[~valid].flat[0]
-        raise DomainError(name, f"has class index {int(bad)} outside [0, {n_classes - 1}] "
+        bad = t[~valid].flat[0]
+        shown = f"{float(bad):g}" if t.dtype.kind == "f" else str(int(bad))
+        raise DomainError(name, f"has class index {shown} outside [0, {n_classes - 1}] "
                                 f"for preds with {n_classes} classes on axis 1; fix the labels or the preds")
-    return idx, nan
+    return t.astype(np.int64, copy=False), nan
 
 
 def class_weights(name: str, weight: Any, n_classes: int, dtype: Any = np.float64) -> np.ndarray | None:
