@@ -99,14 +99,6 @@ def evaluate(
 
         try:
             run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
-        except BaseException:
-            if hashing is not None:
-                hashing.cancel()
-            for p in plans:
-                if p.sink is not None:
-                    p.sink.abort()
-            raise
-        try:
             pitfalls.finish_all(t.observe for t in all_terms)
             results = [_result(p) for p in plans]
         except BaseException:

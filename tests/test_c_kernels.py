@@ -446,3 +446,15 @@ def test_csv_parser_on_hostile_text_agrees_with_pandas_or_declines(pieces, ncols
     expected = np.array([[float(v) if isinstance(v, str) and v.strip() else np.nan for v in frame[c]]
                          for c in frame.columns])
     np.testing.assert_array_equal(values, expected.reshape(values.shape))
+
+
+@needs_c
+@pytest.mark.parametrize("text", [b"a,b\n1,2\n\n3,4", b"\n\r\n1\r\n\r\n2\n", b"x\n" * 5, b"", b"1\n\n\n2\n\r\n",
+                                  b"\r\n", b"\n", b"1\r\n\r\n\r\n", b"123456789,1\n\n2\n"])
+def test_csv_row_counters_agree(tmp_path, monkeypatch, text):
+    from lossctl import inputs
+
+    path = tmp_path / "rows.csv"
+    path.write_bytes(text)
+    monkeypatch.setattr(inputs, "CSV_BLOCK_BYTES", 4)  # lines longer than the buffer, carried over
+    assert inputs._count_rows_c(str(path)) == inputs._count_csv_rows(str(path))
