@@ -30,9 +30,9 @@ is_word(const char *p, const char *end, const char *lower)
     return 1;
 }
 
-/* One trimmed field [p, end): 0 and *out (and *is_int: an integer literal), or -1 unsupported.
- * Up to 15 significant digits and a power of ten within 1e±22 the value is (double)m * or / 10^k,
- * correctly rounded (both exact before one rounding); longer numbers go through strtod. */
+/* One trimmed field [p, end) that scan_number did not take (empty, a nan/inf word, a long
+ * number): 0 and *out (and *is_int: an integer literal), or -1 unsupported. Numbers are checked
+ * against the grammar here and converted by strtod (correctly rounded). */
 static int
 parse_field(const char *p, const char *end, double *out, int *is_int)
 {
@@ -59,19 +59,12 @@ parse_field(const char *p, const char *end, double *out, int *is_int)
         }
         return 0;
     }
-    uint64_t m = 0;
-    int digits = 0, significant = 0, point = 0, after_point = 0;
+    int digits = 0, significant = 0, point = 0;
     for (; p < end; p++) {
         char c = *p;
         if (c >= '0' && c <= '9') {
             digits++;
-            if (significant || c != '0') {
-                significant++;
-                if (significant <= 19) {
-                    m = m * 10 + (uint64_t)(c - '0');
-                }
-            }
-            after_point += point;
+            significant += significant || c != '0';
         }
         else if (c == '.' && !point) {
             point = 1;
@@ -83,26 +76,19 @@ parse_field(const char *p, const char *end, double *out, int *is_int)
     if (digits == 0) {
         return -1;
     }
-    long exponent = 0;
-    int has_exponent = 0;
-    if (p < end && (*p == 'e' || *p == 'E')) {
-        int exp_negative = 0, exp_digits = 0;
+    int has_exponent = p < end && (*p == 'e' || *p == 'E');
+    if (has_exponent) {
         p++;
         if (p < end && (*p == '+' || *p == '-')) {
-            exp_negative = *p == '-';
             p++;
         }
-        for (; p < end && *p >= '0' && *p <= '9'; p++) {
-            if (exponent < 100000) {
-                exponent = exponent * 10 + (*p - '0');
-            }
-            exp_digits++;
+        const char *exp_start = p;
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
         }
-        if (exp_digits == 0) {
+        if (p == exp_start) {
             return -1;
         }
-        exponent = exp_negative ? -exponent : exponent;
-        has_exponent = 1;
     }
     if (p != end) {
         return -1;
@@ -110,13 +96,6 @@ parse_field(const char *p, const char *end, double *out, int *is_int)
     *is_int = !point && !has_exponent;
     if (*is_int && significant > 15) {
         return -1;  /* beyond 2^53: pandas keeps such integers exact; leave them to it */
-    }
-    long power = exponent - after_point;
-    if (significant <= 15 && power >= -22 && power <= 22) {
-        double v = (double)m;
-        v = power < 0 ? v / POW10[-power] : v * POW10[power];
-        *out = negative ? -v : v;
-        return 0;
     }
     char text[1024];
     if (end - start >= (long)sizeof(text)) {
