@@ -4,6 +4,7 @@ The public Python API:
 
 * ``lossctl.losses``: every built-in loss as a function, ``huber(preds, targets, delta=1.0)``.
 * ``lossctl.evaluate(preds, targets, loss="huber")``: the result object the CLI renders.
+* ``lossctl.LossState("huber")``: the mergeable state under every evaluation (update/merge/result).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from lossctl.api import evaluate as evaluate
+    from lossctl.state import LossState as LossState
 
-__all__ = ["__version__", "evaluate"]
+__all__ = ["LossState", "__version__", "evaluate"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +26,8 @@ def __getattr__(name: str) -> Any:
         from lossctl.api import evaluate
 
         return evaluate
+    if name == "LossState":
+        from lossctl.state import LossState
+
+        return LossState
     raise AttributeError(f"module 'lossctl' has no attribute {name!r}")

@@ -6,33 +6,37 @@ The CLI and the Python API both call :func:`evaluate`; renderers only read its :
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lossctl import __version__, diagnostics, pitfalls
-from lossctl.engine import Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
-from lossctl.errors import InputError, UsageError
-from lossctl.expr import BoundTerm, bind
+from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
+from lossctl.errors import UsageError
+from lossctl.expr import bind
 from lossctl.inputs import LazyArray, from_array, open_input, open_source
 from lossctl.per_sample import PerSampleSink
 from lossctl.registry import REDUCTIONS
-from lossctl.result import LossResult, Report, TermResult
+from lossctl.result import Report
+from lossctl.state import LossState
 
 
 @dataclass
 class _ExprPlan:
-    text: str
-    canonical: str
+    """One expression of the run: its state, its plans over the inputs, its per-sample file."""
+
+    state: LossState
     terms: list[TermPlan]
-    reduction: str
     sink: PerSampleSink | None = None
-    weights: list[float] = field(default_factory=list)
+
+    def after_chunk(self) -> None:
+        chunk = self.state.take_chunk(self.terms)
+        if chunk is not None and self.sink is not None:
+            self.sink.write(*chunk)
 
 
 def _open(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:
@@ -68,6 +72,8 @@ def evaluate(
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"--reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    if nan_policy not in NAN_POLICIES:
+        raise UsageError(f"--nan-policy must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
     if chunk_size is not None and chunk_size < 1:
         raise UsageError(f"--chunk-size must be a positive number of samples, got {chunk_size}")
     if worst < 0:
@@ -75,7 +81,8 @@ def evaluate(
     texts = [loss] if isinstance(loss, str) else list(loss)
     if not texts:
         raise UsageError("no loss given; pass --loss NAME (see 'lossctl losses')")
-    bound = [(text, bind(text)) for text in texts]  # all expression errors before any file is read
+    for text in texts:  # all expression errors before any file is read
+        bind(text)
 
     sources = Sources(preds=_open(preds, "preds"), targets=_open(targets, "targets"))
     for name, value in (inputs or {}).items():
@@ -84,8 +91,8 @@ def evaluate(
         sources.named[name] = opened
 
     with diagnostics.collecting() as warnings:
-        plans = [_plan_expression(text, terms, sources, reduction, per_sample, worst, len(bound))
-                 for text, terms in bound]
+        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts))
+                 for text in texts]
         all_terms = [t for p in plans for t in p.terms]
         used = _used_inputs(all_terms)
         # the sha256 of every input is read on a background thread while the evaluation runs
@@ -94,13 +101,16 @@ def evaluate(
 
         def after_chunk(_: int) -> None:
             for p in plans:
-                if p.sink is not None:
-                    p.sink.flush_chunk(p.terms, p.weights)
+                p.after_chunk()
 
         try:
             run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
             pitfalls.finish_all(t.observe for t in all_terms)
-            results = [_result(p) for p in plans]
+            results = [p.state.result() for p in plans]
+            for p, res in zip(plans, results):
+                if p.sink is not None:
+                    p.sink.finish()
+                    res.per_sample_path = p.sink.path
         except BaseException:
             if hashing is not None:
                 hashing.cancel()
@@ -115,64 +125,25 @@ def evaluate(
     return report
 
 
-def _plan_expression(text: str, terms: list[BoundTerm], sources: Sources, reduction: str,
-                     per_sample: str | None, worst: int, count: int) -> _ExprPlan:
-    explicit = {t.reduction for t in terms if t.reduction is not None}
-    expr_reduction = explicit.pop() if len(explicit) == 1 and all(t.reduction for t in terms) else reduction
-    wants_values = expr_reduction == "none" or bool(per_sample) or worst > 0
-    plans = []
-    for term in terms:
-        arrays = resolve_inputs(term.spec, sources)
-        arrays = normalize_shapes(term.spec, arrays, term.params)
-        n = sample_count(term.spec, arrays)
-        if n == 0:
-            shapes = ", ".join(f"{a.label} {a.shape}" for a in arrays.values())
-            raise InputError(f"{term.spec.name}: no samples to evaluate ({shapes}); give non-empty inputs")
-        plans.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or reduction,
-                              observe=pitfalls.observer(term.spec.name, term.params),
-                              keep_values=wants_values))
-    from lossctl.expr import format_expr, parse
-
+def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: str, per_sample: str | None,
+                     worst: int, count: int) -> _ExprPlan:
+    state = LossState(text, reduction, worst, nan_policy=nan_policy,
+                      summary=bool(per_sample) or worst > 0 or None)
+    observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
+    terms = state.plans(sources, observers=observers)
     sink = None
-    if wants_values:
+    if per_sample:
         path = per_sample
-        if path and count > 1:
+        if count > 1:
             root, ext = os.path.splitext(path)
             path = f"{root}-{_slug(text)}{ext}"
-        sink = PerSampleSink(path, worst=worst or 10)
-    return _ExprPlan(text=text, canonical=format_expr(parse(text)), terms=plans, reduction=expr_reduction,
-                     sink=sink, weights=[t.weight for t in terms])
+        sink = PerSampleSink(path)
+    return _ExprPlan(state=state, terms=terms, sink=sink)
 
 
 def _slug(text: str) -> str:
     keep = "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in text.lower())
     return "_".join(filter(None, keep.split("_")))[:60] or "loss"
-
-
-def _result(plan: _ExprPlan) -> LossResult:
-    terms = []
-    value = 0.0
-    for tp in plan.terms:
-        v = tp.value()
-        if tp.denominator == 0 and tp.omitted and not tp.stats:
-            raise InputError(f"{tp.spec.name}: no valid samples left after --nan-policy omit "
-                             f"({tp.omitted} dropped); check the inputs for NaN")
-        terms.append(TermResult(name=tp.spec.name, weight=tp.bound.weight, params=dict(tp.bound.params),
-                                value=v, reduction=tp.reduction))
-        value += tp.bound.weight * v
-    if len(plan.terms) == 1 and plan.terms[0].bound.weight == 1.0:
-        value = terms[0].value  # exactly the term's value (no 1.0 * rounding games)
-    if not math.isfinite(value):
-        kind = "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-        diagnostics.warn("non_finite", f"{plan.text}: the value is {kind}; see the inputs and the loss's "
-                                       f"domain (e.g. every target ignored, or an infeasible alignment)")
-    result = LossResult(loss=plan.text, canonical=plan.canonical, value=value, reduction=plan.reduction,
-                        terms=terms, omitted=max(t.omitted for t in plan.terms),
-                        samples=max(t.n for t in plan.terms))
-    if plan.sink is not None:
-        result.summary = plan.sink.finish()
-        result.per_sample_path = plan.sink.path
-    return result
 
 
 def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import math
 import os
 import threading
 from collections import deque
@@ -25,6 +24,7 @@ from lossctl.errors import DomainError, InputError, UsageError
 from lossctl.expr import BoundTerm
 from lossctl.inputs import LazyArray, reshaped
 from lossctl.registry import LossSpec, Part
+from lossctl.accumulators import TermAccumulator
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -125,19 +125,18 @@ def sample_count(spec: LossSpec, arrays: Mapping[str, LazyArray]) -> int:
 
 @dataclass
 class TermPlan:
+    """One term of one expression bound to its inputs; its sums go into ``acc``."""
+
     bound: BoundTerm
     arrays: dict[str, LazyArray]
     n: int
     reduction: str
-    total: float = 0.0
-    numerator: float = 0.0
-    denominator: float = 0.0
-    stats: dict[str, Any] = field(default_factory=dict)
-    omitted: int = 0
+    acc: TermAccumulator = field(default_factory=TermAccumulator)
     keep_values: bool = False
     observe: Any = None  # called with each chunk {input: array} after the NaN policy (lossctl.pitfalls)
     values: list[np.ndarray] = field(default_factory=list)
     indices: list[np.ndarray] = field(default_factory=list)
+    start: int = 0  # global index of the plan's first sample (per-sample indices)
 
     @property
     def spec(self) -> LossSpec:
@@ -151,26 +150,10 @@ class TermPlan:
             weight = 0 if values is None else np.size(values)
         else:
             weight = float(np.sum(part.weight, dtype=np.float64))
-        self.add_sums(chunk_sum, numerator, weight, part.stats)
-
-    def add_sums(self, total: float, numerator: float, weight: float, stats: dict[str, Any] | None) -> None:
-        """Add one chunk's sufficient statistics (from a Part, or straight from a fused fast path)."""
-        self.total += total
-        self.numerator += numerator
-        self.denominator += weight
-        for key, val in (stats or {}).items():
-            self.stats[key] = self.stats.get(key, 0.0) + np.asarray(val, dtype=np.float64)
+        self.acc.add_sums(chunk_sum, numerator, weight, part.stats)
 
     def value(self) -> float:
-        if self.spec.finalize is not None:
-            out = self.spec.finalize(self.stats, self.reduction, self.bound.params)
-            if out is not None:
-                return float(out)
-        if self.reduction == "sum":
-            return self.total
-        if self.denominator == 0:
-            return math.nan
-        return self.numerator / self.denominator
+        return self.acc.value(self.spec.finalize, self.reduction, self.bound.params)
 
 
 def _as_part(out: Any) -> Part:
@@ -248,7 +231,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
         for kind, n, group, fused, rows in passes:
             report = on_progress if kind == "slow" or not any(p[0] == "slow" and p[1] == n for p in passes) else None
             if kind == "fast":
-                _run_fast(group, fused, n, rows, chunk_rows is not None, nan_policy, report, tracker, workers)
+                _run_fast(group, fused, n, rows, nan_policy, report, tracker, workers)
             else:
                 _run_slow(group, n, rows, nan_policy, report, tracker, workers)
     finally:
@@ -388,7 +371,7 @@ def _slow_range(group: Sequence[TermPlan], start: int, stop: int, rows: int, nan
     return out
 
 
-def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: int, exact_chunks: bool,
+def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: int,
               nan_policy: str, on_progress: Any, tracker: Any, workers: int) -> None:
     """Fused sums over zero-copy windows; a window the fast path cannot take goes to the kernels."""
     fast = _fast()
@@ -432,7 +415,8 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
             for plan, (total, weight, stats) in zip(group, result):
-                plan.add_sums(total, total, weight, stats)
+                plan.acc.add_sums(total, total, weight, stats)
+                plan.acc.samples += stop - start
         else:
             for _, _, results in result:
                 for plan, res in zip(group, results):
@@ -453,12 +437,6 @@ def _progress_tracker(passes: Sequence[Any]) -> Any:
     from lossctl import progress
 
     return progress.tracker_for([(kind, n, group) for kind, n, group, _, _ in passes])
-
-
-def _run_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.ndarray], nan_policy: str,
-               rows: int) -> None:
-    """Evaluate one chunk of one term and add it up (single-threaded callers)."""
-    _apply_chunk(plan, _compute_chunk(plan, start, stop, cache, nan_policy, rows))
 
 
 def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.ndarray], nan_policy: str,
@@ -496,14 +474,15 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
 def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
     if res is None:
         return
-    plan.omitted += res.omitted
+    plan.acc.omitted += res.omitted
     part = res.part
     if part is None:
         return
+    plan.acc.samples += len(res.index)
     plan.add(part)
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
-        plan.indices.append(res.index)
+        plan.indices.append(res.index + plan.start)
 
 
 def _apply_nan_policy(plan: TermPlan, chunk: dict[str, np.ndarray], index: np.ndarray, policy: str,

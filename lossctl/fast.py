@@ -134,15 +134,12 @@ class Block:
 
 
 def _sum(v: np.ndarray) -> float:
-    """Σv over one sub-chunk, pairwise; the engine adds the sub-chunk sums in float64.
+    """Σv over one sub-chunk, accumulated in float64 whatever the values' type.
 
-    float32 values are summed pairwise in float32 within the sub-chunk (at most SUB_ELEMENTS, so
-    the relative error is below ~25 ulp = 1.5e-6 for the non-negative terms the losses produce,
-    typically 1e-8), which is twice as fast as casting every element to float64; the sub-chunk sums
-    are then accumulated in float64. Sub-chunks lie on a fixed grid of samples, so the result does
-    not depend on the chunk size or the thread count. float64 values stay float64 throughout.
+    float32 sums would be twice as fast but carry ~1e-7 relative error that depends on where a
+    sub-chunk starts, and a state must merge to 1e-12 whatever the split (SPEC §8).
     """
-    return float(np.add.reduce(v))
+    return float(np.add.reduce(v, dtype=np.float64))
 
 
 # ------------------------------------------------------------------------------ fused losses

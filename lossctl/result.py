@@ -37,6 +37,7 @@ class Summary:
     p95: float
     max: float
     worst: list[tuple[int, float]] = field(default_factory=list)
+    approx: bool = False  # the quantiles come from a sketch (≤ 1 % relative error)
 
 
 @dataclass

@@ -19,7 +19,7 @@ def compute(name: str, *arrays: Any, reduction: str = "mean", **kwargs: Any) -> 
     """Evaluate loss ``name`` (or an alias) on in-memory arrays in one chunk."""
     from lossctl.engine import TermPlan, normalize_shapes, run, sample_count
     from lossctl.errors import UsageError
-    from lossctl.expr import BoundTerm
+    from lossctl.expr import BoundTerm, Call, format_call
     from lossctl.inputs import from_array
     from lossctl.registry import REDUCTIONS, get_spec
 
@@ -41,13 +41,16 @@ def compute(name: str, *arrays: Any, reduction: str = "mean", **kwargs: Any) -> 
     missing = [k for k in spec.inputs if k not in lazy]
     if missing:
         raise UsageError(f"{spec.name} needs input(s) {', '.join(missing)}")
+    if reduction != "none":
+        from lossctl.state import LossState
+
+        text = format_call(Call(spec.name, tuple(bound.params.items())))
+        return LossState(text, reduction, nan_policy="propagate").update(**lazy).result().value
     lazy = normalize_shapes(spec, lazy, bound.params)
     n = sample_count(spec, lazy)
-    plan = TermPlan(bound=bound, arrays=lazy, n=n, reduction=reduction, keep_values=reduction == "none")
+    plan = TermPlan(bound=bound, arrays=lazy, n=n, reduction=reduction, keep_values=True)
     run([plan], nan_policy="propagate", chunk_rows=max(1, n))
-    if reduction == "none":
-        return np.concatenate(plan.values) if plan.values else np.empty(0)
-    return plan.value()
+    return np.concatenate(plan.values) if plan.values else np.empty(0)
 
 
 def _public(name: str) -> Any:

@@ -44,6 +44,7 @@ def _summary(summary: Summary) -> dict[str, Any]:
         "count": summary.count,
         **{k: finite_or_none(getattr(summary, k)) for k in ("mean", "std", "min", "p50", "p95", "max")},
         "worst": [{"index": i, **number(v)} for i, v in summary.worst],
+        **({"approx": True} if summary.approx else {}),
     }
 
 
