@@ -133,7 +133,7 @@ class TermAccumulator:
 #: [x, x(1 + 2^-6)) at most, so its midpoint is within 2^-7 = 0.78 % of every value in it (normal
 #: numbers; subnormals share buckets of absolute width < 1e-300). The key is monotone in the value.
 _SHIFT = 46
-_HALF = 1 << (63 - _SHIFT)  # keys of non-negative values are 0 .. _HALF - 1
+_HALF = SKETCH_HALF = 1 << (63 - _SHIFT)  # keys: 2·_HALF buckets (the C kernels use the same)
 
 
 def _sketch_keys(values: np.ndarray) -> np.ndarray:
@@ -213,7 +213,8 @@ class SampleStats:
         n_b = x.size
         mean_b = float(np.add.reduce(x)) / n_b
         d = x - mean_b
-        m2_b = float(np.dot(d, d))
+        d *= d  # (not np.dot: BLAS threads would contend with the engine's workers)
+        m2_b = float(np.add.reduce(d))
         self._combine(n_b, mean_b, m2_b, float(np.minimum.reduce(x)), float(np.maximum.reduce(x)))
 
     def _combine(self, n_b: int, mean_b: float, m2_b: float, min_b: float, max_b: float) -> None:
@@ -260,6 +261,35 @@ class SampleStats:
             keys = np.flatnonzero(self._hist)
             return dict(zip(keys.tolist(), self._hist[keys].tolist()))
         return dict(self._hist or {})
+
+    @classmethod
+    def from_sketch(cls, k: int, count: int, mean: float, m2: float, lo: float, hi: float,
+                    worst_values: np.ndarray, worst_index: np.ndarray, hist: np.ndarray) -> SampleStats:
+        """A state of ``count`` finite values from their moments, K worst and dense bucket counts
+        (what the C fast path computes; the values themselves are gone, so quantiles are approximate)."""
+        out = cls(k=k, count=count, finite=count, mean=mean, m2=m2, min=lo, max=hi)
+        out._set_worst(worst_values, worst_index)
+        out._hist = hist
+        out._exact = None
+        return out
+
+    def absorb(self, other: SampleStats) -> None:
+        """``self = self.merge(other)`` in place, without converting a dense sketch (the engine's hot loop)."""
+        self.count += other.count
+        if other.finite:
+            self._combine(other.finite, other.mean, other.m2, other.min, other.max)
+        self._set_worst(np.concatenate([self.worst_values, other.worst_values]),
+                        np.concatenate([self.worst_index, other.worst_index]))
+        if isinstance(other._hist, np.ndarray):
+            self._dense()[:] += other._hist
+        else:
+            hist = self._dense()
+            for key, c in (other._hist or {}).items():
+                hist[key] += c
+        if self._exact is not None and other._exact is not None and self.finite <= self.EXACT_LIMIT:
+            self._exact = np.concatenate([self._exact, other._exact])
+        else:
+            self._exact = None
 
     def merge(self, other: SampleStats) -> SampleStats:
         out = SampleStats(k=max(self.k, other.k), count=self.count + other.count, finite=self.finite,

@@ -130,7 +130,7 @@ def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: st
     state = LossState(text, reduction, worst, nan_policy=nan_policy,
                       summary=bool(per_sample) or worst > 0 or None)
     observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-    terms = state.plans(sources, observers=observers)
+    terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
     sink = None
     if per_sample:
         path = per_sample

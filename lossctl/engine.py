@@ -24,7 +24,7 @@ from lossctl.errors import DomainError, InputError, UsageError
 from lossctl.expr import BoundTerm
 from lossctl.inputs import LazyArray, reshaped
 from lossctl.registry import LossSpec, Part
-from lossctl.accumulators import TermAccumulator
+from lossctl.accumulators import SampleStats, TermAccumulator
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -137,6 +137,8 @@ class TermPlan:
     values: list[np.ndarray] = field(default_factory=list)
     indices: list[np.ndarray] = field(default_factory=list)
     start: int = 0  # global index of the plan's first sample (per-sample indices)
+    #: where the fused path may put per-sample statistics directly (the values are wanted for nothing else)
+    samples: SampleStats | None = None
 
     @property
     def spec(self) -> LossSpec:
@@ -384,7 +386,8 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             ident = (arr.identity(), arr.shape)
             keys.setdefault(ident, arr)
             names[name] = ident
-        entries.append((fused[id(plan)], names, dict(plan.bound.params)))
+        worst_k = plan.samples.k if plan.keep_values else None  # per-sample statistics in the fused pass
+        entries.append((fused[id(plan)], names, dict(plan.bound.params), worst_k, plan.start))
     # sub-chunks on a fixed grid of samples (whatever --chunk-size says): the sums, and so the value,
     # do not depend on the chunk size or the thread count
     sub_rows = max(1, fast.SUB_ELEMENTS // _row_elements(group))
@@ -397,9 +400,9 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             for ident, arr in keys.items():
                 views[ident], release = arr.view(start, stop)
                 releases.append(release)
-            sums = fast.run_task(entries, views, stop - start, sub_rows)
+            sums = fast.run_task(entries, views, stop - start, sub_rows, start)
             if sums is not None:
-                for plan, (_, names, _) in zip(group, entries):
+                for plan, (_, names, *_) in zip(group, entries):
                     if plan.observe is not None:
                         with locks[id(plan)]:
                             plan.observe({name: views[ident] for name, ident in names.items()})
@@ -414,9 +417,11 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
     tasks = _tasks(group, n, sub_rows, workers)
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
-            for plan, (total, weight, stats) in zip(group, result):
+            for plan, (total, weight, stats, samples) in zip(group, result):
                 plan.acc.add_sums(total, total, weight, stats)
                 plan.acc.samples += stop - start
+                if samples is not None:
+                    plan.samples.absorb(samples)
         else:
             for _, _, results in result:
                 for plan, res in zip(group, results):

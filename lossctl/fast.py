@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels
+from lossctl.accumulators import SKETCH_HALF, SampleStats
 
 #: Elements per sub-chunk (on a fixed grid of samples): its scratch arrays stay in L2/L3 cache, and
 #: each NumPy call is long enough that two worker threads rarely wait for the GIL.
@@ -805,6 +806,9 @@ class Fused:
     inputs: tuple[str, ...] = ("preds", "targets")
     #: ``fn`` may return a third item, additive ``Part.stats`` sums for the loss's ``finalize``
     stats: bool = False
+    #: (C residual kind, knee) from the params, for losses whose per-element values the C kernel
+    #: ``residual_stats`` also summarises (``--worst``, per-sample summaries)
+    c_kind: Callable[[dict[str, Any]], tuple[int, float]] | None = None
 
 
 def _same_float_pair(plan: Any) -> bool:
@@ -880,9 +884,9 @@ def _cosine_pairs(plan: Any) -> bool:
 _BY_NAME: dict[str, Fused] = {
     "cross_entropy": Fused(_cross_entropy, _index_targets),
     "nll": Fused(_nll_c, _index_targets),
-    "mse": Fused(_mse, _same_float_pair),
-    "mae": Fused(_mae, _same_float_pair),
-    "huber": Fused(_huber, _same_float_pair),
+    "mse": Fused(_mse, _same_float_pair, c_kind=lambda params: (_SQUARE, 0.0)),
+    "mae": Fused(_mae, _same_float_pair, c_kind=lambda params: (_ABS, 0.0)),
+    "huber": Fused(_huber, _same_float_pair, c_kind=lambda params: (_HUBER, params["delta"])),
     "smooth_l1": Fused(_smooth_l1, _same_float_pair),
     "log_cosh": Fused(_log_cosh, _same_float_pair),
     "quantile": Fused(_quantile, _same_float_pair),
@@ -932,10 +936,15 @@ def _builtin_kernels() -> dict[Any, Fused]:
 
 
 def fused_for(plan: Any) -> Fused | None:
-    """The fused implementation for ``plan``, when it applies (built-in kernel, plain inputs)."""
-    if plan.keep_values:
-        return None
+    """The fused implementation for ``plan``, when it applies (built-in kernel, plain inputs).
+
+    A plan that keeps per-sample values takes a fused path only when they are wanted for its
+    statistics alone (``plan.samples``), the C kernels can summarise them, and the inputs are 1-D
+    and longer than what the statistics keep exactly.
+    """
     fused = _builtin_kernels().get(plan.spec.kernel)
+    if plan.keep_values and not _stats_path(plan, fused):
+        return None
     if fused is None or not all(arr.can_view() for arr in plan.arrays.values()):
         return None
     if plan.spec.finalize is not None and not fused.stats:
@@ -947,32 +956,80 @@ def fused_for(plan: Any) -> Fused | None:
     return fused
 
 
-def run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views: dict[Any, np.ndarray],
-             rows: int, sub_rows: int) -> list[tuple[float, float, dict[str, Any]]] | None:
+def _stats_path(plan: Any, fused: Fused | None) -> bool:
+    return (fused is not None and fused.c_kind is not None and ckernels.kernels is not None
+            and plan.samples is not None and plan.n > plan.samples.EXACT_LIMIT
+            and all(arr.ndim == 1 for arr in plan.arrays.values()))
+
+
+class _TaskStats:
+    """Per-sample statistics of one fused window: the C kernel's sketch counts and worst-K heap,
+    and the sub-chunks' moments combined as :class:`SampleStats` combines them."""
+
+    def __init__(self, k: int, first: int) -> None:
+        self.k, self.first = k, first
+        self.hist = np.zeros(2 * SKETCH_HALF, dtype=np.int64)
+        self.heap_values = np.empty(max(k, 1))
+        self.heap_index = np.empty(max(k, 1), dtype=np.int64)
+        self.heap_n = 0
+        self.stats = SampleStats(k=k)
+
+    def run(self, kind: int, knee: float, a: np.ndarray, b: np.ndarray, offset: int) -> float | None:
+        out = ckernels.kernels.residual_stats(kind, a, b, knee, self.first + offset, self.hist,
+                                               self.heap_values[:self.k], self.heap_index[:self.k], self.heap_n)
+        if out is None:
+            return None
+        total, lo, hi, m2, self.heap_n = out
+        n = a.size
+        if n:
+            self.stats._combine(n, total / n, m2, lo, hi)
+        return total
+
+    def result(self) -> SampleStats:
+        s = self.stats
+        k = self.heap_n
+        return SampleStats.from_sketch(self.k, s.finite, s.mean, s.m2, s.min, s.max,
+                                       self.heap_values[:k].copy(), self.heap_index[:k].copy(), self.hist)
+
+
+def run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray], rows: int, sub_rows: int,
+             start: int = 0) -> list[tuple[float, float, dict[str, Any], SampleStats | None]] | None:
     """Fused sums over one window of ``rows`` samples; None when the generic path must take it.
 
-    ``entries`` holds (fused, {input name: view key}, params) per term; ``views`` the window of
-    each distinct input (C-contiguous, samples along axis 0).
+    ``entries`` holds (fused, {input name: view key}, params, worst K or None, first index) per term;
+    ``views`` the window of each distinct input (C-contiguous, samples along axis 0), which starts at
+    sample ``start``. A term with a worst K also gets its per-sample statistics (see ``_stats_path``).
     """
     ws = _workspace()
     totals = [0.0] * len(entries)
     weights = [0.0] * len(entries)
     stats: list[dict[str, Any]] = [{} for _ in entries]
+    samples = [None if e[3] is None else _TaskStats(e[3], e[4] + start) for e in entries]
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum sends the window to the kernels
-        return _run_task(entries, views, rows, sub_rows, ws, totals, weights, stats)
+        out = _run_task(entries, views, rows, sub_rows, ws, totals, weights, stats, samples)
+    if out is None:
+        return None
+    return [(*sums, None if ts is None else ts.result()) for sums, ts in zip(out, samples)]
 
 
-def _run_task(entries: list[tuple[Fused, dict[str, Any], dict[str, Any]]], views: dict[Any, np.ndarray],
-              rows: int, sub_rows: int, ws: Workspace, totals: list[float],
-              weights: list[float], stats: list[dict[str, Any]]) -> list[tuple[float, float, dict[str, Any]]] | None:
+def _run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray],
+              rows: int, sub_rows: int, ws: Workspace, totals: list[float], weights: list[float],
+              stats: list[dict[str, Any]], samples: list[_TaskStats | None]) -> list[tuple[float, float, dict[str, Any]]] | None:
     flat = {k: v.reshape(-1) for k, v in views.items()}
     per_row = {k: (v.size // rows if rows else 1) for k, v in views.items()}
     for i in range(0, rows, sub_rows):
         j = min(rows, i + sub_rows)
         arrays = {k: flat[k][i * per_row[k]:j * per_row[k]] for k in flat}
         blk = Block(ws, arrays, j - i)
-        for k, (fused, keys, params) in enumerate(entries):
-            out = fused.fn(blk, *[keys[name] for name in fused.inputs], params)
+        for k, (fused, keys, params, *_) in enumerate(entries):
+            task_stats = samples[k]
+            if task_stats is not None:
+                kind, knee = fused.c_kind(params)
+                a, b = (arrays[keys[name]] for name in fused.inputs)
+                total = task_stats.run(kind, knee, a, b, i)
+                out = None if total is None else (total, a.size)
+            else:
+                out = fused.fn(blk, *[keys[name] for name in fused.inputs], params)
             if out is None:
                 return None
             total, weight = out[0], out[1]

@@ -72,8 +72,12 @@ class LossState:
 
     # ------------------------------------------------------------------------------ updating
 
-    def plans(self, sources: Sources, *, start: int = 0, observers: Sequence[Any] | None = None) -> list[TermPlan]:
+    def plans(self, sources: Sources, *, start: int = 0, observers: Sequence[Any] | None = None,
+              stream_values: bool = False) -> list[TermPlan]:
         """Bind this state's terms to ``sources``: plans whose sums go into this state.
+
+        ``stream_values``: the caller wants the per-sample values from :meth:`take_chunk` (a per-sample
+        file); otherwise a single-term expression may have its statistics summed on a fast path.
 
         Run them with :func:`lossctl.engine.run` and call :meth:`take_chunk` after each chunk; that is
         what :meth:`update` does (the CLI runs the plans of several states in one pass over the files).
@@ -88,6 +92,8 @@ class LossState:
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
                                 acc=self.terms[i], keep_values=self.samples is not None, start=start,
                                 observe=observers[i] if observers else None))
+        if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
+            out[0].samples = self.samples
         return out
 
     def take_chunk(self, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:

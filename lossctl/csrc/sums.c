@@ -342,3 +342,225 @@ row_sq_dist(PyObject *self, PyObject *args)
     PyBuffer_Release(&out);
     Py_RETURN_NONE;
 }
+
+/* ------------------------------------------------------------------ per-sample statistics
+ * residual_stats: the same sum as residual_sum (same lanes, same order: the loss value does not
+ * change when statistics are asked for) and, in the same pass, the statistics of the per-element
+ * values that --worst and the summary need (lossctl/accumulators.py SampleStats): min, max, a
+ * count per sketch bucket (the top 18 bits of the float64 value), and the K largest values with
+ * their indices in a heap. A second pass over the sub-chunk (in cache) gives Σ(v - mean)².
+ * Any non-finite value: None (the caller hands the sub-chunk to the generic kernels). */
+
+#define SKETCH_SHIFT 46
+#define SKETCH_HALF ((int64_t)1 << (63 - SKETCH_SHIFT))
+
+typedef struct {
+    double *v;
+    int64_t *i;
+    Py_ssize_t n, k;
+} WorstHeap;
+
+/* a is worse than b: larger value, or the same value at a lower index */
+static inline int
+worse(double va, int64_t ia, double vb, int64_t ib)
+{
+    return va > vb || (va == vb && ia < ib);
+}
+
+/* The heap's root is its least bad entry; a new value enters when it is worse than the root. */
+static void
+heap_offer(WorstHeap *h, double v, int64_t idx)
+{
+    Py_ssize_t pos;
+    if (h->n < h->k) {
+        pos = h->n++;
+        while (pos > 0) {  /* sift up: the parent must be less bad */
+            Py_ssize_t parent = (pos - 1) / 2;
+            if (!worse(h->v[parent], h->i[parent], v, idx)) {
+                break;
+            }
+            h->v[pos] = h->v[parent];
+            h->i[pos] = h->i[parent];
+            pos = parent;
+        }
+        h->v[pos] = v;
+        h->i[pos] = idx;
+        return;
+    }
+    if (!worse(v, idx, h->v[0], h->i[0])) {
+        return;
+    }
+    pos = 0;
+    for (;;) {  /* sift down from the root */
+        Py_ssize_t c = 2 * pos + 1;
+        if (c >= h->n) {
+            break;
+        }
+        if (c + 1 < h->n && worse(h->v[c], h->i[c], h->v[c + 1], h->i[c + 1])) {
+            c++;
+        }
+        if (!worse(v, idx, h->v[c], h->i[c])) {
+            break;
+        }
+        h->v[pos] = h->v[c];
+        h->i[pos] = h->i[c];
+        pos = c;
+    }
+    h->v[pos] = v;
+    h->i[pos] = idx;
+}
+
+typedef struct {
+    double total, min, max;
+    int bad;
+} StatsPass;
+
+#define STATS_LOOP(T, NAME, VALUE)                                                      \
+    static StatsPass NAME(const T *a, const T *b, Py_ssize_t n, T knee, int64_t first,   \
+                          int64_t *hist, WorstHeap *heap)                              \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        StatsPass out = {0.0, INFINITY, -INFINITY, 0};                                  \
+        Py_ssize_t i = 0;                                                               \
+        (void)knee;                                                                     \
+        while (i < n) {  /* blocks of LANES, then the tail one by one into lane 0 */        \
+            int lanes = i + LANES <= n ? LANES : 1;                                     \
+            for (int k = 0; k < lanes; k++) {                                           \
+                T d = a[i + k] - b[i + k];                                              \
+                double x = (double)(VALUE);                                             \
+                acc[k] += x;                                                            \
+                if (!isfinite(x)) {                                                     \
+                    out.bad = 1;                                                        \
+                    return out;                                                         \
+                }                                                                       \
+                out.min = x < out.min ? x : out.min;                                    \
+                out.max = x > out.max ? x : out.max;                                    \
+                hist[(int64_t)(as_bits(fabs(x)) >> SKETCH_SHIFT) + SKETCH_HALF]++;      \
+                if (heap->n < heap->k || x >= heap->v[0]) {                             \
+                    heap_offer(heap, x, first + i + k);                                 \
+                }                                                                       \
+            }                                                                           \
+            i += lanes;                                                                 \
+        }                                                                               \
+        out.total = add_lanes(acc);                                                     \
+        return out;                                                                     \
+    }                                                                                   \
+    static double NAME##_m2(const T *a, const T *b, Py_ssize_t n, T knee, double mean)  \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        Py_ssize_t i = 0;                                                               \
+        (void)knee;                                                                     \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            for (int k = 0; k < LANES; k++) {                                           \
+                T d = a[i + k] - b[i + k];                                              \
+                double e = (double)(VALUE) - mean;                                      \
+                acc[k] += e * e;                                                        \
+            }                                                                           \
+        }                                                                               \
+        for (; i < n; i++) {                                                            \
+            T d = a[i] - b[i];                                                          \
+            double e = (double)(VALUE) - mean;                                          \
+            acc[0] += e * e;                                                            \
+        }                                                                               \
+        return add_lanes(acc);                                                          \
+    }
+
+STATS_LOOP(float, square_stats_f, d * d)
+STATS_LOOP(double, square_stats_d, d * d)
+STATS_LOOP(float, abs_stats_f, fabsf(d))
+STATS_LOOP(double, abs_stats_d, fabs(d))
+STATS_LOOP(float, huber_stats_f, huber_value_f(d, knee))
+STATS_LOOP(double, huber_stats_d, huber_value_d(d, knee))
+
+const char residual_stats_doc[] =
+"residual_stats(kind, a, b, knee, first, hist, heap_values, heap_index, heap_n)\n"
+"    -> (total, min, max, m2, heap_n) or None\n\n"
+"residual_sum's Σ f(a - b) and the statistics of the values f(a - b): min, max, Σ(v - mean)²,\n"
+"counts added to hist (int64, 2**18 sketch buckets), and the K = len(heap_values) largest values\n"
+"with their indices (first + position) kept in a heap of heap_n entries. None for a non-finite value.";
+
+PyObject *
+residual_stats(PyObject *self, PyObject *args)
+{
+    int kind;
+    PyObject *oa, *ob, *ohist, *ohv, *ohi;
+    double knee;
+    long long first;
+    Py_ssize_t heap_n;
+    Py_buffer a, b, hist, hv, hi;
+    StatsPass pass;
+    double m2 = 0.0;
+    if (!PyArg_ParseTuple(args, "iOOdLOOOn", &kind, &oa, &ob, &knee, &first, &ohist, &ohv, &ohi, &heap_n)) {
+        return NULL;
+    }
+    if (kind < KIND_SQUARE || kind > KIND_HUBER) {
+        PyErr_SetString(PyExc_ValueError, "residual_stats: unknown kind");
+        return NULL;
+    }
+    if (get_pair(oa, ob, &a, &b) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(ohist, &hist, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    if (get_pair(ohv, ohi, &hv, &hi) < 0) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        PyBuffer_Release(&hist);
+        return NULL;
+    }
+    char ka = buffer_kind(&a);
+    int ok = ka == buffer_kind(&b) && (ka == 'f' || ka == 'd') && a.len == b.len
+             && buffer_kind(&hist) == 'q' && hist.len == (Py_ssize_t)(2 * SKETCH_HALF * 8)
+             && buffer_kind(&hv) == 'd' && buffer_kind(&hi) == 'q' && hv.len == hi.len
+             && !hv.readonly && !hi.readonly && heap_n >= 0 && heap_n <= hv.len / 8;
+    if (!ok) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        PyBuffer_Release(&hist);
+        PyBuffer_Release(&hv);
+        PyBuffer_Release(&hi);
+        PyErr_SetString(PyExc_TypeError, "residual_stats: float32/float64 pair of one length, int64 hist of "
+                                         "2**18, float64 and int64 heap buffers of one length");
+        return NULL;
+    }
+    WorstHeap heap = {hv.buf, hi.buf, heap_n, hv.len / 8};
+    Py_BEGIN_ALLOW_THREADS
+    if (ka == 'f') {
+        const float *pa = a.buf, *pb = b.buf;
+        Py_ssize_t n = a.len / 4;
+        float k = (float)knee;
+        pass = kind == KIND_SQUARE ? square_stats_f(pa, pb, n, k, first, hist.buf, &heap)
+             : kind == KIND_ABS ? abs_stats_f(pa, pb, n, k, first, hist.buf, &heap)
+             : huber_stats_f(pa, pb, n, k, first, hist.buf, &heap);
+        if (!pass.bad && n) {
+            double mean = pass.total / (double)n;
+            m2 = kind == KIND_SQUARE ? square_stats_f_m2(pa, pb, n, k, mean)
+               : kind == KIND_ABS ? abs_stats_f_m2(pa, pb, n, k, mean) : huber_stats_f_m2(pa, pb, n, k, mean);
+        }
+    }
+    else {
+        const double *pa = a.buf, *pb = b.buf;
+        Py_ssize_t n = a.len / 8;
+        pass = kind == KIND_SQUARE ? square_stats_d(pa, pb, n, knee, first, hist.buf, &heap)
+             : kind == KIND_ABS ? abs_stats_d(pa, pb, n, knee, first, hist.buf, &heap)
+             : huber_stats_d(pa, pb, n, knee, first, hist.buf, &heap);
+        if (!pass.bad && n) {
+            double mean = pass.total / (double)n;
+            m2 = kind == KIND_SQUARE ? square_stats_d_m2(pa, pb, n, knee, mean)
+               : kind == KIND_ABS ? abs_stats_d_m2(pa, pb, n, knee, mean) : huber_stats_d_m2(pa, pb, n, knee, mean);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&hist);
+    PyBuffer_Release(&hv);
+    PyBuffer_Release(&hi);
+    if (pass.bad) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("ddddn", pass.total, pass.min, pass.max, m2, heap.n);
+}
