@@ -335,9 +335,9 @@ def _open_npz(path: str, key: str | None, name: str) -> LazyArray | dict[str, La
         if not keys:
             raise InputError(f"{label}: the .npz file holds no arrays")
         if key is not None and key not in keys:
-            from lossctl.registry import _did_you_mean
+            from lossctl.words import did_you_mean
 
-            raise InputError(f"{label}: no array {key!r}{_did_you_mean(key, keys)} (keys: {', '.join(keys)})")
+            raise InputError(f"{label}: no array {key!r}{did_you_mean(key, keys)} (keys: {', '.join(keys)})")
         wanted = [key] if key is not None else keys
         arrays = {k: _npz_member(path, zf, members[k], k, name, label) for k in wanted}
     if key is not None:
@@ -823,9 +823,9 @@ def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> Cs
             elif _INT_RE.match(col) and 0 <= int(col) < len(columns):
                 chosen.append(columns[int(col)])
             else:
-                from lossctl.registry import _did_you_mean
+                from lossctl.words import did_you_mean
 
-                raise InputError(f"{label}: no column {col!r}{_did_you_mean(col, columns)} "
+                raise InputError(f"{label}: no column {col!r}{did_you_mean(col, columns)} "
                                  f"(columns: {', '.join(columns)}; or a 0-based index)")
         for col in chosen:
             if source.dtypes[col] is None:  # names the first non-numeric value and its line
