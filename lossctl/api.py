@@ -198,7 +198,7 @@ class _Hashing:
     def __init__(self, used: Mapping[str, LazyArray]) -> None:
         import threading
 
-        from lossctl.engine import worker_count
+        from lossctl.workers import worker_count
 
         self._keys: dict[str, Any] = {}
         jobs: dict[Any, Any] = {}

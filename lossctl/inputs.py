@@ -460,9 +460,8 @@ CSV_BLOCK_BYTES = 1 << 23  # bytes of the file per C-parsed block (whole lines)
 def _csv_pool() -> Any:
     """Threads that parse CSV blocks ahead of the reader (the C parser releases the GIL)."""
     from lossctl import workers
-    from lossctl.engine import worker_count
 
-    return workers.pool("lossctl-csv", worker_count())
+    return workers.pool("lossctl-csv", workers.worker_count())
 
 
 def _simple_header(path: str, sep: str, has_header: bool, ncols: int) -> tuple[int, list[str]] | None:

@@ -209,14 +209,6 @@ def test_progress_callback_covers_every_sample(regression_files, small_tasks):
     assert seen == [n, n]
 
 
-def test_worker_count(monkeypatch):
-    monkeypatch.setenv("LOSSCTL_THREADS", "3")
-    assert engine.worker_count() == 3
-    assert engine.worker_count(1) == 1
-    monkeypatch.setenv("LOSSCTL_THREADS", "junk")
-    assert engine.worker_count() >= 1
-
-
 def test_npy_view_is_a_window_that_can_be_released(tmp_path):
     arr = np.arange(200_000, dtype=np.float64).reshape(100_000, 2)
     np.save(tmp_path / "a.npy", arr)
