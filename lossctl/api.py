@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from lossctl import __version__, diagnostics, pitfalls
+from lossctl.arrays import LazyArray, from_array
 from lossctl.engine import Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
 from lossctl.errors import InputError, UsageError
 from lossctl.expr import BoundTerm, bind
-from lossctl.inputs import LazyArray, from_array, open_input, open_source
 from lossctl.per_sample import PerSampleSink
+from lossctl.readers import open_input, open_source
 from lossctl.registry import REDUCTIONS
 from lossctl.result import LossResult, Report, TermResult
 

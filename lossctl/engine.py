@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from lossctl import workers as workers_module
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError, UsageError
 from lossctl.expr import BoundTerm
-from lossctl.inputs import LazyArray, reshaped
 from lossctl.registry import LossSpec, Part
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16

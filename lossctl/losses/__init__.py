@@ -17,10 +17,10 @@ from lossctl.losses import extra_families as _extra  # noqa: F401
 
 def compute(name: str, *arrays: Any, reduction: str = "mean", **kwargs: Any) -> Any:
     """Evaluate loss ``name`` (or an alias) on in-memory arrays in one chunk."""
+    from lossctl.arrays import from_array
     from lossctl.engine import TermPlan, normalize_shapes, run, sample_count
     from lossctl.errors import UsageError
     from lossctl.expr import BoundTerm
-    from lossctl.inputs import from_array
     from lossctl.registry import REDUCTIONS, get_spec
 
     spec = get_spec(name)

@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError
-from lossctl.inputs import LazyArray, reshaped
 
 
 def softplus(x: np.ndarray) -> np.ndarray:
