@@ -149,6 +149,7 @@ def no_release() -> None:
 
 
 def reshaped(arr: LazyArray, shape: tuple[int, ...]) -> LazyArray:
+    """``arr`` seen with ``shape`` (same sample count), without reading it; ``arr`` itself if equal."""
     if tuple(shape) == tuple(arr.shape):
         return arr
     if isinstance(arr, MemoryArray):

@@ -171,10 +171,6 @@ class LossSpec:
     finalize: Callable[..., Any] | None = None
     plugin: str | None = None
 
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
-
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name:
