@@ -6,6 +6,9 @@ returns either the element-wise loss values (mean = over all elements) or a :cla
 carries the additive sufficient statistics the engine sums over chunks.
 
 User plugins use the same decorator (see README, "Custom losses").
+
+The registry knows only what has been registered: it imports no loss. The built-in losses are
+registered by importing :mod:`lossctl.losses`, which whoever looks losses up by name does first.
 """
 
 from __future__ import annotations
@@ -256,13 +259,8 @@ def register_loss(
     return decorate
 
 
-def _ensure_builtins() -> None:
-    import lossctl.losses  # noqa: F401  (registers the built-in losses)
-
-
 def canonical_name(name: str) -> str:
     """The canonical loss name for ``name`` or an alias; ExprError with a suggestion if unknown."""
-    _ensure_builtins()
     key = name.lower()
     if key in _REGISTRY:
         return key
@@ -277,5 +275,4 @@ def get_spec(name: str) -> LossSpec:
 
 
 def all_specs() -> list[LossSpec]:
-    _ensure_builtins()
     return sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name))
