@@ -409,6 +409,7 @@ def main() -> int:
 
         importlib.import_module("lossctl.pitfalls").observer = lambda *a, **k: None
     losses = [s.strip() for s in args.losses.split(",") if s.strip()]
+    import lossctl.losses  # noqa: F401  (registers the built-in losses)
     from lossctl.registry import all_specs
 
     missing = sorted({s.name for s in all_specs()} - set(LOSSES) - set(EXTRA_LOSSES))

@@ -2,7 +2,7 @@
 
 The public Python API:
 
-* ``lossctl.losses``: every built-in loss as a function, ``huber(preds, targets, delta=1.0)``.
+* ``lossctl.functional``: every loss as a function, ``huber(preds, targets, delta=1.0)``.
 * ``lossctl.evaluate(preds, targets, loss="huber")``: the result object the CLI renders.
 * ``lossctl.LossState("huber")``: the mergeable state under every evaluation (update/merge/result).
 """

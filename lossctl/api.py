@@ -15,11 +15,12 @@ from typing import Any
 import numpy as np
 
 from lossctl import __version__, diagnostics, pitfalls
+from lossctl.arrays import LazyArray, from_array
 from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
 from lossctl.errors import UsageError
 from lossctl.expr import bind
-from lossctl.inputs import LazyArray, from_array, open_input, open_source
 from lossctl.per_sample import PerSampleSink
+from lossctl.readers import open_input, open_source
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Report
 from lossctl.state import LossState
@@ -169,7 +170,7 @@ class _Hashing:
     def __init__(self, used: Mapping[str, LazyArray]) -> None:
         import threading
 
-        from lossctl.engine import worker_count
+        from lossctl.workers import worker_count
 
         self._keys: dict[str, Any] = {}
         jobs: dict[Any, Any] = {}

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from lossctl import workers as workers_module
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError, UsageError
 from lossctl.expr import BoundTerm
-from lossctl.inputs import LazyArray, reshaped
 from lossctl.registry import LossSpec, Part
 from lossctl.accumulators import SampleStats, TermAccumulator
 
@@ -215,7 +214,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     groups: dict[int, list[TermPlan]] = {}
     for plan in plans:
         groups.setdefault(plan.n, []).append(plan)
-    workers = worker_count(threads)
+    workers = workers_module.worker_count(threads)
     passes = []
     for n, group in groups.items():
         fused = {id(p): f for p in group if FAST_PATHS and (f := _fast().fused_for(p)) is not None}
@@ -244,20 +243,6 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
 SEQUENTIAL_CHUNK_ELEMENTS = 1 << 17  # chunk size when an input is streamed (CSV): half a parsed chunk
 TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
-
-
-def worker_count(threads: int | None = None) -> int:
-    """Worker threads: ``threads``, else $LOSSCTL_THREADS, else the usable cores."""
-    if threads is None:
-        env = os.environ.get("LOSSCTL_THREADS", "").strip()
-        if env.isdigit() and int(env) > 0:
-            threads = int(env)
-    if threads is None:
-        try:
-            threads = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # pragma: no cover - not Linux
-            threads = os.cpu_count() or 1
-    return max(1, int(threads))
 
 
 def _fast() -> Any:

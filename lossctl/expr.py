@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossctl.errors import ExprError
+from lossctl.registry import REDUCTIONS, get_spec
 
 _TOKEN = re.compile(
     r"""
@@ -259,7 +260,7 @@ class BoundTerm:
 
 def bind(text_or_expr: str | Expr, text: str | None = None) -> list[BoundTerm]:
     """Resolve an expression's names and parameters (type- and range-checked) against the registry."""
-    from lossctl.registry import REDUCTIONS, get_spec
+    import lossctl.losses  # noqa: F401  (the built-in losses; here, not at the top: parse needs no NumPy)
 
     if isinstance(text_or_expr, str):
         text = text_or_expr

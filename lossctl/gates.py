@@ -135,6 +135,7 @@ def _signature(text: str) -> tuple[Any, ...] | None:
 
 def _bare_name(text: str) -> str | None:
     """The canonical loss name if ``text`` is a bare loss name (``huber``, ``l2``), else None."""
+    import lossctl.losses  # noqa: F401  (the built-in losses, by name)
     from lossctl.expr import parse
     from lossctl.registry import canonical_name
 

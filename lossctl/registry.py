@@ -6,17 +6,20 @@ returns either the element-wise loss values (mean = over all elements) or a :cla
 carries the additive sufficient statistics the engine sums over chunks.
 
 User plugins use the same decorator (see README, "Custom losses").
+
+The registry knows only what has been registered: it imports no loss. The built-in losses are
+registered by importing :mod:`lossctl.losses`, which whoever looks losses up by name does first.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lossctl.errors import ExprError
+from lossctl.words import did_you_mean
 
 REDUCTIONS = ("mean", "sum", "none")
 
@@ -83,7 +86,7 @@ class Param:
                 raise ExprError(f"{where} must be a word, got {value!r}")
             value = value.lower()
             if self.choices and value not in self.choices:
-                hint = _did_you_mean(value, self.choices)
+                hint = did_you_mean(value, self.choices)
                 raise ExprError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}{hint}")
             return value
         if t == "int":
@@ -171,10 +174,6 @@ class LossSpec:
     finalize: Callable[..., Any] | None = None
     plugin: str | None = None
 
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
-
     def param(self, name: str) -> Param:
         for p in self.params:
             if p.name == name:
@@ -193,7 +192,7 @@ class LossSpec:
         known = {p.name: p for p in self.params}
         for key in given:
             if key not in known and key != "reduction":
-                hint = _did_you_mean(key, [*known, "reduction"])
+                hint = did_you_mean(key, [*known, "reduction"])
                 allowed = ", ".join([*known, "reduction"])
                 raise ExprError(f"unknown parameter {key!r} for {self.name}{hint} (allowed: {allowed})")
         for p in self.params:
@@ -260,19 +259,14 @@ def register_loss(
     return decorate
 
 
-def _ensure_builtins() -> None:
-    import lossctl.losses  # noqa: F401  (registers the built-in losses)
-
-
 def canonical_name(name: str) -> str:
     """The canonical loss name for ``name`` or an alias; ExprError with a suggestion if unknown."""
-    _ensure_builtins()
     key = name.lower()
     if key in _REGISTRY:
         return key
     if key in _ALIASES:
         return _ALIASES[key]
-    hint = _did_you_mean(key, [*_REGISTRY, *_ALIASES])
+    hint = did_you_mean(key, [*_REGISTRY, *_ALIASES])
     raise ExprError(f"unknown loss {name!r}{hint}; run 'lossctl losses' to list them")
 
 
@@ -281,10 +275,4 @@ def get_spec(name: str) -> LossSpec:
 
 
 def all_specs() -> list[LossSpec]:
-    _ensure_builtins()
     return sorted(_REGISTRY.values(), key=lambda s: (s.family, s.name))
-
-
-def _did_you_mean(word: str, candidates: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""

@@ -31,7 +31,7 @@ from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.engine import NAN_POLICIES, Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
 from lossctl.errors import InputError, UsageError
 from lossctl.expr import BoundTerm, bind, format_expr, parse
-from lossctl.inputs import LazyArray, from_array
+from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
 from lossctl.result import LossResult, TermResult
 

@@ -1,4 +1,4 @@
-"""Worker threads for the engine and the CSV reader, kept for the life of the process.
+"""Worker threads for the engine and the CSV reader, kept for the life of the process, and how many.
 
 Daemon threads, unlike ``concurrent.futures.ThreadPoolExecutor``'s: the interpreter joins an
 executor's threads at exit, and a Ctrl-C that lands while the executor is starting a thread leaves
@@ -55,6 +55,20 @@ class WorkerPool:
             else:
                 fut.set_result(result)
             del fut, fn, args  # do not keep the last task's inputs alive while idle
+
+
+def worker_count(threads: int | None = None) -> int:
+    """Worker threads: ``threads``, else $LOSSCTL_THREADS, else the usable cores."""
+    if threads is None:
+        env = os.environ.get("LOSSCTL_THREADS", "").strip()
+        if env.isdigit() and int(env) > 0:
+            threads = int(env)
+    if threads is None:
+        try:
+            threads = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            threads = os.cpu_count() or 1
+    return max(1, int(threads))
 
 
 _POOLS: dict[str, WorkerPool] = {}

@@ -19,12 +19,13 @@ def runner():
 def csv_parser(request, monkeypatch):
     """Run a CSV test through the C parser (in tiny blocks, so many blocks and lines cut across
     them) and through pandas (what every file the C parser refuses gets)."""
-    from lossctl import ckernels, inputs
+    from lossctl import ckernels
+    from lossctl.readers import csv
 
     if request.param == "c":
         if ckernels.kernels is None:
             pytest.skip("C kernels not built")
-        monkeypatch.setattr(inputs, "CSV_BLOCK_BYTES", 64)
+        monkeypatch.setattr(csv, "CSV_BLOCK_BYTES", 64)
     else:
         monkeypatch.setattr(ckernels, "kernels", None)
     return request.param

@@ -8,6 +8,7 @@ import numpy as np
 from golden_support import GOLDEN_DIR, decode_array, tolerance
 
 import lossctl
+import lossctl.functional
 from lossctl.cli import app
 
 
@@ -21,7 +22,7 @@ def check_none_values(case: dict) -> None:
     report = lossctl.evaluate(inputs=inputs, loss=case["loss"], reduction="none", nan_policy="propagate",
                               provenance=False, worst=1)
     assert report.results[0].summary is not None
-    got = lossctl.losses.compute(_bare(case["loss"]), reduction="none", **inputs, **_params(case["loss"]))
+    got = lossctl.functional.compute(_bare(case["loss"]), reduction="none", **inputs, **_params(case["loss"]))
     np.testing.assert_allclose(np.asarray(got, dtype=np.float64).reshape(-1), case["expected_none"],
                                rtol=tolerance(case), atol=tolerance(case) * 1e-3)
 

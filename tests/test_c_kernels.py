@@ -380,8 +380,7 @@ def test_csv_parser_refuses_what_only_pandas_reads(text):
 
 
 def test_csv_files_read_the_same_through_both_parsers(tmp_path, monkeypatch):
-    from lossctl import inputs
-    from lossctl.inputs import open_input
+    from lossctl.readers import csv, open_input
 
     rng = np.random.default_rng(7)
     n = 3000
@@ -391,10 +390,10 @@ def test_csv_files_read_the_same_through_both_parsers(tmp_path, monkeypatch):
         for i in range(n):
             p, t = (float(v) for v in rng.standard_normal(2) * 10.0 ** rng.integers(-30, 30))
             fh.write(f"{i},{p!r}, {t:.6e}\r\n" if i % 3 else f"{i},{p:.9g},\r\n")
-    monkeypatch.setattr(inputs, "CSV_BLOCK_BYTES", 1000)
+    monkeypatch.setattr(csv, "CSV_BLOCK_BYTES", 1000)
     via_c = open_input(str(path)).read_all()
     assert open_input(f"{path}:id").dtype == np.int64
-    inputs._CSV_SOURCES.clear()
+    csv._CSV_SOURCES.clear()
     monkeypatch.setattr(ckernels, "kernels", None)
     via_pandas = open_input(str(path)).read_all()
     np.testing.assert_array_equal(via_c, via_pandas)
@@ -452,9 +451,9 @@ def test_csv_parser_on_hostile_text_agrees_with_pandas_or_declines(pieces, ncols
 @pytest.mark.parametrize("text", [b"a,b\n1,2\n\n3,4", b"\n\r\n1\r\n\r\n2\n", b"x\n" * 5, b"", b"1\n\n\n2\n\r\n",
                                   b"\r\n", b"\n", b"1\r\n\r\n\r\n", b"123456789,1\n\n2\n"])
 def test_csv_row_counters_agree(tmp_path, monkeypatch, text):
-    from lossctl import inputs
+    from lossctl.readers import csv
 
     path = tmp_path / "rows.csv"
     path.write_bytes(text)
-    monkeypatch.setattr(inputs, "CSV_BLOCK_BYTES", 4)  # lines longer than the buffer, carried over
-    assert inputs._count_rows_c(str(path)) == inputs._count_csv_rows(str(path))
+    monkeypatch.setattr(csv, "CSV_BLOCK_BYTES", 4)  # lines longer than the buffer, carried over
+    assert csv._count_rows_c(str(path)) == csv._count_csv_rows(str(path))

@@ -7,8 +7,9 @@ import pytest
 
 import lossctl
 from lossctl import engine, fast
+from lossctl.arrays import from_array
 from lossctl.errors import InputError
-from lossctl.inputs import open_input
+from lossctl.readers import open_input
 
 FUSED = ["mse", "mae", "huber", "huber(delta=0.3)", "smooth_l1", "smooth_l1(beta=0.25)", "smooth_l1(beta=0)",
          "log_cosh", "quantile", "quantile(q=0.9)"]
@@ -180,7 +181,7 @@ def test_a_plugin_replacing_a_loss_gets_the_generic_path():
     from lossctl.expr import bind
 
     term = bind("mse")[0]
-    arr = lossctl.inputs.from_array(np.ones(4), "preds")
+    arr = from_array(np.ones(4), "preds")
     plan = engine.TermPlan(bound=term, arrays={"preds": arr, "targets": arr}, n=4, reduction="mean")
     assert fast.fused_for(plan) is not None
     replaced = type(term.spec)(**{**term.spec.__dict__, "kernel": lambda preds, targets: preds - targets})
@@ -207,14 +208,6 @@ def test_progress_callback_covers_every_sample(regression_files, small_tasks):
         seen.append(sum(got))
     n = np.load(p).shape[0]
     assert seen == [n, n]
-
-
-def test_worker_count(monkeypatch):
-    monkeypatch.setenv("LOSSCTL_THREADS", "3")
-    assert engine.worker_count() == 3
-    assert engine.worker_count(1) == 1
-    monkeypatch.setenv("LOSSCTL_THREADS", "junk")
-    assert engine.worker_count() >= 1
 
 
 def test_npy_view_is_a_window_that_can_be_released(tmp_path):
@@ -248,10 +241,10 @@ def test_pitfall_observers_still_see_the_data_on_the_fast_path(tmp_path):
 
 @pytest.fixture
 def tiny_csv_chunks(monkeypatch, csv_parser):
-    from lossctl import inputs
+    from lossctl.readers import csv
 
-    monkeypatch.setattr(inputs, "CSV_CHUNK_ROWS", 7)
-    monkeypatch.setattr(inputs, "_CSV_KEEP_CHUNKS", 2)
+    monkeypatch.setattr(csv, "CSV_CHUNK_ROWS", 7)
+    monkeypatch.setattr(csv, "_CSV_KEEP_CHUNKS", 2)
 
 
 def test_csv_is_streamed_in_chunks_with_the_same_values(tmp_path, tiny_csv_chunks, small_tasks):
@@ -373,26 +366,26 @@ def test_fused_cross_entropy_and_nll_match_the_kernels(dtype, monkeypatch, small
 
 
 def test_csv_read_twice_rewinds_once(tmp_path, tiny_csv_chunks):
-    from lossctl import inputs
+    from lossctl.readers import csv
 
     path = tmp_path / "twice.csv"
     path.write_text("p,t\n" + "".join(f"{i},{i % 7}\n" for i in range(200)))
     a, b = open_input(f"{path}:p"), open_input(f"{path}:t")
     np.testing.assert_array_equal(a.read(0, 200), np.arange(200))
     calls = []
-    real = inputs._CsvSource._restart
+    real = csv._CsvSource._restart
 
     def counting(self):
         calls.append(1)
         return real(self)
 
-    inputs._CsvSource._restart = counting
+    csv._CsvSource._restart = counting
     try:
         for s in range(0, 200, 7):  # in step, as the engine reads them
             np.testing.assert_array_equal(a.read(s, s + 7), np.arange(s, min(200, s + 7)))
             np.testing.assert_array_equal(b.read(s, s + 7), np.arange(s, min(200, s + 7)) % 7)
     finally:
-        inputs._CsvSource._restart = real
+        csv._CsvSource._restart = real
     assert len(calls) == 1
 
 

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 
-from lossctl.losses import compute
+from lossctl.functional import compute
 
 LOG2 = math.log(2.0)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from lossctl.errors import InputError
-from lossctl.inputs import NpyArray, open_input, open_source
+from lossctl.readers import open_input, open_source
+from lossctl.readers.npy import NpyArray
 
 
 def test_npy_is_read_in_chunks_not_whole(tmp_path):

@@ -12,7 +12,7 @@ from cli_support import assert_usage_error as _assert_usage_error
 from cli_support import evaluate_arrays as _cli
 
 import lossctl
-from lossctl import losses
+from lossctl import functional as F
 
 LN2 = math.log(2.0)
 
@@ -22,50 +22,50 @@ LN2 = math.log(2.0)
 
 def test_bce_by_hand():
     # -log 0.9 and -log(1 - 0.2) → mean
-    assert losses.bce([0.9, 0.2], [1, 0]) == pytest.approx((-math.log(0.9) - math.log(0.8)) / 2, rel=1e-15)
+    assert F.bce([0.9, 0.2], [1, 0]) == pytest.approx((-math.log(0.9) - math.log(0.8)) / 2, rel=1e-15)
     # soft target 0.25 at p = 0.5: -(0.25 log .5 + 0.75 log .5) = log 2
-    assert losses.bce([0.5], [0.25]) == pytest.approx(LN2, rel=1e-15)
+    assert F.bce([0.5], [0.25]) == pytest.approx(LN2, rel=1e-15)
     # p exactly 0 or 1: log clamped at -100, so a wrong certain answer costs 100, a right one 0
-    np.testing.assert_array_equal(losses.bce([0.0, 1.0, 1.0, 0.0], [1, 0, 1, 0], reduction="none"),
+    np.testing.assert_array_equal(F.bce([0.0, 1.0, 1.0, 0.0], [1, 0, 1, 0], reduction="none"),
                                   [100.0, 100.0, 0.0, 0.0])
     # weight: scalar scales everything; a per-column list scales each column
-    assert losses.bce([0.5, 0.5], [1, 0], weight=3.0) == pytest.approx(3 * LN2, rel=1e-15)
-    assert losses.bce([[0.5, 0.5]], [[1, 0]], weight=[1.0, 3.0]) == pytest.approx((LN2 + 3 * LN2) / 2, rel=1e-15)
+    assert F.bce([0.5, 0.5], [1, 0], weight=3.0) == pytest.approx(3 * LN2, rel=1e-15)
+    assert F.bce([[0.5, 0.5]], [[1, 0]], weight=[1.0, 3.0]) == pytest.approx((LN2 + 3 * LN2) / 2, rel=1e-15)
 
 
 def test_bce_with_logits_by_hand():
     # x = 0 → σ = 1/2 → log 2 whatever the target
-    assert losses.bce_with_logits([0.0, 0.0], [1, 0]) == pytest.approx(LN2, rel=1e-15)
+    assert F.bce_with_logits([0.0, 0.0], [1, 0]) == pytest.approx(LN2, rel=1e-15)
     # pos_weight multiplies the positive term: t = 1 → 3 log 2; t = 0 unchanged → log 2
-    np.testing.assert_allclose(losses.bce_logits([0.0, 0.0], [1, 0], pos_weight=3.0, reduction="none"),
+    np.testing.assert_allclose(F.bce_logits([0.0, 0.0], [1, 0], pos_weight=3.0, reduction="none"),
                                [3 * LN2, LN2], rtol=1e-15)
     # per-column pos_weight and weight: column 0 (t=1): 2·1·log 2; column 1 (t=1): 0.5·4·log 2
-    assert losses.bce_with_logits([[0.0, 0.0]], [[1, 1]], pos_weight=[1.0, 4.0], weight=[2.0, 0.5]) == \
+    assert F.bce_with_logits([[0.0, 0.0]], [[1, 1]], pos_weight=[1.0, 4.0], weight=[2.0, 0.5]) == \
         pytest.approx((2 * LN2 + 2 * LN2) / 2, rel=1e-15)
     # x = ln 3: σ = 3/4; t = 1 → log(4/3), t = 0 → log 4
-    np.testing.assert_allclose(losses.bce_with_logits([math.log(3)] * 2, [1, 0], reduction="none"),
+    np.testing.assert_allclose(F.bce_with_logits([math.log(3)] * 2, [1, 0], reduction="none"),
                                [math.log(4 / 3), math.log(4)], rtol=1e-15)
 
 
 def test_binary_focal_by_hand():
     # x = 0 → p_t = 1/2, ce = log 2; α_t = 0.25 (t=1) or 0.75 (t=0); (1 - p_t)² = 1/4
-    np.testing.assert_allclose(losses.focal([0.0, 0.0], [1, 0], reduction="none"),
+    np.testing.assert_allclose(F.focal([0.0, 0.0], [1, 0], reduction="none"),
                                [0.25 * 0.25 * LN2, 0.75 * 0.25 * LN2], rtol=1e-15)
     # alpha=none, gamma=0 is plain bce_with_logits
     x, t = np.array([1.3, -0.2, 2.0]), np.array([1.0, 0.0, 0.0])
-    assert losses.focal(x, t, alpha=None, gamma=0.0) == pytest.approx(losses.bce_with_logits(x, t), rel=1e-15)
+    assert F.focal(x, t, alpha=None, gamma=0.0) == pytest.approx(F.bce_with_logits(x, t), rel=1e-15)
     # torchvision: a negative alpha disables the α weighting, like none
-    assert losses.focal(x, t, alpha=-1.0) == pytest.approx(losses.focal(x, t, alpha=None), rel=1e-15)
+    assert F.focal(x, t, alpha=-1.0) == pytest.approx(F.focal(x, t, alpha=None), rel=1e-15)
 
 
 def test_binary_hinge_by_hand():
     # max(0, 1 - t s): s = [0.5, -2, 0], t = [1, -1, 1] → [0.5, 0, 1] → mean 0.5
-    assert losses.hinge([0.5, -2, 0], [1, -1, 1]) == pytest.approx(0.5, rel=1e-15)
+    assert F.hinge([0.5, -2, 0], [1, -1, 1]) == pytest.approx(0.5, rel=1e-15)
     # {0, 1} labels mean {-1, 1}
-    assert losses.hinge([0.5, -2, 0], [1, 0, 1]) == pytest.approx(0.5, rel=1e-15)
+    assert F.hinge([0.5, -2, 0], [1, 0, 1]) == pytest.approx(0.5, rel=1e-15)
     # squared: [0.25, 0, 1] → 1.25/3; margin 2: [1.5, 0, 2] → 3.5/3
-    assert losses.hinge([0.5, -2, 0], [1, -1, 1], squared=True) == pytest.approx(1.25 / 3, rel=1e-15)
-    assert losses.hinge([0.5, -2, 0], [1, -1, 1], margin=2.0) == pytest.approx(3.5 / 3, rel=1e-15)
+    assert F.hinge([0.5, -2, 0], [1, -1, 1], squared=True) == pytest.approx(1.25 / 3, rel=1e-15)
+    assert F.hinge([0.5, -2, 0], [1, -1, 1], margin=2.0) == pytest.approx(3.5 / 3, rel=1e-15)
 
 
 # ---------------------------------------------------------------------------------- multiclass
@@ -74,22 +74,22 @@ def test_binary_hinge_by_hand():
 def test_cross_entropy_by_hand():
     # logits [ln 3, 0, 0] → softmax [3/5, 1/5, 1/5]; target 0 → log(5/3); target 1 → log 5
     x = np.array([[math.log(3), 0.0, 0.0]] * 2)
-    np.testing.assert_allclose(losses.cross_entropy(x, [0, 1], reduction="none"), [math.log(5 / 3), math.log(5)],
+    np.testing.assert_allclose(F.cross_entropy(x, [0, 1], reduction="none"), [math.log(5 / 3), math.log(5)],
                                rtol=1e-15)
     # class weights [1, 3, 1]: Σ w_y l / Σ w_y = (1·log(5/3) + 3·log 5) / 4
-    assert losses.ce(x, [0, 1], weight=[1.0, 3.0, 1.0]) == \
+    assert F.ce(x, [0, 1], weight=[1.0, 3.0, 1.0]) == \
         pytest.approx((math.log(5 / 3) + 3 * math.log(5)) / 4, rel=1e-15)
     # ignore_index: the ignored sample counts in neither numerator nor denominator
-    assert losses.cross_entropy(x, [0, -100]) == pytest.approx(math.log(5 / 3), rel=1e-15)
-    assert losses.cross_entropy(x, [0, 2], ignore_index=2) == pytest.approx(math.log(5 / 3), rel=1e-15)
+    assert F.cross_entropy(x, [0, -100]) == pytest.approx(math.log(5 / 3), rel=1e-15)
+    assert F.cross_entropy(x, [0, 2], ignore_index=2) == pytest.approx(math.log(5 / 3), rel=1e-15)
     # label smoothing ε = 0.3, C = 3: (1 - ε)(-log p_y) + ε/C Σ_c(-log p_c)
     smooth = 0.7 * math.log(5 / 3) + 0.1 * (math.log(5 / 3) + 2 * math.log(5))
-    assert losses.cross_entropy(x[:1], [0], label_smoothing=0.3) == pytest.approx(smooth, rel=1e-14)
+    assert F.cross_entropy(x[:1], [0], label_smoothing=0.3) == pytest.approx(smooth, rel=1e-14)
     # probability targets [0.5, 0.5, 0]: 0.5 log(5/3) + 0.5 log 5, divided by N only
-    assert losses.cross_entropy(x[:1], np.array([[0.5, 0.5, 0.0]])) == \
+    assert F.cross_entropy(x[:1], np.array([[0.5, 0.5, 0.0]])) == \
         pytest.approx(0.5 * math.log(5 / 3) + 0.5 * math.log(5), rel=1e-15)
     # unbatched (C,) logits with a 0-d target
-    assert losses.cross_entropy(x[0], np.array(1)) == pytest.approx(math.log(5), rel=1e-15)
+    assert F.cross_entropy(x[0], np.array(1)) == pytest.approx(math.log(5), rel=1e-15)
 
 
 def test_cross_entropy_label_smoothing_with_weight_by_hand():
@@ -100,7 +100,7 @@ def test_cross_entropy_label_smoothing_with_weight_by_hand():
     smooth = [2 * math.log(5 / 3) + 1 * math.log(5) + 0.5 * math.log(5), (2 + 1 + 0.5) * math.log(3)]
     wy = [2.0, 0.5]
     want = (1 - eps) * (wy[0] * nll[0] + wy[1] * nll[1]) / 2.5 + eps / 3 * sum(smooth) / 2.5
-    assert losses.cross_entropy(x, [0, 2], weight=w, label_smoothing=eps) == pytest.approx(want, rel=1e-14)
+    assert F.cross_entropy(x, [0, 2], weight=w, label_smoothing=eps) == pytest.approx(want, rel=1e-14)
 
 
 def test_cross_entropy_all_ignored_is_nan_with_a_warning(runner, tmp_path):
@@ -115,39 +115,39 @@ def test_cross_entropy_all_ignored_is_nan_with_a_warning(runner, tmp_path):
 def test_nll_by_hand():
     # -x_y: [0.1, 0.4] → mean 0.25; weights [1, 3]: (1·0.1 + 3·0.4)/4 = 0.325
     lp = [[-0.1, -2.4], [-1.2, -0.4]]
-    assert losses.nll(lp, [0, 1]) == pytest.approx(0.25, rel=1e-15)
-    assert losses.nll(lp, [0, 1], weight=[1.0, 3.0]) == pytest.approx(0.325, rel=1e-15)
-    assert losses.nll(lp, [0, 1], ignore_index=1) == pytest.approx(0.1, rel=1e-15)
+    assert F.nll(lp, [0, 1]) == pytest.approx(0.25, rel=1e-15)
+    assert F.nll(lp, [0, 1], weight=[1.0, 3.0]) == pytest.approx(0.325, rel=1e-15)
+    assert F.nll(lp, [0, 1], ignore_index=1) == pytest.approx(0.1, rel=1e-15)
 
 
 def test_multiclass_focal_by_hand():
     # logits [0, 0] → p = 1/2; -α (1 - p)^γ log p = α · 1/4 · log 2
     x = np.zeros((2, 2))
-    assert losses.focal(x, [0, 1]) == pytest.approx(0.25 * 0.25 * LN2, rel=1e-15)
+    assert F.focal(x, [0, 1]) == pytest.approx(0.25 * 0.25 * LN2, rel=1e-15)
     # per-class α [0.1, 0.9]: mean(0.1, 0.9) · 1/4 · log 2
-    assert losses.focal(x, [0, 1], alpha=[0.1, 0.9]) == pytest.approx(0.5 * 0.25 * LN2, rel=1e-15)
+    assert F.focal(x, [0, 1], alpha=[0.1, 0.9]) == pytest.approx(0.5 * 0.25 * LN2, rel=1e-15)
     # γ = 0, no α: cross-entropy
     rng = np.random.default_rng(5)
     z, y = rng.normal(size=(6, 4)), rng.integers(0, 4, 6)
-    assert losses.focal(z, y, alpha=None, gamma=0.0) == pytest.approx(losses.cross_entropy(z, y), rel=1e-14)
+    assert F.focal(z, y, alpha=None, gamma=0.0) == pytest.approx(F.cross_entropy(z, y), rel=1e-14)
 
 
 def test_multiclass_hinge_by_hand():
     # Crammer–Singer: max(0, 1 + max_{j≠y} s_j - s_y)
     # [1, 2, 0], y=0 → 1 + 2 - 1 = 2; y=1 → max(0, 1 + 1 - 2) = 0
-    assert losses.hinge([[1.0, 2.0, 0.0]] * 2, [0, 1], reduction="none").tolist() == [2.0, 0.0]
-    assert losses.hinge([[1.0, 2.0, 0.0]], [0], squared=True) == 4.0
+    assert F.hinge([[1.0, 2.0, 0.0]] * 2, [0, 1], reduction="none").tolist() == [2.0, 0.0]
+    assert F.hinge([[1.0, 2.0, 0.0]], [0], squared=True) == 4.0
 
 
 def test_multi_margin_by_hand():
     # torch docs: x = [0.1, 0.2, 0.4, 0.8], y = 3: (1-0.8+0.1) + (1-0.8+0.2) + (1-0.8+0.4) = 1.3 → /4 = 0.325
     x = [[0.1, 0.2, 0.4, 0.8]]
-    assert losses.multi_margin(x, [3]) == pytest.approx(0.325, rel=1e-14)
+    assert F.multi_margin(x, [3]) == pytest.approx(0.325, rel=1e-14)
     # p = 2: (0.09 + 0.16 + 0.36)/4 = 0.1525; weight of class 3 = 2 doubles the sample
-    assert losses.multi_margin(x, [3], p=2) == pytest.approx(0.1525, rel=1e-14)
-    assert losses.multi_margin(x, [3], weight=[1.0, 1.0, 1.0, 2.0]) == pytest.approx(0.65, rel=1e-14)
+    assert F.multi_margin(x, [3], p=2) == pytest.approx(0.1525, rel=1e-14)
+    assert F.multi_margin(x, [3], weight=[1.0, 1.0, 1.0, 2.0]) == pytest.approx(0.65, rel=1e-14)
     # margin 0.5: (0.5-0.7)^+ + (0.5-0.6)^+ + (0.5-0.4)^+ = 0.1 → /4
-    assert losses.multi_margin(x, [3], margin=0.5) == pytest.approx(0.025, rel=1e-12)
+    assert F.multi_margin(x, [3], margin=0.5) == pytest.approx(0.025, rel=1e-12)
 
 
 # ------------------------------------------------------------------------------------- shapes
@@ -157,17 +157,17 @@ def test_n_and_n1_shapes_are_the_same():
     rng = np.random.default_rng(6)
     x, t = rng.normal(size=8), (rng.random(8) > 0.5).astype(np.float64)
     for loss in ("bce_with_logits", "focal", "hinge"):
-        want = losses.compute(loss, x, t)
-        assert losses.compute(loss, x[:, None], t) == pytest.approx(want, rel=1e-15), loss
-        assert losses.compute(loss, x, t[:, None]) == pytest.approx(want, rel=1e-15), loss
+        want = F.compute(loss, x, t)
+        assert F.compute(loss, x[:, None], t) == pytest.approx(want, rel=1e-15), loss
+        assert F.compute(loss, x, t[:, None]) == pytest.approx(want, rel=1e-15), loss
     z, y = rng.normal(size=(8, 3)), rng.integers(0, 3, 8)
     for loss in ("cross_entropy", "nll", "focal", "hinge", "multi_margin"):
-        assert losses.compute(loss, z, y[:, None]) == pytest.approx(losses.compute(loss, z, y), rel=1e-15), loss
+        assert F.compute(loss, z, y[:, None]) == pytest.approx(F.compute(loss, z, y), rel=1e-15), loss
 
 
 def test_float_class_labels_work():
     z, y = np.random.default_rng(7).normal(size=(5, 3)), np.array([0, 2, 1, 1, 0])
-    assert losses.cross_entropy(z, y.astype(np.float64)) == pytest.approx(losses.cross_entropy(z, y), rel=1e-15)
+    assert F.cross_entropy(z, y.astype(np.float64)) == pytest.approx(F.cross_entropy(z, y), rel=1e-15)
 
 
 # ---------------------------------------------------------------------------------- CLI errors
@@ -243,14 +243,14 @@ def test_nan_policy_raise(runner, tmp_path, loss):
 def test_nan_policy_omit_drops_the_sample(loss):
     report = lossctl.evaluate(X, Y, loss=loss, nan_policy="omit", provenance=False)
     keep = [0, 2, 3]
-    assert report.results[0].value == pytest.approx(losses.compute(loss, X[keep], Y[keep]), rel=1e-15)
+    assert report.results[0].value == pytest.approx(F.compute(loss, X[keep], Y[keep]), rel=1e-15)
 
 
 @pytest.mark.parametrize("loss", ["bce", "bce_with_logits", "focal"])
 def test_nan_policy_omit_binary(loss):
     p, t = np.array([0.5, np.nan, 0.25]), np.array([1.0, 0.0, 1.0])
     report = lossctl.evaluate(p, t, loss=loss, nan_policy="omit", provenance=False)
-    assert report.results[0].value == pytest.approx(losses.compute(loss, p[[0, 2]], t[[0, 2]]), rel=1e-15)
+    assert report.results[0].value == pytest.approx(F.compute(loss, p[[0, 2]], t[[0, 2]]), rel=1e-15)
 
 
 @pytest.mark.parametrize("loss", MULTICLASS + ["bce_with_logits", "bce"])
@@ -267,7 +267,7 @@ def test_nan_in_another_class_logit_propagates(loss):
     for col in (0, 2):
         z = np.array([[1.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
         z[1, col] = np.nan
-        values = losses.compute(loss, z, np.array([0, 1]), reduction="none")
+        values = F.compute(loss, z, np.array([0, 1]), reduction="none")
         assert np.isfinite(values[0]) and np.isnan(values[1]), (col, values)
 
 
@@ -280,7 +280,7 @@ def test_nan_class_targets_propagate_instead_of_failing(loss):
                               nan_policy="propagate", provenance=False)
     assert math.isnan(report.results[0].value)
     omitted = lossctl.evaluate(z, y, loss=loss, nan_policy="omit", provenance=False)
-    assert omitted.results[0].value == pytest.approx(losses.compute(loss, z[[0, 2]], np.array([0, 2])), rel=1e-15)
+    assert omitted.results[0].value == pytest.approx(F.compute(loss, z[[0, 2]], np.array([0, 2])), rel=1e-15)
 
 
 @pytest.mark.parametrize("chunk", ["1", "2", "100"])
@@ -301,4 +301,4 @@ def test_cross_entropy_ignore_index_255_on_uint8_masks():
     # Segmentation masks: uint8 labels with 255 = "void". The ignored pixels drop out of the mean.
     x = np.log(np.array([[[3.0, 1.0]], [[1.0, 1.0]]])).transpose(0, 2, 1)  # (N=2, C=2, W=1)
     y = np.array([[0], [255]], dtype=np.uint8)  # (N, W)
-    assert losses.cross_entropy(x, y, ignore_index=255) == pytest.approx(math.log(4 / 3), rel=1e-15)
+    assert F.cross_entropy(x, y, ignore_index=255) == pytest.approx(math.log(4 / 3), rel=1e-15)

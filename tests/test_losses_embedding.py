@@ -10,7 +10,8 @@ import pytest
 from family_support import cases_with_none, check_none_values, run_cli, save_npz
 
 import lossctl
-from lossctl.losses import compute, embedding
+from lossctl.functional import compute
+from lossctl.losses import embedding
 
 NONE_CASES = cases_with_none("embedding")
 

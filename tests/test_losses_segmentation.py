@@ -9,7 +9,7 @@ import pytest
 from family_support import cases_with_none, check_none_values, run_cli
 
 import lossctl
-from lossctl.losses import compute
+from lossctl.functional import compute
 
 NONE_CASES = cases_with_none("segmentation")
 

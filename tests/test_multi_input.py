@@ -10,7 +10,7 @@ import pytest
 from family_support import run_cli, save_npz
 
 import lossctl
-from lossctl.losses import compute
+from lossctl.functional import compute
 
 
 def _segmentation(rng, dtype=np.float64):

@@ -11,6 +11,7 @@ import pytest
 from family_support import run_cli
 
 import lossctl
+import lossctl.functional
 from lossctl import plugins, registry
 
 PLUGIN = pathlib.Path(__file__).resolve().parents[1] / "sample_data" / "plugins" / "my_losses.py"
@@ -140,4 +141,4 @@ def test_no_entry_points_means_no_importlib_metadata(monkeypatch, tmp_path):
 
 def test_python_api_after_loading():
     plugins.load_plugins([str(PLUGIN)])
-    assert lossctl.losses.asymmetric_mse(np.array([1.0, 3.0]), np.array([2.0, 2.0]), under=2) == pytest.approx(1.5)
+    assert lossctl.functional.asymmetric_mse(np.array([1.0, 3.0]), np.array([2.0, 2.0]), under=2) == pytest.approx(1.5)

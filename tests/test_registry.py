@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from golden_support import load_all_cases
 
+import lossctl.losses  # noqa: F401  (registers the built-in losses)
 from lossctl.expr import bind
 from lossctl.registry import Param, all_specs, get_spec, register_loss
 

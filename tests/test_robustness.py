@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 
+import lossctl.losses  # noqa: F401  (registers the built-in losses)
 from lossctl.cli import app
 from lossctl.registry import all_specs
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import lossctl
+import lossctl.functional
 from lossctl import LossState, engine
 from lossctl.errors import UsageError
 
@@ -63,7 +64,7 @@ def test_fused_statistics_equal_the_kernels(monkeypatch, loss, dtype):
     for field in ("count", "mean", "min", "max"):
         assert getattr(fast.summary, field) == pytest.approx(getattr(slow.summary, field), rel=tol)
     assert fast.summary.std == pytest.approx(slow.summary.std, rel=max(tol, 1e-9))
-    values = np.asarray(lossctl.losses.compute(loss.split("(")[0], p, t, reduction="none",
+    values = np.asarray(lossctl.functional.compute(loss.split("(")[0], p, t, reduction="none",
                                                **({"delta": 0.3} if "huber" in loss else {})), dtype=np.float64)
     for q, got in ((50, fast.summary.p50), (95, fast.summary.p95)):
         assert got == pytest.approx(np.percentile(values, q), rel=0.01)

@@ -15,7 +15,7 @@ F = torch.nn.functional
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 import lossctl  # noqa: E402
-from lossctl.losses import compute  # noqa: E402
+from lossctl.functional import compute  # noqa: E402
 
 SEEDS = range(4)  # shapes and scales cycle with seed % 3
 DTYPES = ("float64", "float32")

@@ -47,3 +47,11 @@ def test_per_sample_file_appears_only_with_values(tmp_path):
     import numpy as np
 
     assert np.load(path).shape == (0,)
+
+
+def test_worker_count(monkeypatch):
+    monkeypatch.setenv("LOSSCTL_THREADS", "3")
+    assert workers.worker_count() == 3
+    assert workers.worker_count(1) == 1
+    monkeypatch.setenv("LOSSCTL_THREADS", "junk")
+    assert workers.worker_count() >= 1

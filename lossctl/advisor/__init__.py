@@ -182,8 +182,8 @@ def _why_summary(item: dict[str, Any], top: int | None, n_ranked: int) -> str:
 
 def match_loss(rs: RuleSet, name: str) -> list[str]:
     """Catalogue ids that ``name`` refers to: an id, or a lossctl loss name/alias in an entry."""
-    from lossctl.advisor.schema import did_you_mean
     from lossctl.errors import UsageError
+    from lossctl.words import did_you_mean
     import re
 
     key = name.strip().lower()

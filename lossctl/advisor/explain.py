@@ -65,7 +65,7 @@ def lookup(name: str) -> dict[str, Any]:
             "pytorch": code.get("pytorch", ""), "keras": code.get("keras", ""),
             "code": code, "references": [_ref(rs, r) for r in e.refs], "_curve": None,
         }
-    from lossctl.advisor.schema import did_you_mean
+    from lossctl.words import did_you_mean
 
     known = list(KNOWLEDGE) + _catalogue_ids()
     hint = did_you_mean(name.lower(), known)

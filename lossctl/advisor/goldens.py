@@ -64,12 +64,3 @@ def run_case(rs: RuleSet, rule: Rule, i: int, case: dict[str, Any]) -> list[Gold
         if not out.all[lid].excluded:
             fail(f"expected {lid} to be excluded")
     return fails
-
-
-def run_goldens(rs: RuleSet) -> tuple[int, list[GoldenFailure]]:
-    n, fails = 0, []
-    for rule in rs.rules:
-        for i, case in enumerate(rule.tests):
-            n += 1
-            fails.extend(run_case(rs, rule, i, case))
-    return n, fails

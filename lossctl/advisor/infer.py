@@ -1,7 +1,7 @@
 """Facts from data: ``lossctl recommend --targets FILE [--preds FILE]`` (SPEC §7).
 
 Reads at most :data:`MAX_ELEMENTS` values from the start of each file (any format
-``lossctl evaluate`` reads, through :func:`lossctl.inputs.open_input`) and infers:
+``lossctl evaluate`` reads, through :func:`lossctl.readers.open_input`) and infers:
 
 * targets: label kind (binary / multiclass / multilabel / soft, or for regression continuous /
   count / positive / proportion), classes, class counts (hence imbalance, pos_weight and class
@@ -27,7 +27,7 @@ ROBUST_Z = 3.5  # Iglewicz & Hoaglin's cut-off for the modified z-score
 
 
 def _read_sample(spec: str, name: str) -> tuple[np.ndarray, str, int]:
-    from lossctl.inputs import open_input
+    from lossctl.readers import open_input
 
     arr = open_input(spec, name=name)
     shape = tuple(arr.shape)

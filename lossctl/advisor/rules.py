@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossctl.advisor.schema import FACTS, Fact, TaskError, check_value, did_you_mean
+from lossctl.advisor.schema import FACTS, Fact, TaskError, check_value
 from lossctl.errors import UsageError
+from lossctl.words import did_you_mean
 
 LEVELS = ("info", "warn", "error")
 OPERATORS = ("eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "exists")

@@ -7,13 +7,13 @@ the rules loader rejects conditions over unknown facts or values with it, and
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lossctl.errors import UsageError
+from lossctl.words import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,6 @@ _FACT_LIST = [
 ]
 FACTS: dict[str, Fact] = {f.name: f for f in _FACT_LIST}
 INPUT_FACTS = [f.name for f in _FACT_LIST if not f.derived_only]
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    match = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {match[0]!r}?" if match else ""
 
 
 def _where(source: str, line: int | None) -> str:

@@ -5,7 +5,7 @@
  * separator, the same number of fields on every line, fields that are numbers (with spaces
  * around them), empty (NaN) or nan/inf words, LF or CRLF line ends, empty lines skipped. Anything
  * else (quotes, text, true/false, ragged or whitespace-only lines, long integers) makes it answer
- * "unsupported", and lossctl/inputs.py reads the file with pandas instead, which then names the
+ * "unsupported", and lossctl/readers/csv.py reads the file with pandas instead, which then names the
  * problem. Blocks of lines are independent, so several threads parse one file at once.
  */
 static const double POW10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,

@@ -3,7 +3,7 @@
  *   sums.c  one-pass sums of mse, mae, huber/smooth_l1, the hard-mask overlap statistics, the
  *           nll gather and row distances (lossctl/fast.py calls them per sub-chunk);
  *   ctc.c   the CTC forward recursion, without logarithms (lossctl/losses/sequence.py);
- *   csv.c   the parser for plain numeric CSV files (lossctl/inputs.py; anything else: pandas).
+ *   csv.c   the parser for plain numeric CSV files (lossctl/readers/csv.py; anything else: pandas).
  *
  * Every function takes C-contiguous buffers (NumPy arrays, bytes, memoryviews), releases the GIL
  * while it works (so the engine's worker threads use every core) and never raises for data: it

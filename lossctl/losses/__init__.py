@@ -1,76 +1,17 @@
-"""The built-in losses, one module per family, and a public function per loss.
+"""The built-in losses, one module per family; importing this package registers them all.
 
-``lossctl.losses.huber(preds, targets, delta=0.5)`` returns the reduced value exactly as
-``lossctl evaluate`` computes it (``reduction="none"`` returns torch's unreduced values).
-Inputs beyond preds/targets are keywords: ``triplet(anchor=a, positive=p, negative=n)``.
+Each family module holds its loss kernels and their ``@register_loss`` entries, and needs only the
+registry and the array layer below it. Whatever looks losses up by name (the expression binder, the
+CLI commands, :mod:`lossctl.functional`) imports this package first. The losses as functions on
+arrays are :mod:`lossctl.functional` (``lossctl.functional.huber(preds, targets)``).
 """
 
-from __future__ import annotations
-
-from typing import Any
-
-import numpy as np
-
-from lossctl.losses import classification, regression  # noqa: F401  (registers the losses)
-from lossctl.losses import extra_families as _extra  # noqa: F401
-
-
-def compute(name: str, *arrays: Any, reduction: str = "mean", **kwargs: Any) -> Any:
-    """Evaluate loss ``name`` (or an alias) on in-memory arrays in one chunk."""
-    from lossctl.engine import TermPlan, normalize_shapes, run, sample_count
-    from lossctl.errors import UsageError
-    from lossctl.expr import BoundTerm, Call, format_call
-    from lossctl.inputs import from_array
-    from lossctl.registry import REDUCTIONS, get_spec
-
-    spec = get_spec(name)
-    if reduction not in REDUCTIONS:
-        raise UsageError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
-    slots = [s for s in spec.positional if s] or list(spec.inputs)
-    if len(arrays) > len(slots):
-        raise UsageError(f"{spec.name} takes {len(slots)} positional inputs ({', '.join(slots)})")
-    given = dict(zip(slots, arrays))
-    params = {}
-    for key, value in kwargs.items():
-        if key in spec.all_inputs():
-            given[key] = value
-        else:
-            params[key] = value
-    bound = BoundTerm(spec, 1.0, spec.bind_params(params), reduction)
-    lazy = {k: from_array(v, k) for k, v in given.items()}
-    missing = [k for k in spec.inputs if k not in lazy]
-    if missing:
-        raise UsageError(f"{spec.name} needs input(s) {', '.join(missing)}")
-    if reduction != "none":
-        from lossctl.state import LossState
-
-        text = format_call(Call(spec.name, tuple(bound.params.items())))
-        return LossState(text, reduction, nan_policy="propagate").update(**lazy).result().value
-    lazy = normalize_shapes(spec, lazy, bound.params)
-    n = sample_count(spec, lazy)
-    plan = TermPlan(bound=bound, arrays=lazy, n=n, reduction=reduction, keep_values=True)
-    run([plan], nan_policy="propagate", chunk_rows=max(1, n))
-    return np.concatenate(plan.values) if plan.values else np.empty(0)
-
-
-def _public(name: str) -> Any:
-    def loss(*arrays: Any, reduction: str = "mean", **kwargs: Any) -> Any:
-        return compute(name, *arrays, reduction=reduction, **kwargs)
-
-    from lossctl.registry import get_spec
-
-    spec = get_spec(name)
-    loss.__name__ = loss.__qualname__ = spec.name
-    loss.__doc__ = f"{spec.summary}\n\n    Formula: {spec.formula}\n    Reference: {spec.reference}\n"
-    return loss
-
-
-def __getattr__(attr: str) -> Any:
-    from lossctl.errors import ExprError
-    from lossctl.registry import canonical_name
-
-    try:
-        canonical_name(attr)
-    except ExprError:
-        raise AttributeError(f"module 'lossctl.losses' has no loss {attr!r}") from None
-    return _public(attr)
+from lossctl.losses import (  # noqa: F401  (registers the losses)
+    classification,
+    distribution,
+    embedding,
+    extras,
+    regression,
+    segmentation,
+    sequence,
+)

@@ -1,4 +1,4 @@
-"""Helpers shared by the loss families: stable log-sigmoid/log-softmax, domain checks, shapes."""
+"""Helpers shared by the loss families: stable softplus/sigmoid/log-softmax, domain checks, shapes."""
 
 from __future__ import annotations
 
@@ -6,28 +6,19 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError
-from lossctl.inputs import LazyArray, reshaped
-
-
-def softplus(x: np.ndarray) -> np.ndarray:
-    """``log(1 + exp(x))`` without overflow: ``max(x, 0) + log1p(exp(-|x|))``."""
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def softplus_pair(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(softplus(-x), softplus(x))`` sharing one ``log1p(exp(-|x|))``.
+    """``(softplus(-x), softplus(x))`` without overflow, sharing one ``log1p(exp(-|x|))``
+    (``softplus(x) = log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))``).
 
     ``softplus(-x) = -log sigmoid(x)`` and ``softplus(x) = -log(1 - sigmoid(x))``, each with full
     relative precision (no ``x + softplus(-x)`` cancellation for confident logits).
     """
     tail = np.log1p(np.exp(-np.abs(x)))
     return np.maximum(-x, 0) + tail, np.maximum(x, 0) + tail
-
-
-def log_sigmoid(x: np.ndarray) -> np.ndarray:
-    """``log(sigmoid(x)) = -softplus(-x)``, finite at x = -1e4."""
-    return -softplus(-x)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError
-from lossctl.inputs import LazyArray, reshaped
 from lossctl.losses._common import (
     check_range,
     class_indices_nan,

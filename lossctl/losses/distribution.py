@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import ExprError
-from lossctl.inputs import LazyArray, reshaped
 from lossctl.losses._common import check_range, log_softmax, shape_error
 from lossctl.registry import Param, Part, register_loss
 

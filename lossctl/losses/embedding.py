@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, ExprError, InputError
-from lossctl.inputs import LazyArray, reshaped
 from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
 

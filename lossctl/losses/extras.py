@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.errors import DomainError
-from lossctl.inputs import LazyArray, MemoryArray, reshaped
 from lossctl.losses._common import check_range, shape_error
 from lossctl.registry import Param, Part, register_loss
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.inputs import LazyArray, reshaped
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.losses._common import check_range, class_indices, log_softmax, shape_error, sigmoid
 from lossctl.registry import Param, Part, register_loss
 

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels
+from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.errors import DomainError, InputError
-from lossctl.inputs import LazyArray, MemoryArray, reshaped
 from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
 

@@ -1,14 +1,12 @@
-"""Reading inputs: NPY (lazily, in chunks), NPZ (whole arrays or ``file.npz:KEY``), CSV/TSV.
+"""CSV/TSV files: columns parsed in chunks as they are read, so memory stays bounded.
 
-Every input is a :class:`LazyArray`: a shape, a dtype, where it came from, and ``read(start, stop)``
-returning the samples ``start:stop`` along its sample axis. Nothing reads more than a chunk of an
-``.npy`` file at a time, and nothing ever unpickles (``allow_pickle=False`` everywhere).
+Plain numeric files are parsed by the C kernels (lossctl/csrc/csv.c) on worker threads, block by
+block ahead of the reader; anything the C parser declines (quotes, text, ragged rows...) is read by
+pandas from the top. Either way a file is parsed once for every column selection that reads it.
 """
 
 from __future__ import annotations
 
-import hashlib
-import mmap
 import os
 import re
 import threading
@@ -20,364 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import ckernels, workers
+from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label
 from lossctl.errors import InputError
-
-_NUMERIC_KINDS = "biuf"
-_MAP_ALIGN = max(mmap.ALLOCATIONGRANULARITY, 1 << 21)
-
-
-@dataclass
-class LazyArray:
-    """An input array read on demand. ``label`` names it in messages (``preds (p.npy)``)."""
-
-    path: str
-    shape: tuple[int, ...]
-    dtype: np.dtype
-    key: str | None = None
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        where = self.path + (f":{self.key}" if self.key else "")
-        return f"{self.name} ({where})" if self.name else where
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        raise NotImplementedError
-
-    def identity(self) -> Any:
-        """A key equal for two LazyArrays that read the same bytes (so a chunk is read once)."""
-        return ("file", self.path, self.key)
-
-    #: Read in sample order from one thread only (a streamed CSV); the engine prefetches it.
-    sequential = False
-
-    def can_view(self) -> bool:
-        """Whether :meth:`view` gives zero-copy windows (C-ordered samples along axis 0)."""
-        return False
-
-    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        """Samples ``start:stop`` along axis 0 without copying, and a ``release()`` callable.
-
-        Only when :meth:`can_view`; the caller drops every reference to the window before
-        calling ``release()`` (an ``.npy`` window is an ``mmap`` that is then unmapped, so the
-        pages it touched stop counting as resident memory).
-        """
-        raise NotImplementedError
-
-    def read_all(self) -> np.ndarray:
-        return self.read(0, self.shape[0] if self.shape else 1)
-
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        return digest.hexdigest()
-
-    def describe(self) -> dict[str, Any]:
-        return {"path": self.path + (f":{self.key}" if self.key else ""), "shape": list(self.shape),
-                "dtype": str(self.dtype)}
-
-
-@dataclass
-class MemoryArray(LazyArray):
-    """An array already in memory (NPZ members, CSV columns, arrays passed to the Python API)."""
-
-    data: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
-
-    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        if self.data.ndim == 0:
-            return self.data.reshape(1)
-        index = [slice(None)] * self.data.ndim
-        index[axis] = slice(start, stop)
-        return self.data[tuple(index)]
-
-    def identity(self) -> Any:
-        return ("memory", id(self.data))
-
-    def can_view(self) -> bool:
-        return self.data.ndim > 0 and self.data.flags.c_contiguous
-
-    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        return self.data[start:stop], _noop
-
-    def sha256(self) -> str:
-        if self.path and os.path.isfile(self.path):
-            return super().sha256()
-        return hashlib.sha256(np.ascontiguousarray(self.data).tobytes()).hexdigest()
-
-
-@dataclass
-class NpyArray(LazyArray):
-    """A C-ordered ``.npy`` file read with ``pread`` into fresh buffers: resident memory is one chunk."""
-
-    offset: int = 0
-    fortran: bool = False
-
-    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        stop = max(start, min(stop, self.shape[0] if self.shape else 1))
-        if axis != 0 or self.fortran or not self.shape:
-            return self._read_strided(start, stop, axis)
-        row_items = int(np.prod(self.shape[1:], dtype=np.int64))
-        out = np.empty((stop - start,) + tuple(self.shape[1:]), dtype=self.dtype)
-        nbytes = out.nbytes
-        if nbytes:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                view = memoryview(out.reshape(-1).view(np.uint8))
-                pos = self.offset + start * row_items * self.dtype.itemsize
-                done = 0
-                while done < nbytes:
-                    got = os.preadv(fd, [view[done:]], pos + done)
-                    if got <= 0:
-                        raise InputError(f"{self.label}: file is truncated; expected {nbytes} more bytes "
-                                         f"for shape {self.shape}; re-save it with numpy.save")
-                    done += got
-            finally:
-                os.close(fd)
-        return out
-
-    def can_view(self) -> bool:
-        return bool(self.shape) and not self.fortran
-
-    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        """A read-only ``mmap`` window over samples ``start:stop`` (unmapped by ``release()``)."""
-        stop = max(start, min(stop, self.shape[0]))
-        row_items = int(np.prod(self.shape[1:], dtype=np.int64))
-        count = (stop - start) * row_items
-        shape = (stop - start,) + tuple(self.shape[1:])
-        if count == 0:
-            return np.empty(shape, dtype=self.dtype), _noop
-        first = self.offset + start * row_items * self.dtype.itemsize
-        last = first + count * self.dtype.itemsize
-        base = first - first % _MAP_ALIGN  # 2 MB: the kernel can map whole huge folios of the page cache
-        fd = os.open(self.path, os.O_RDONLY)
-        try:
-            end = min(os.fstat(fd).st_size, -(-last // _MAP_ALIGN) * _MAP_ALIGN)  # whole 2 MB pieces
-            mm = mmap.mmap(fd, max(last, end) - base, access=mmap.ACCESS_READ, offset=base)
-        finally:
-            os.close(fd)
-        arr = np.frombuffer(mm, dtype=self.dtype, count=count, offset=first - base).reshape(shape)
-
-        def release() -> None:
-            try:
-                mm.close()
-            except BufferError:  # a view is still alive somewhere: the mapping goes with it
-                pass
-
-        return arr, release
-
-    def _read_strided(self, start: int, stop: int, axis: int) -> np.ndarray:
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
-                       order="F" if self.fortran else "C")
-        index = [slice(None)] * len(self.shape)
-        if self.shape:
-            index[axis] = slice(start, stop)
-        out = np.array(mm[tuple(index)])
-        del mm
-        return out
-
-
-@dataclass
-class ReshapedArray(LazyArray):
-    """``base`` seen with another shape of the same sample count ((N,1) seen as (N,))."""
-
-    base: LazyArray = field(default=None, repr=False)  # type: ignore[assignment]
-
-    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        if axis == 0 and self.base.shape[:1] == self.shape[:1]:
-            chunk = self.base.read(start, stop, axis)
-            return chunk.reshape((chunk.shape[0],) + tuple(self.shape[1:]))
-        # A new leading batch axis (an unbatched (C,) input seen as (1, C)): small, read whole.
-        whole = np.asarray(self.base.read_all()).reshape(self.shape)
-        index = [slice(None)] * whole.ndim
-        index[axis] = slice(start, stop)
-        return whole[tuple(index)]
-
-    def identity(self) -> Any:
-        return ("reshaped", self.base.identity(), self.shape)
-
-    def can_view(self) -> bool:
-        # a view keeps the base's sample axis; a new leading batch axis ((C,) as (1, C)) is read whole
-        return self.base.can_view() and self.base.shape[:1] == self.shape[:1]
-
-    @property  # type: ignore[override]
-    def sequential(self) -> bool:  # type: ignore[override]
-        return self.base.sequential
-
-    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        arr, release = self.base.view(start, stop)
-        return arr.reshape((arr.shape[0],) + tuple(self.shape[1:])), release
-
-    def sha256(self) -> str:
-        return self.base.sha256()
-
-
-def _noop() -> None:
-    return None
-
-
-def reshaped(arr: LazyArray, shape: tuple[int, ...]) -> LazyArray:
-    if tuple(shape) == tuple(arr.shape):
-        return arr
-    if isinstance(arr, MemoryArray):
-        return MemoryArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, data=arr.data.reshape(shape))
-    return ReshapedArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, base=arr)
-
-
-def from_array(data: Any, name: str = "") -> MemoryArray:
-    """Wrap an in-memory array (Python API)."""
-    arr = np.asarray(data)
-    _check_dtype(arr.dtype, name or "array")
-    return MemoryArray(path="<array>", shape=tuple(arr.shape), dtype=arr.dtype, name=name, data=arr)
-
-
-# ------------------------------------------------------------------------------------- opening
-
-
-def split_spec(spec: str) -> tuple[str, str | None]:
-    """``file.npz:KEY`` → (file, KEY). A whole argument naming an existing file is used whole."""
-    if os.path.exists(spec) or ":" not in spec:
-        return spec, None
-    path, _, selector = spec.rpartition(":")
-    return path, selector
-
-
-def open_input(spec: str, name: str = "") -> LazyArray:
-    """Open one array from ``spec`` (``p.npy``, ``p.npz``, ``p.npz:KEY``, ``p.csv:col1,col2``)."""
-    found = open_source(spec, name)
-    if isinstance(found, LazyArray):
-        return found
-    keys = ", ".join(found)
-    path, _ = split_spec(spec)
-    raise InputError(f"{name + ': ' if name else ''}{path} holds several arrays ({keys}); "
-                     f"pick one with {path}:KEY")
-
-
-def open_source(spec: str, name: str = "") -> LazyArray | dict[str, LazyArray]:
-    """Open ``spec``: one array, or for an ``.npz`` of several arrays without a key, all of them."""
-    path, selector = split_spec(spec)
-    who = f"{name}: " if name else ""
-    if not os.path.exists(path):
-        raise InputError(f"{who}no such file: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{who}{path} is a directory; give a .npy, .npz, .csv or .tsv file")
-    suffix = os.path.splitext(path)[1].lower()
-    try:
-        if suffix == ".npy":
-            if selector:
-                raise InputError(f"{who}{path} is a single array; drop ':{selector}'")
-            return _open_npy(path, name)
-        if suffix == ".npz":
-            return _open_npz(path, selector, name)
-        if suffix in (".csv", ".tsv", ".txt"):
-            return _open_csv(path, selector, name, sep="\t" if suffix == ".tsv" else None)
-    except PermissionError:
-        raise InputError(f"{who}cannot read {path}: permission denied") from None
-    except OSError as exc:
-        raise InputError(f"{who}cannot read {path}: {exc.strerror or exc}") from None
-    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; "
-                     f"use .npy, .npz, .csv or .tsv")
-
-
-def _check_dtype(dtype: np.dtype, label: str) -> None:
-    if dtype.hasobject:
-        raise InputError(f"{label}: object arrays need pickle, which lossctl never loads; "
-                         f"save a numeric array (numpy.save with a float or int dtype)")
-    if dtype.kind not in _NUMERIC_KINDS:
-        raise InputError(f"{label}: dtype {dtype} is not numeric; save a float, int or bool array")
-
-
-def _open_npy(path: str, name: str) -> NpyArray:
-    label = f"{name} ({path})" if name else path
-    with open(path, "rb") as fh:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        except ValueError as exc:
-            if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-                raise InputError(f"{label}: object arrays need pickle, which lossctl never loads; "
-                                 f"save a numeric array") from None
-            raise InputError(f"{label}: not a valid .npy file ({exc}); write it with numpy.save") from None
-        offset = fh.tell()
-    dtype = np.dtype(dtype)
-    _check_dtype(dtype, label)
-    if not dtype.isnative:
-        dtype = dtype.newbyteorder("=")  # pragma: no cover - handled by np.memmap path below
-        raise InputError(f"{label}: byte-swapped arrays are not supported; re-save with native byte order")
-    expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if os.path.getsize(path) < expected:
-        raise InputError(f"{label}: file is truncated ({os.path.getsize(path)} bytes, shape {tuple(shape)} "
-                         f"needs {expected}); re-save it with numpy.save")
-    return NpyArray(path=path, shape=tuple(shape), dtype=dtype, name=name, offset=offset, fortran=fortran)
-
-
-def _open_npz(path: str, key: str | None, name: str) -> LazyArray | dict[str, LazyArray]:
-    """Members of an ``.npz``: stored (``numpy.savez``) ones are read lazily in place like an
-    ``.npy`` file; compressed (``savez_compressed``) ones are decompressed whole."""
-    import zipfile
-
-    label = f"{name} ({path})" if name else path
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputError(f"{label}: not a valid .npz file ({exc}); write it with numpy.savez") from None
-    with zf:
-        members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
-        keys = list(members)
-        if not keys:
-            raise InputError(f"{label}: the .npz file holds no arrays")
-        if key is not None and key not in keys:
-            from lossctl.registry import _did_you_mean
-
-            raise InputError(f"{label}: no array {key!r}{_did_you_mean(key, keys)} (keys: {', '.join(keys)})")
-        wanted = [key] if key is not None else keys
-        arrays = {k: _npz_member(path, zf, members[k], k, name, label) for k in wanted}
-    if key is not None:
-        return arrays[key]
-    if len(keys) == 1:
-        only = arrays[keys[0]]
-        only.key = None
-        return only
-    return arrays
-
-
-def _npz_member(path: str, zf: Any, info: Any, key: str, name: str, label: str) -> LazyArray:
-    import zipfile
-
-    where = f"{label}:{key}"
-    try:
-        with zf.open(info) as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(fh)
-            header_len = fh.tell()
-    except (ValueError, OSError, zipfile.BadZipFile) as exc:
-        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
-            raise InputError(f"{where}: object arrays need pickle, which lossctl never loads; "
-                             f"save numeric arrays") from None
-        raise InputError(f"{where}: not a valid array in the .npz ({exc}); write it with numpy.savez") from None
-    dtype = np.dtype(dtype)
-    _check_dtype(dtype, where)
-    if info.compress_type == zipfile.ZIP_STORED and dtype.isnative:
-        with open(path, "rb") as raw:  # the member's data starts after its local file header
-            raw.seek(info.header_offset)
-            local = raw.read(30)
-            data_start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
-                + int.from_bytes(local[28:30], "little")
-        return NpyArray(path=path, shape=tuple(shape), dtype=dtype, key=key, name=name,
-                        offset=data_start + header_len, fortran=fortran)
-    with zf.open(info) as fh:
-        data = np.lib.format.read_array(fh, allow_pickle=False)
-    return MemoryArray(path=path, shape=tuple(data.shape), dtype=data.dtype, key=key, name=name, data=data)
-
+from lossctl.words import did_you_mean
 
 _INT_RE = re.compile(r"^-?\d+$")
 
@@ -385,10 +29,6 @@ _INT_RE = re.compile(r"^-?\d+$")
 CSV_CHUNK_ROWS = 1 << 18  # rows parsed at a time (and sniffed at open), at most...
 CSV_CHUNK_CELLS = 1 << 21  # ...this many fields per chunk (wide files get fewer rows)
 _CSV_KEEP_CHUNKS = 2  # parsed chunks kept behind the furthest read (readers run in step)
-
-
-def _csv_label(name: str, path: str) -> str:
-    return f"{name} ({path})" if name else path
 
 
 def _count_csv_rows(path: str) -> int:
@@ -419,8 +59,6 @@ def _count_csv_rows(path: str) -> int:
 
 def _count_rows_c(path: str) -> int:
     """What _count_csv_rows counts, by the C kernels, over one reused buffer of whole lines."""
-    from lossctl import ckernels
-
     count = ckernels.kernels.csv_count_rows  # type: ignore[union-attr]
     rows, kept = 0, 0  # kept: bytes of an unfinished line at the front of the buffer
     buf = bytearray(CSV_BLOCK_BYTES)
@@ -441,8 +79,6 @@ def _count_rows_c(path: str) -> int:
 
 
 def _count_rows_or_error(path: str) -> Any:
-    from lossctl import ckernels
-
     try:  # the same count either way (tests/test_c_kernels.py); C where it was built
         return _count_rows_c(path) if ckernels.kernels is not None else _count_csv_rows(path)
     except BaseException as exc:  # noqa: BLE001 - handed back to the opening thread
@@ -457,19 +93,16 @@ class _Unsupported(Exception):
 
 
 CSV_BLOCK_BYTES = 1 << 23  # bytes of the file per C-parsed block (whole lines)
+
+
 def _csv_pool() -> Any:
     """Threads that parse CSV blocks ahead of the reader (the C parser releases the GIL)."""
-    from lossctl import workers
-    from lossctl.engine import worker_count
-
-    return workers.pool("lossctl-csv", worker_count())
+    return workers.pool("lossctl-csv", workers.worker_count())
 
 
 def _simple_header(path: str, sep: str, has_header: bool, ncols: int) -> tuple[int, list[str]] | None:
     """(byte offset of the first data line, column names) when the C parser can read the file:
     a one-byte separator, no byte-order mark, an unquoted header of distinct non-empty names."""
-    from lossctl import ckernels
-
     if ckernels.kernels is None or len(sep.encode()) != 1 or sep in "\r\n\"":
         return None
     with open(path, "rb") as fh:
@@ -493,8 +126,6 @@ class _CsvBlocks:
     blocks in flight: bounded memory). Raises _Unsupported for a block the C parser refuses."""
 
     def __init__(self, path: str, sep: str, data_start: int, ncols: int) -> None:
-        from lossctl import ckernels
-
         self._parse = ckernels.kernels.csv_parse  # type: ignore[union-attr]
         self._sep, self._ncols = sep, ncols
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
@@ -795,8 +426,10 @@ class CsvArray(LazyArray):
         return ("csv", self.path, self.columns)
 
 
-def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> CsvArray:
-    label = _csv_label(name, path)
+def open_csv(path: str, selector: str | None, name: str, sep: str | None) -> CsvArray:
+    """Columns ``selector`` (names or 0-based indexes, comma-separated; default: the numeric ones)
+    of the CSV file ``path``; ``sep`` None: tab or comma, whichever the first line has more of."""
+    label = input_label(name, path)
     if sep is None:
         with open(path, encoding="utf-8", errors="replace") as fh:
             first = fh.readline()
@@ -823,9 +456,7 @@ def _open_csv(path: str, selector: str | None, name: str, sep: str | None) -> Cs
             elif _INT_RE.match(col) and 0 <= int(col) < len(columns):
                 chosen.append(columns[int(col)])
             else:
-                from lossctl.registry import _did_you_mean
-
-                raise InputError(f"{label}: no column {col!r}{_did_you_mean(col, columns)} "
+                raise InputError(f"{label}: no column {col!r}{did_you_mean(col, columns)} "
                                  f"(columns: {', '.join(columns)}; or a 0-based index)")
         for col in chosen:
             if source.dtypes[col] is None:  # names the first non-numeric value and its line
@@ -870,7 +501,7 @@ def _numeric_column(col: Any) -> np.ndarray | None:
             arr = np.where(empty, "nan", stripped.to_numpy(dtype=str)).astype(np.float64)
         except ValueError:
             return None
-    if arr.dtype.kind not in _NUMERIC_KINDS:
+    if arr.dtype.kind not in NUMERIC_KINDS:
         return None
     return arr
 
@@ -881,7 +512,3 @@ def _first_bad(col: Any) -> int:
         if v and not _is_number(v):
             return i
     return 0
-
-
-def hash_inputs(arrays: Mapping[str, LazyArray]) -> dict[str, str]:
-    return {name: arr.sha256() for name, arr in arrays.items()}

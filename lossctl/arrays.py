@@ -1,0 +1,173 @@
+"""The array layer every loss and reader uses: an input as a :class:`LazyArray`.
+
+A LazyArray is a shape, a dtype, where it came from, and ``read(start, stop)`` returning the samples
+``start:stop`` along its sample axis, so the engine can stream any input chunk by chunk without
+knowing its format. The format readers (:mod:`lossctl.readers`) subclass it; the in-memory and
+reshaped views live here because the losses build them too. Only NumPy is below this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lossctl.errors import InputError
+
+NUMERIC_KINDS = "biuf"  # the dtype kinds an input may have: bool, int, uint, float
+
+
+def input_label(name: str, where: str) -> str:
+    """How messages name an input: ``preds (p.npy)``, or just ``p.npy`` when it has no role name."""
+    return f"{name} ({where})" if name else where
+
+
+@dataclass
+class LazyArray:
+    """An input array read on demand. ``label`` names it in messages (``preds (p.npy)``)."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    key: str | None = None
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        return input_label(self.name, self.path + (f":{self.key}" if self.key else ""))
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        raise NotImplementedError
+
+    def identity(self) -> Any:
+        """A key equal for two LazyArrays that read the same bytes (so a chunk is read once)."""
+        return ("file", self.path, self.key)
+
+    #: Read in sample order from one thread only (a streamed CSV); the engine prefetches it.
+    sequential = False
+
+    def can_view(self) -> bool:
+        """Whether :meth:`view` gives zero-copy windows (C-ordered samples along axis 0)."""
+        return False
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        """Samples ``start:stop`` along axis 0 without copying, and a ``release()`` callable.
+
+        Only when :meth:`can_view`; the caller drops every reference to the window before
+        calling ``release()`` (an ``.npy`` window is an ``mmap`` that is then unmapped, so the
+        pages it touched stop counting as resident memory).
+        """
+        raise NotImplementedError
+
+    def read_all(self) -> np.ndarray:
+        return self.read(0, self.shape[0] if self.shape else 1)
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        with open(self.path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        return {"path": self.path + (f":{self.key}" if self.key else ""), "shape": list(self.shape),
+                "dtype": str(self.dtype)}
+
+
+@dataclass
+class MemoryArray(LazyArray):
+    """An array already in memory (NPZ members, CSV columns, arrays passed to the Python API)."""
+
+    data: np.ndarray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        if self.data.ndim == 0:
+            return self.data.reshape(1)
+        index = [slice(None)] * self.data.ndim
+        index[axis] = slice(start, stop)
+        return self.data[tuple(index)]
+
+    def identity(self) -> Any:
+        return ("memory", id(self.data))
+
+    def can_view(self) -> bool:
+        return self.data.ndim > 0 and self.data.flags.c_contiguous
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        return self.data[start:stop], no_release
+
+    def sha256(self) -> str:
+        if self.path and os.path.isfile(self.path):
+            return super().sha256()
+        return hashlib.sha256(np.ascontiguousarray(self.data).tobytes()).hexdigest()
+
+
+@dataclass
+class ReshapedArray(LazyArray):
+    """``base`` seen with another shape of the same sample count ((N,1) seen as (N,))."""
+
+    base: LazyArray = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        if axis == 0 and self.base.shape[:1] == self.shape[:1]:
+            chunk = self.base.read(start, stop, axis)
+            return chunk.reshape((chunk.shape[0],) + tuple(self.shape[1:]))
+        # A new leading batch axis (an unbatched (C,) input seen as (1, C)): small, read whole.
+        whole = np.asarray(self.base.read_all()).reshape(self.shape)
+        index = [slice(None)] * whole.ndim
+        index[axis] = slice(start, stop)
+        return whole[tuple(index)]
+
+    def identity(self) -> Any:
+        return ("reshaped", self.base.identity(), self.shape)
+
+    def can_view(self) -> bool:
+        # a view keeps the base's sample axis; a new leading batch axis ((C,) as (1, C)) is read whole
+        return self.base.can_view() and self.base.shape[:1] == self.shape[:1]
+
+    @property  # type: ignore[override]
+    def sequential(self) -> bool:  # type: ignore[override]
+        return self.base.sequential
+
+    def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
+        arr, release = self.base.view(start, stop)
+        return arr.reshape((arr.shape[0],) + tuple(self.shape[1:])), release
+
+    def sha256(self) -> str:
+        return self.base.sha256()
+
+
+def no_release() -> None:
+    """The ``release()`` of a :meth:`LazyArray.view` window that maps nothing."""
+
+
+def reshaped(arr: LazyArray, shape: tuple[int, ...]) -> LazyArray:
+    """``arr`` seen with ``shape`` (same sample count), without reading it; ``arr`` itself if equal."""
+    if tuple(shape) == tuple(arr.shape):
+        return arr
+    if isinstance(arr, MemoryArray):
+        return MemoryArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, data=arr.data.reshape(shape))
+    return ReshapedArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, base=arr)
+
+
+def from_array(data: Any, name: str = "") -> MemoryArray:
+    """Wrap an in-memory array (Python API)."""
+    arr = np.asarray(data)
+    check_dtype(arr.dtype, name or "array")
+    return MemoryArray(path="<array>", shape=tuple(arr.shape), dtype=arr.dtype, name=name, data=arr)
+
+
+def check_dtype(dtype: np.dtype, label: str) -> None:
+    """Refuse what lossctl cannot compute on: object arrays (they need pickle) and non-numbers."""
+    if dtype.hasobject:
+        raise InputError(f"{label}: object arrays need pickle, which lossctl never loads; "
+                         f"save a numeric array (numpy.save with a float or int dtype)")
+    if dtype.kind not in NUMERIC_KINDS:
+        raise InputError(f"{label}: dtype {dtype} is not numeric; save a float, int or bool array")

@@ -1,0 +1,67 @@
+"""``.npz`` files: one array, ``file.npz:KEY``, or every array of the file by its key."""
+
+from __future__ import annotations
+
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from lossctl.arrays import LazyArray, MemoryArray, check_dtype, input_label
+from lossctl.errors import InputError
+from lossctl.readers.npy import NpyArray
+from lossctl.words import did_you_mean
+
+
+def open_npz(path: str, key: str | None, name: str) -> LazyArray | dict[str, LazyArray]:
+    """Members of an ``.npz``: stored (``numpy.savez``) ones are read lazily in place like an
+    ``.npy`` file; compressed (``savez_compressed``) ones are decompressed whole."""
+    label = input_label(name, path)
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InputError(f"{label}: not a valid .npz file ({exc}); write it with numpy.savez") from None
+    with zf:
+        members = {info.filename[:-4]: info for info in zf.infolist() if info.filename.endswith(".npy")}
+        keys = list(members)
+        if not keys:
+            raise InputError(f"{label}: the .npz file holds no arrays")
+        if key is not None and key not in keys:
+            raise InputError(f"{label}: no array {key!r}{did_you_mean(key, keys)} (keys: {', '.join(keys)})")
+        wanted = [key] if key is not None else keys
+        arrays = {k: _npz_member(path, zf, members[k], k, name, label) for k in wanted}
+    if key is not None:
+        return arrays[key]
+    if len(keys) == 1:
+        only = arrays[keys[0]]
+        only.key = None
+        return only
+    return arrays
+
+
+def _npz_member(path: str, zf: Any, info: Any, key: str, name: str, label: str) -> LazyArray:
+    where = f"{label}:{key}"
+    try:
+        with zf.open(info) as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            header_len = fh.tell()
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        if "pickle" in str(exc).lower() or "object" in str(exc).lower():
+            raise InputError(f"{where}: object arrays need pickle, which lossctl never loads; "
+                             f"save numeric arrays") from None
+        raise InputError(f"{where}: not a valid array in the .npz ({exc}); write it with numpy.savez") from None
+    dtype = np.dtype(dtype)
+    check_dtype(dtype, where)
+    if info.compress_type == zipfile.ZIP_STORED and dtype.isnative:
+        with open(path, "rb") as raw:  # the member's data starts after its local file header
+            raw.seek(info.header_offset)
+            local = raw.read(30)
+            data_start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
+                + int.from_bytes(local[28:30], "little")
+        return NpyArray(path=path, shape=tuple(shape), dtype=dtype, key=key, name=name,
+                        offset=data_start + header_len, fortran=fortran)
+    with zf.open(info) as fh:
+        data = np.lib.format.read_array(fh, allow_pickle=False)
+    return MemoryArray(path=path, shape=tuple(data.shape), dtype=data.dtype, key=key, name=name, data=data)
