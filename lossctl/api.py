@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lossctl import __version__, diagnostics, pitfalls
+from lossctl import diagnostics, pitfalls
+from lossctl.version import __version__
 from lossctl.arrays import LazyArray, from_array
 from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
 from lossctl.errors import UsageError

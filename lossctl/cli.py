@@ -18,7 +18,7 @@ except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
 from typer.core import TyperGroup
 
-from lossctl import __version__
+from lossctl.version import __version__
 from lossctl.errors import ExitCode, LossctlError
 
 REPORT_URL = "https://github.com/lossctl/lossctl/issues"
