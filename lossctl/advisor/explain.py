@@ -105,7 +105,9 @@ def _recommended_by(name: str) -> list[str]:
         rs = load_rules()
     except Exception:
         return []
-    ids = {lid for lid, e in rs.losses.items() if lid == name or e.call == name}
+    from lossctl.advisor.catalogue import registry_name
+
+    ids = {lid for lid, e in rs.losses.items() if lid == name or (e.call and registry_name(e.call) == name)}
     out = []
     for r in rs.rules:
         if any(c.loss in ids and c.score > 0 for c in r.recommend):
