@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import lossctl.losses  # noqa: F401  (registers the built-ins)
 from lossctl.advisor.plot import panel, text_plot
 from lossctl.cli import app
 from lossctl.knowledge import curve_data

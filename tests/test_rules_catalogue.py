@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import lossctl.losses  # noqa: F401  (registers the built-ins)
 from lossctl.advisor import match_loss
 from lossctl.advisor.catalogue import binding_problems, entry_losses
 from lossctl.advisor.rules import load_rules

@@ -26,6 +26,7 @@ _CALLED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?=\s*(?:\(|\+|-|$))")
 
 def registry_name(name: str) -> str | None:
     """The canonical lossctl loss for ``name`` or any of its aliases, or None if it is not one."""
+    import lossctl.losses  # noqa: F401  (registers the built-ins: lookups by name import them)
     from lossctl.registry import canonical_name
 
     try:
@@ -57,6 +58,7 @@ def _with_fact_markers(entry: CatalogueEntry, params: dict[str, Any]) -> str:
 
 def bind_problem(text: str) -> str:
     """'' if ``text`` binds (a fact marker counts as the parameter's default), else why not."""
+    import lossctl.losses  # noqa: F401  (registers the built-ins: lookups by name import them)
     from lossctl.expr import Call, Expr, Term, bind, parse
     from lossctl.registry import get_spec
 
