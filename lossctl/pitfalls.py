@@ -35,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from lossctl import diagnostics
-from lossctl.registry import get_spec
 
 SAMPLE = 4096  # elements looked at per chunk for the checks that need more than min/max
 MIN_ELEMENTS = 8  # below this, nothing is said: too little evidence
@@ -44,6 +43,14 @@ MIN_SAMPLES_FOR_IMBALANCE = 50
 ROW_TOL = 1e-3
 MAX_DISTINCT = 64
 NAMED_CHECKS = ("multi_margin", "ctc")  # losses watched for a check of their own, whatever their categories
+
+
+def _categories(loss: str) -> frozenset[str]:
+    """The registry's categories of ``loss`` (canonical name): which checks apply to it."""
+    import lossctl.losses  # noqa: F401  (registers the built-ins: lookups by name import them)
+    from lossctl.registry import get_spec
+
+    return frozenset(get_spec(loss).categories)
 
 
 def _sample(arr: np.ndarray, limit: int = SAMPLE) -> tuple[np.ndarray, int]:
@@ -127,7 +134,7 @@ class Observer:
     def __init__(self, loss: str, params: Mapping[str, Any]) -> None:
         self.loss = loss
         self.params = dict(params)
-        self.categories = frozenset(get_spec(loss).categories)
+        self.categories = _categories(loss)
         self.preds = _Range()
         self.targets = _Range()
         # preds all within [0, 1] so far, checked on whole chunks while it stays true (only then:
@@ -388,7 +395,7 @@ class Observer:
 
 def observer(loss: str, params: Mapping[str, Any]) -> Observer | None:
     """An observer for a term of loss ``loss`` (canonical name), or None if no check applies."""
-    watched = bool(get_spec(loss).categories) or loss in NAMED_CHECKS
+    watched = bool(_categories(loss)) or loss in NAMED_CHECKS
     return Observer(loss, params) if watched else None
 
 
