@@ -20,6 +20,11 @@ Codes (stable; ``--strict`` turns any of them into exit 2):
 * ``kl_rows_not_normalized``: KL/JS inputs whose rows (axis 1) do not sum to 1.
 * ``ctc_raw_logits``: CTC ``log_probs`` that are not log-probabilities (values > 0, or rows whose
   logsumexp is not 0).
+
+Which checks apply to a loss is registry data: its ``categories`` (``lossctl.registry.CATEGORIES``:
+logits, probabilities, log_probabilities, overlap, regression, divergence), so a new loss or a
+plugin declares them where it is registered. The few checks written for one loss (the imbalance
+hint's weights, CTC's rows) still name it.
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ IMBALANCE_RATIO = 10.0  # majority : minority at or above this is "heavily imbal
 MIN_SAMPLES_FOR_IMBALANCE = 50
 ROW_TOL = 1e-3
 MAX_DISTINCT = 64
+NAMED_CHECKS = ("multi_margin", "ctc")  # losses watched for a check of their own, whatever their categories
 
-LOGIT_LOSSES = {"bce_with_logits", "cross_entropy", "focal"}
-PROBABILITY_LOSSES = {"bce"}
-SEGMENTATION_LOSSES = {"dice", "iou", "tversky"}
-REGRESSION_LOSSES = {"mse", "mae", "huber", "smooth_l1", "log_cosh", "quantile"}
-KL_LOSSES = {"kl_div", "js_div"}
+
+def _categories(loss: str) -> frozenset[str]:
+    """The registry's categories of ``loss`` (canonical name): which checks apply to it."""
+    import lossctl.losses  # noqa: F401  (registers the built-ins: lookups by name import them)
+    from lossctl.registry import get_spec
+
+    return frozenset(get_spec(loss).categories)
 
 
 def _sample(arr: np.ndarray, limit: int = SAMPLE) -> tuple[np.ndarray, int]:
@@ -126,12 +134,13 @@ class Observer:
     def __init__(self, loss: str, params: Mapping[str, Any]) -> None:
         self.loss = loss
         self.params = dict(params)
+        self.categories = _categories(loss)
         self.preds = _Range()
         self.targets = _Range()
         # preds all within [0, 1] so far, checked on whole chunks while it stays true (only then:
         # ordinary logits leave the sample range at once and cost nothing more)
         self.unit = True
-        self.track_unit = loss in LOGIT_LOSSES | SEGMENTATION_LOSSES | {"nll", "kl_div"}
+        self.track_unit = bool(self.categories & {"logits", "overlap", "log_probabilities"}) or loss == "kl_div"
         self.unit_min = np.inf
         self.unit_max = -np.inf
         self.rows_seen = 0
@@ -193,7 +202,7 @@ class Observer:
                 sums = rows.sum(axis=1, dtype=np.float64)
             self.rows_seen += len(rows)
             self.rows_normalized += int(np.sum(np.abs(sums - 1.0) <= ROW_TOL))
-        if name in KL_LOSSES:
+        if "divergence" in self.categories:
             self._kl_rows(chunk)
         if name == "ctc" and chunk.get("log_probs") is not None:
             self._ctc(chunk["log_probs"])
@@ -262,10 +271,10 @@ class Observer:
         if self.broken:
             return []
         out: list[tuple[str, str]] = []
-        name, p = self.loss, self.params
+        name, p, cats = self.loss, self.params, self.categories
         pr, tr = self.preds, self.targets
-        logits_expected = name in LOGIT_LOSSES or (name in SEGMENTATION_LOSSES and p.get("from_logits"))
-        probs_expected = name in PROBABILITY_LOSSES or (name in SEGMENTATION_LOSSES and not p.get("from_logits"))
+        logits_expected = "logits" in cats or ("overlap" in cats and p.get("from_logits"))
+        probs_expected = "probabilities" in cats or ("overlap" in cats and not p.get("from_logits"))
         if logits_expected and pr.count >= MIN_ELEMENTS and self.unit:
             if name == "cross_entropy" and self.rows_seen and self.rows_normalized == self.rows_seen:
                 out.append(("probabilities_to_logits_loss",
@@ -285,13 +294,14 @@ class Observer:
                         f"{name}: preds range over [{pr.min:.4g}, {pr.max:.4g}]: they look like logits, but "
                         f"{name} expects probabilities in [0, 1]; "
                         + ("use bce_with_logits for logits" if name == "bce" else "set from_logits=true")))
-        log_expected = name == "nll" or (name == "kl_div" and p.get("log_input") and not p.get("from_logits"))
+        log_expected = "log_probabilities" in cats or (name == "kl_div" and p.get("log_input")
+                                                        and not p.get("from_logits"))
         if log_expected and pr.count >= MIN_ELEMENTS and pr.max > 1e-6:
             what = "probabilities (take the log first)" if self.unit else \
                 "raw logits (apply log_softmax over the class axis" + (", or use cross_entropy)" if name == "nll" else ")")
             out.append(("logits_to_probability_loss",
                         f"{name}: preds go up to {pr.max:.4g}, but log-probabilities are <= 0; they look like {what}"))
-        if name in REGRESSION_LOSSES and tr.count >= MIN_ELEMENTS and tr.integer and tr.min >= 0 \
+        if "regression" in cats and tr.count >= MIN_ELEMENTS and tr.integer and tr.min >= 0 \
                 and 1 < len(tr.distinct) <= 10:
             labels = ", ".join(f"{v:g}" for v in sorted(tr.distinct))
             out.append(("regression_on_class_labels",
@@ -357,7 +367,7 @@ class Observer:
         return []
 
     def _kl_messages(self) -> list[tuple[str, str]]:
-        if self.loss not in KL_LOSSES:
+        if "divergence" not in self.categories:
             return []
         out = []
         for role in ("targets", "preds"):
@@ -385,9 +395,8 @@ class Observer:
 
 def observer(loss: str, params: Mapping[str, Any]) -> Observer | None:
     """An observer for a term of loss ``loss`` (canonical name), or None if no check applies."""
-    watched = (LOGIT_LOSSES | PROBABILITY_LOSSES | SEGMENTATION_LOSSES | REGRESSION_LOSSES | KL_LOSSES
-               | {"nll", "multi_margin", "ctc"})
-    return Observer(loss, params) if loss in watched else None
+    watched = bool(_categories(loss)) or loss in NAMED_CHECKS
+    return Observer(loss, params) if watched else None
 
 
 def finish_all(observers: Iterable[Any]) -> None:

@@ -16,12 +16,27 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lossctl.errors import ExprError
 from lossctl.words import did_you_mean
 
+if TYPE_CHECKING:
+    from lossctl.knowledge import Knowledge
+
 REDUCTIONS = ("mean", "sum", "none")
+
+# What a loss expects of its inputs, as data: the pitfall checks (lossctl.pitfalls) pick their
+# checks by category, so a new loss, or a plugin, gets them by saying what it is, not by being
+# added to a list elsewhere. A loss may be in several categories, or in none.
+CATEGORIES = {
+    "logits": "preds are raw scores; the loss applies the sigmoid/softmax itself",
+    "probabilities": "preds are probabilities in [0, 1]",
+    "log_probabilities": "preds are log-probabilities (<= 0)",
+    "overlap": "an overlap (Dice-like) loss: probabilities, or logits with from_logits=true",
+    "regression": "a point loss of the residual p - t (class labels as targets are a misuse)",
+    "divergence": "preds and targets are distributions over the class axis (rows sum to 1)",
+}
 
 
 class _Required:
@@ -173,6 +188,8 @@ class LossSpec:
     # finalize(stats, reduction, params) -> float | None (None: use the ratio of sums).
     finalize: Callable[..., Any] | None = None
     plugin: str | None = None
+    categories: tuple[str, ...] = ()  # keys of CATEGORIES
+    knowledge: Knowledge | None = None  # what `lossctl explain` teaches beyond the formula
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -227,13 +244,20 @@ def register_loss(
     check_shapes: Callable[..., None] | None = None,
     prepare: Callable[..., Any] | None = None,
     finalize: Callable[..., Any] | None = None,
+    categories: Sequence[str] = (),
+    knowledge: Knowledge | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``kernel`` as loss ``name``; returns the kernel unchanged.
 
     ``elementwise=True`` declares a loss of two same-shape inputs whose kernel returns one value per
     element (the NaN policy then drops single elements, and (N,) == (N,1) applies).
+    ``categories`` (keys of :data:`CATEGORIES`) say what the loss expects, for the pitfall checks;
+    ``knowledge`` is its ``lossctl explain`` text and curve (optional: plugins work without).
     """
+    unknown = [c for c in categories if c not in CATEGORIES]
+    if unknown:  # a typo would silently switch the pitfall checks off
+        raise ValueError(f"loss {name!r}: unknown categories {unknown} (known: {', '.join(CATEGORIES)})")
 
     def decorate(kernel: Callable[..., Any]) -> Callable[..., Any]:
         key = name.lower()
@@ -250,6 +274,7 @@ def register_loss(
             optional_inputs=tuple(optional_inputs), sample_axes=dict(sample_axes or {}),
             elementwise=elementwise, check_shapes=check_shapes, prepare=prepare, finalize=finalize,
             plugin=getattr(kernel, "__module__", None) if family == "custom" else None,
+            categories=tuple(categories), knowledge=knowledge,
         )
         _REGISTRY[key] = spec
         for alias in spec.aliases:

@@ -147,6 +147,21 @@ def test_row_sq_dist_matches_the_per_row_sums(dtype, dim):
         ck.row_sq_dist(a, b.astype(np.float64 if dtype == np.float32 else np.float32), out)
 
 
+def test_residual_kind_numbers_match_the_c_enum():
+    """fast.py copies sums.c's kind numbers by hand (there is no shared header for Python):
+    a drift would silently compute |d| where d² was asked, so read the enum and compare."""
+    import re
+    from pathlib import Path
+
+    src = (Path(lossctl.__file__).parent / "csrc" / "sums.c").read_text()
+    enum = re.search(r"enum\s*\{([^}]*\bKIND_[^}]*)\}", src)
+    assert enum, "sums.c: no enum of KIND_ constants (residual_sum's kinds) found"
+    kinds = {name: int(value) for name, value in re.findall(r"\bKIND_(\w+)\s*=\s*(\d+)", enum.group(1))}
+    assert kinds == {"SQUARE": fast._SQUARE, "ABS": fast._ABS, "HUBER": fast._HUBER}, (
+        f"lossctl/csrc/sums.c has kinds {kinds}; lossctl/fast.py has _SQUARE={fast._SQUARE}, "
+        f"_ABS={fast._ABS}, _HUBER={fast._HUBER}")
+
+
 # ------------------------------------------------ the engine with and without the C kernels
 
 @pytest.fixture(params=["c", "numpy"])

@@ -1,4 +1,4 @@
-"""`lossctl explain NAME`: registry + advisor knowledge, curves, --plot, errors."""
+"""`lossctl explain NAME`: the registry's formula and knowledge, curves, --plot, errors."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import sys
 import numpy as np
 import pytest
 
-from lossctl.advisor.knowledge import KNOWLEDGE, curve_data
+import lossctl.losses  # noqa: F401  (registers the built-ins)
 from lossctl.advisor.plot import panel, text_plot
 from lossctl.cli import app
+from lossctl.knowledge import curve_data
+from lossctl.registry import all_specs, get_spec
 
 SPEC_LOSSES = ["mse", "mae", "huber", "smooth_l1", "log_cosh", "quantile", "bce", "bce_with_logits",
                "cross_entropy", "nll", "focal", "hinge", "multi_margin", "triplet", "contrastive",
@@ -18,18 +20,18 @@ SPEC_LOSSES = ["mse", "mae", "huber", "smooth_l1", "log_cosh", "quantile", "bce"
                "gaussian_nll", "cosine_embedding"]
 
 
-def test_knowledge_covers_every_spec_loss():
-    assert set(SPEC_LOSSES) <= set(KNOWLEDGE)
-    for name, k in KNOWLEDGE.items():
-        assert k.properties and k.avoid_when and k.pitfalls and k.pytorch and k.keras, name
+def _curve(name, **kw):
+    return curve_data(get_spec(name).knowledge, {}, **kw)
 
 
 def test_knowledge_covers_the_registry():
-    import lossctl.losses  # noqa: F401
-    from lossctl.registry import all_specs
-
-    missing = [s.name for s in all_specs() if s.name not in KNOWLEDGE and s.family != "custom"]
+    builtin = [s for s in all_specs() if s.family != "custom"]
+    assert set(SPEC_LOSSES) <= {s.name for s in builtin}
+    missing = [s.name for s in builtin if s.knowledge is None]
     assert not missing, f"explain has no knowledge for {missing}"
+    for s in builtin:
+        k = s.knowledge
+        assert k.properties and k.avoid_when and k.pitfalls and k.pytorch and k.keras, s.name
 
 
 # Curves against independent closed forms (value and analytic gradient)
@@ -47,7 +49,7 @@ def test_knowledge_covers_the_registry():
     ("poisson_nll", 0.0, 1.0, -2.0),
 ])
 def test_curve_values(name, x, loss, grad):
-    c = curve_data(name, {}, points=1201)
+    c = _curve(name, points=1201)
     xs = c["x"]
     s = c["series"][0]
     assert np.interp(x, xs, s["loss"]) == pytest.approx(loss, abs=2e-3)
@@ -59,19 +61,19 @@ def test_curves_are_finite_and_have_no_warnings():
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        for name in KNOWLEDGE:
-            c = curve_data(name, {})
+        for spec in all_specs():
+            c = curve_data(spec.knowledge, {})
             if c is None:
                 continue
             for s in c["series"]:
-                assert np.all(np.isfinite(s["loss"])), name
-                assert np.all(np.isfinite(s["grad"])), name
+                assert np.all(np.isfinite(s["loss"])), spec.name
+                assert np.all(np.isfinite(s["grad"])), spec.name
 
 
 def test_log_cosh_curve_is_stable_far_out():
-    from lossctl.advisor.knowledge import _log_cosh
+    from lossctl.losses.regression import _curve_log_cosh
 
-    assert _log_cosh(np.array([1e4]))[0] == pytest.approx(1e4 - np.log(2))
+    assert _curve_log_cosh(np.array([1e4]))[0] == pytest.approx(1e4 - np.log(2))
 
 
 def test_panel_shape():
@@ -79,7 +81,7 @@ def test_panel_shape():
     lines = panel(x, [x**2], "t", width=20, height=5)
     assert len(lines) == 1 + 5 + 2 and all(len(line) <= 40 for line in lines)
     assert "*" in "".join(lines)
-    lines = text_plot(curve_data("contrastive", {}))
+    lines = text_plot(_curve("contrastive"))
     assert any("o dissimilar" in line for line in lines)
 
 
@@ -151,7 +153,6 @@ def test_help_loads_no_heavy_modules():
 
 
 def _registry_names():
-    import lossctl.losses  # noqa: F401
     from lossctl.registry import all_specs
 
     return [s.name for s in all_specs() if s.family != "custom"]

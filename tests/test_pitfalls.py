@@ -51,6 +51,8 @@ Y = RNG.normal(size=N)
     ("kl_div", dict(preds=_softmax(LOGITS), targets=RNG.random((N, 4))), "kl_rows_not_normalized"),
     ("kl_div(log_target=true)", dict(preds=_softmax(LOGITS), targets=np.log(_softmax(LOGITS)) + 0.5),
      "kl_rows_not_normalized"),
+    ("dice(from_logits=true)", dict(preds=1 / (1 + np.exp(-BIN_LOGITS)), targets=BIN_LABELS),
+     "probabilities_to_logits_loss"),
 ])
 def test_pitfall_flagged(loss, inputs, code):
     codes, report = _codes(loss, **inputs)

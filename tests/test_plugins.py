@@ -142,3 +142,24 @@ def test_no_entry_points_means_no_importlib_metadata(monkeypatch, tmp_path):
 def test_python_api_after_loading():
     plugins.load_plugins([str(PLUGIN)])
     assert lossctl.functional.asymmetric_mse(np.array([1.0, 3.0]), np.array([2.0, 2.0]), under=2) == pytest.approx(1.5)
+
+
+def test_a_plugin_picks_its_pitfall_checks_by_category_and_explains_without_knowledge():
+    from lossctl.advisor.explain import lookup
+
+    @registry.register_loss("squared_gap", categories=("regression",), formula="(p - t)^2",
+                            summary="A plugin's squared error.", use_when="tests", reference="-")
+    def squared_gap(preds, targets):
+        return (preds - targets) ** 2
+
+    report = lossctl.evaluate(inputs=dict(preds=np.linspace(0, 1, 40), targets=np.arange(40) % 3 * 1.0),
+                              loss="squared_gap", provenance=False)
+    assert [w.code for w in report.warnings] == ["regression_on_class_labels"]
+    info = lookup("squared_gap")  # no knowledge= given: explain shows the registry's part only
+    assert info["formula"] == "(p - t)^2" and info["properties"] == [] and info["_curve"] is None
+
+
+def test_an_unknown_category_is_refused_at_registration():
+    with pytest.raises(ValueError, match="unknown categories \\['logit'\\]"):
+        registry.register_loss("typo_loss", categories=("logit",), formula="-", summary="-", use_when="-",
+                               reference="-")(lambda preds, targets: preds)

@@ -349,13 +349,22 @@ def test_evaluable_expression_runs(expr):
     assert value is not None and np.isfinite(value), (expr, value)
 
 
-def test_unknown_call_in_custom_rules_is_not_evaluable(runner, tmp_path):
+def test_unknown_call_in_custom_rules_is_refused_and_never_shown_evaluable(runner, tmp_path):
+    from lossctl.advisor import advise_facts
+    from lossctl.advisor.schema import task_from_mapping
+
     rules = tmp_path / "custom.yaml"
     rules.write_text(
         "version: 1\nlosses:\n  mystery: {call: not_a_lossctl_loss}\n  bad_param: {call: huber, params: {delta: -1.0}}\n"
         "rules:\n  - id: C1\n    when: {task: regression}\n    recommend:\n"
         "      - {loss: mystery, score: 5, reason: r}\n      - {loss: bad_param, score: 4, reason: r}\n")
-    doc = top_json(runner, tmp_path, "task: regression\n", "--rules", str(rules))
+    # --rules: an entry written as evaluable that does not bind is exit 2 naming it
+    # (more cases in test_rules_catalogue.py)
+    r = run(runner, tmp_path, "task: regression\n", "--rules", str(rules))
+    assert r.exit_code == 2 and "loss mystery" in r.stderr and "not_a_lossctl_loss" in r.stderr
+    # a rule set handed to the API unchecked is still never shown as evaluable
+    advice = advise_facts(task_from_mapping({"task": "regression"}, "task"), load_rules(rules))
+    doc = advice.to_json()
     assert [r["evaluable"] for r in doc["recommendations"]] == [False, False]
     assert sum(w["rule"] == "catalogue" for w in doc["warnings"]) == 2
 

@@ -181,30 +181,21 @@ def _why_summary(item: dict[str, Any], top: int | None, n_ranked: int) -> str:
 
 
 def match_loss(rs: RuleSet, name: str) -> list[str]:
-    """Catalogue ids that ``name`` refers to: an id, or a lossctl loss name/alias in an entry."""
+    """Catalogue ids that ``name`` refers to: an id, or a lossctl loss (its name or any alias, as
+    the registry resolves them for ``evaluate``) that an evaluable entry computes."""
+    from lossctl.advisor.catalogue import entry_losses, registry_name
     from lossctl.errors import UsageError
     from lossctl.words import did_you_mean
-    import re
 
     key = name.strip().lower()
-    aliases = {"l2": "mse", "l1": "mae", "ce": "cross_entropy",
-               "categorical_cross_entropy": "cross_entropy", "bce_logits": "bce_with_logits",
-               "kl": "kl_div", "jaccard": "iou", "logcosh": "log_cosh"}
-    key = aliases.get(key, key)
     if key in rs.losses:
         return [key]
-    hits = []
-    for lid, e in rs.losses.items():
-        if not e.evaluable:
-            continue
-        names = {m.lower() for m in re.findall(r"[A-Za-z_][A-Za-z0-9_]*(?=\s*(?:\(|\+|-|$))",
-                                                e.template)}
-        if e.call:
-            names.add(e.call)
-        if key in names:
-            hits.append(lid)
+    loss = registry_name(key)
+    if loss in rs.losses:
+        return [loss]
+    hits = sorted(lid for lid, e in rs.losses.items() if loss is not None and loss in entry_losses(e))
     if hits:
-        return sorted(hits)
+        return hits
     raise UsageError(f"--why-not {name!r}: no such loss in the rules catalogue"
                      f"{did_you_mean(key, list(rs.losses))} (catalogue ids: "
                      f"{', '.join(sorted(rs.losses))})")
@@ -224,6 +215,10 @@ def advise(task_path: str | Path | dict, rules_path: str | Path | None = None,
            top: int | None = None) -> Advice:
     """Read, derive, infer and evaluate: everything ``lossctl recommend`` does but rendering."""
     rs = load_rules(rules_path)
+    if rules_path is not None:  # the built-in rules are checked by the tests (test_rules_catalogue.py)
+        from lossctl.advisor.catalogue import check_bindings
+
+        check_bindings(rs)
     if isinstance(task_path, dict):
         task = task_from_mapping(task_path, "task")
     else:

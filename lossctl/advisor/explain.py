@@ -1,4 +1,5 @@
-"""``lossctl explain NAME``: the registry's formula and defaults + the advisor's knowledge + curves."""
+"""``lossctl explain NAME``: a registered loss's formula, defaults, knowledge and curve (all from the
+registry: see lossctl.knowledge), or an advisor catalogue entry."""
 
 from __future__ import annotations
 
@@ -22,11 +23,11 @@ def _registry_spec(name: str):
 
 def lookup(name: str) -> dict[str, Any]:
     """Everything known about ``name`` (a lossctl loss or alias, or an advisor catalogue id)."""
-    from lossctl.advisor.knowledge import KNOWLEDGE, curve_data
+    from lossctl.knowledge import curve_data
 
     spec, err = _registry_spec(name)
     if spec is not None:
-        k = KNOWLEDGE.get(spec.name)
+        k = spec.knowledge
         params = {p.name: p.default for p in spec.params}
         info: dict[str, Any] = {
             "name": spec.name,
@@ -46,7 +47,7 @@ def lookup(name: str) -> dict[str, Any]:
             "references": [spec.reference] if spec.reference else [],
         }
         info["recommended_by"] = _recommended_by(spec.name)
-        info["_curve"] = curve_data(spec.name, params)
+        info["_curve"] = curve_data(k, params)
         return info
     entry = _catalogue_entry(name)
     if entry is not None:
@@ -66,8 +67,9 @@ def lookup(name: str) -> dict[str, Any]:
             "code": code, "references": [_ref(rs, r) for r in e.refs], "_curve": None,
         }
     from lossctl.words import did_you_mean
+    from lossctl.registry import all_specs
 
-    known = list(KNOWLEDGE) + _catalogue_ids()
+    known = [s.name for s in all_specs()] + _catalogue_ids()
     hint = did_you_mean(name.lower(), known)
     raise UsageError(f"explain: unknown loss {name!r}{hint}; run 'lossctl losses' for the "
                      "losses lossctl computes")
@@ -103,7 +105,9 @@ def _recommended_by(name: str) -> list[str]:
         rs = load_rules()
     except Exception:
         return []
-    ids = {lid for lid, e in rs.losses.items() if lid == name or e.call == name}
+    from lossctl.advisor.catalogue import registry_name
+
+    ids = {lid for lid, e in rs.losses.items() if lid == name or (e.call and registry_name(e.call) == name)}
     out = []
     for r in rs.rules:
         if any(c.loss in ids and c.score > 0 for c in r.recommend):

@@ -11,6 +11,7 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError
+from lossctl.knowledge import LOGIT, Curve, Knowledge
 from lossctl.losses._common import (
     check_range,
     class_indices_nan,
@@ -78,6 +79,15 @@ def _nonnegative_zero(x: np.ndarray) -> np.ndarray:
     summary="Binary cross-entropy on probabilities (log clamped at -100 as in PyTorch).",
     use_when="binary or multi-label targets when the model already outputs probabilities",
     reference="torch.nn.functional.binary_cross_entropy",
+    categories=("probabilities",),
+    knowledge=Knowledge(
+        properties=("Bernoulli negative log-likelihood on probabilities", "strictly proper scoring rule"),
+        avoid_when=("the model outputs logits (use bce_with_logits: stabler)",),
+        pitfalls=("log(0) is clamped at -100 by torch: saturated sigmoids give huge, flat losses",
+                  "never apply a sigmoid twice"),
+        pytorch="torch.nn.BCELoss()", keras="keras.losses.BinaryCrossentropy(from_logits=False)",
+        curve=Curve("predicted probability p of the target class", 0.005, 0.995,
+                    (("target 1", lambda p, **_: -np.log(p)), ("target 0", lambda p, **_: -np.log1p(-p))))),
 )
 def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     """As torch: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, times ``weight``.
@@ -96,6 +106,10 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     return Part(values=loss * _broadcast_last(weight) if weight is not None else loss)
 
 
+def _curve_softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
 @register_loss(
     "bce_with_logits", aliases=("bce_logits", "binary_cross_entropy_with_logits", "sigmoid_cross_entropy"),
     family="classification", elementwise=True,
@@ -109,6 +123,16 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     summary="Binary cross-entropy on logits, computed with the log-sum-exp trick.",
     use_when="binary or multi-label classification with a linear (logit) head; pos_weight for imbalance",
     reference="torch.nn.functional.binary_cross_entropy_with_logits",
+    categories=("logits",),
+    knowledge=Knowledge(
+        properties=("sigmoid + BCE fused: log-sum-exp stable for any logit",
+                    "strictly proper; gradient is sigmoid(z) - y (bounded)",
+                    "pos_weight scales the positive term (pos_weight = n_neg / n_pos)"),
+        avoid_when=("the model already ends in a sigmoid", "labels are mutually exclusive classes (use cross_entropy)"),
+        pitfalls=("Keras losses default to from_logits=False", "pos_weight shifts the predicted probabilities"),
+        pytorch="torch.nn.BCEWithLogitsLoss()", keras="keras.losses.BinaryCrossentropy(from_logits=True)",
+        curve=Curve(LOGIT, -6, 6, (("target 1", lambda z, **_: _curve_softplus(-z)),
+                                   ("target 0", lambda z, **_: _curve_softplus(z))))),
 )
 def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any = None, weight: Any = None) -> Part:
     """``pw t softplus(-x) + (1 - t) softplus(x)``, times ``weight``.
@@ -198,6 +222,18 @@ def _weighted_nll(logp: np.ndarray, idx: np.ndarray, weight: np.ndarray | None, 
     summary="Softmax cross-entropy on logits, with class weights, ignore_index and label smoothing.",
     use_when="single-label multiclass classification (and segmentation) with a logit head",
     reference="torch.nn.functional.cross_entropy",
+    categories=("logits",),
+    knowledge=Knowledge(
+        properties=("multinomial negative log-likelihood on raw logits (log_softmax + NLL)",
+                    "strictly proper; gradient softmax(z) - onehot(y)",
+                    "accepts class indices or class probabilities as targets"),
+        avoid_when=("multi-label targets (labels are not exclusive: use bce_with_logits)",
+                    "ordinal labels (order ignored)", "the model already ends in a softmax"),
+        pitfalls=("no softmax before torch CrossEntropyLoss", "index vs one-hot targets: Keras Sparse vs Categorical",
+                  "class weights change the mean's denominator and shift probabilities"),
+        pytorch="torch.nn.CrossEntropyLoss()", keras="keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
+        curve=Curve("logit margin z_y - z_other (2 classes)", -6, 6,
+                    (("cross_entropy", lambda z, **_: _curve_softplus(-z)),))),
 )
 def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100,
                   label_smoothing: float = 0.0) -> Part:
@@ -228,6 +264,14 @@ def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
     summary="Negative log-likelihood on log-probabilities (a log_softmax head).",
     use_when="multiclass models whose head already applies log_softmax",
     reference="torch.nn.functional.nll_loss",
+    categories=("log_probabilities",),
+    knowledge=Knowledge(
+        properties=("negative log-likelihood of the true class given log-probabilities",
+                    "cross_entropy = log_softmax + nll"),
+        avoid_when=("the model outputs raw logits (use cross_entropy)", "the model outputs probabilities (take the log first)"),
+        pitfalls=("feeding probabilities or logits instead of log-probabilities gives a wrong loss silently",),
+        pytorch="torch.nn.NLLLoss()", keras="keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # on log-probs",
+        curve=Curve("log-probability of the true class", -6, 0, (("nll", lambda lp, **_: -lp),))),
 )
 def nll(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100) -> Part:
     """``-w_y x_y``, as torch; mean = Σ w_y (-x_y) / Σ w_y over non-ignored targets.
@@ -261,6 +305,22 @@ def _check_binary_or_multiclass(loss: str) -> Any:
     return check
 
 
+def _curve_sigmoid(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _curve_focal_pos(z, alpha=0.25, gamma=2.0, **_):
+    a = 1.0 if alpha is None else alpha
+    p = _curve_sigmoid(z)
+    return a * (1 - p) ** gamma * _curve_softplus(-z)
+
+
+def _curve_focal_neg(z, alpha=0.25, gamma=2.0, **_):
+    a = 1.0 if alpha is None else 1 - alpha
+    p = _curve_sigmoid(z)
+    return a * p**gamma * _curve_softplus(z)
+
+
 @register_loss(
     "focal", aliases=("focal_loss", "sigmoid_focal"), family="classification",
     params=[
@@ -273,6 +333,18 @@ def _check_binary_or_multiclass(loss: str) -> Any:
     summary="Focal loss: cross-entropy down-weighted on easy examples.",
     use_when="extreme class imbalance and dense detection (RetinaNet)",
     reference="torchvision.ops.sigmoid_focal_loss (binary); Lin et al. (2017), arXiv:1708.02002",
+    categories=("logits",),
+    knowledge=Knowledge(
+        properties=("cross-entropy scaled by (1 - p_t)^gamma: easy examples contribute little",
+                    "alpha balances positives vs negatives (0.25 for positives in RetinaNet)",
+                    "gamma = 0 and alpha = none is plain BCE / CE"),
+        avoid_when=("calibrated probabilities are needed without recalibration",
+                    "the data is balanced and clean (plain CE is simpler)"),
+        pitfalls=("initialise the output bias to -log((1 - pi)/pi), pi = 0.01, or training can diverge",
+                  "alpha=0.25 down-weights positives: it pairs with gamma=2, not alone"),
+        pytorch="torchvision.ops.sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0, reduction='mean')",
+        keras="keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25, gamma=2.0, from_logits=True)",
+        curve=Curve(LOGIT, -6, 6, (("target 1", _curve_focal_pos), ("target 0", _curve_focal_neg)))),
 )
 def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: float = 2.0) -> Part:
     """Binary (torchvision): ``α_t (1 - p_t)^γ ce`` with ``ce`` = bce_with_logits, ``α_t = α t + (1 - α)(1 - t)``
@@ -352,6 +424,11 @@ def _scan_binary_labels(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
     return arrays
 
 
+def _curve_hinge(s, margin=1.0, squared=False, **_):
+    h = np.maximum(0.0, margin - s)
+    return h**2 if squared else h
+
+
 @register_loss(
     "hinge", family="classification",
     params=[Param("margin", "float", 1.0, "required margin", ge=0),
@@ -362,6 +439,14 @@ def _scan_binary_labels(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
     summary="Hinge loss (SVM); multiclass is Crammer–Singer.",
     use_when="a maximum-margin classifier is wanted (linear SVM-style scores)",
     reference="sklearn.metrics.hinge_loss; Crammer & Singer (2001)",
+    knowledge=Knowledge(
+        properties=("max(0, margin - y*s): the SVM loss; zero once the margin is met",
+                    "multiclass: Crammer-Singer", "squared=true is smooth at the margin"),
+        avoid_when=("probabilities are needed (add Platt scaling)",),
+        pitfalls=("labels must be -1/+1 (0/1 is mapped)", "outputs are scores, not probabilities"),
+        pytorch="torch.clamp(1 - y * s, min=0).mean()  # multiclass: torch.nn.MultiMarginLoss()",
+        keras="keras.losses.Hinge()  # CategoricalHinge for multiclass",
+        curve=Curve("score s of a positive sample (y = +1)", -3, 3, (("hinge", _curve_hinge),))),
 )
 def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, squared: bool = False) -> Part:
     """Binary: ``max(0, margin - t x)`` with t in {-1, 1} ({0, 1} is mapped 0 → -1).
@@ -411,6 +496,14 @@ def _check_multi_margin(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
     summary="Multiclass hinge (Weston–Watkins), divided by the number of classes.",
     use_when="multiclass max-margin training with scores on every class",
     reference="torch.nn.functional.multi_margin_loss",
+    knowledge=Knowledge(
+        properties=("Weston-Watkins multiclass hinge: every wrong class within the margin costs",
+                    "divided by the number of classes (torch)"),
+        avoid_when=("probabilities are needed",),
+        pitfalls=("p=2 squares each term; weight is per class",),
+        pytorch="torch.nn.MultiMarginLoss(p=1, margin=1.0)", keras="keras.losses.CategoricalHinge()",
+        curve=Curve("score margin s_y - s_other (2 classes)", -3, 3,
+                    (("multi_margin", lambda m, margin=1.0, **_: np.maximum(0, margin - m) / 2),))),
 )
 def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: float = 1.0,
                  weight: Any = None) -> Part:

@@ -13,6 +13,7 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import ExprError
+from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import check_range, log_softmax, shape_error
 from lossctl.registry import Param, Part, register_loss
 
@@ -85,6 +86,12 @@ def _xlogratio(p: np.ndarray, log_p: np.ndarray, log_q: np.ndarray) -> np.ndarra
     return np.where(p == 0, 0.0, out)
 
 
+def _curve_kl_binary(q, **_):
+    p = np.array([0.7, 0.3])
+    q2 = np.stack([q, 1 - q])
+    return np.sum(p[:, None] * (np.log(p[:, None]) - np.log(q2)), axis=0)
+
+
 @register_loss(
     "kl_div", aliases=("kl", "kl_divergence", "kld"), family="distribution", params=_Q_PARAMS,
     check_shapes=_check_distributions("kl_div"),
@@ -92,6 +99,15 @@ def _xlogratio(p: np.ndarray, log_p: np.ndarray, log_q: np.ndarray) -> np.ndarra
     summary="Kullback–Leibler divergence KL(P‖Q) of the target distribution P from the prediction Q.",
     use_when="distillation (match a teacher's distribution) and any soft-target distribution matching",
     reference="torch.nn.functional.kl_div(log Q, P, reduction='batchmean')",
+    categories=("divergence",),
+    knowledge=Knowledge(
+        properties=("KL(P || Q): extra nats to code P with Q", "differs from soft-target CE by the entropy of P",
+                    "asymmetric; infinite where P > 0 and Q = 0"),
+        avoid_when=("Q can be exactly zero where P is not (use js_div, or smooth Q)",),
+        pitfalls=("torch KLDivLoss takes log Q as input, and needs reduction='batchmean' for the true KL",
+                  "distillation at temperature T: multiply by T^2"),
+        pytorch="torch.nn.KLDivLoss(reduction='batchmean')(q_logits.log_softmax(1), p)", keras="keras.losses.KLDivergence()",
+        curve=Curve("Q(class 0) for P = (0.7, 0.3)", 0.01, 0.99, (("kl_div", _curve_kl_binary),))),
 )
 def kl_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
            log_target: bool = False) -> Part:
@@ -99,6 +115,14 @@ def kl_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, f
     log_q = _log_q(preds, log_input, from_logits)
     p, log_p = _p_and_log_p(targets, log_target)
     return Part(values=_per_sample(_xlogratio(p, log_p, log_q)))
+
+
+def _curve_js_binary(q, **_):
+    p = np.array([0.7, 0.3])[:, None]
+    q2 = np.stack([q, 1 - q])
+    m = 0.5 * (p + q2)
+    kl = lambda a, b: np.sum(np.where(a > 0, a * (np.log(np.where(a > 0, a, 1)) - np.log(b)), 0), axis=0)
+    return 0.5 * kl(p, m) + 0.5 * kl(q2, m)
 
 
 @register_loss(
@@ -109,6 +133,13 @@ def kl_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, f
     summary="Jensen–Shannon divergence (nats; symmetric, bounded by log 2 per distribution).",
     use_when="a symmetric, bounded alternative to KL when either distribution may have zeros",
     reference="Lin (1991), IEEE Trans. Inf. Theory 37(1); equals scipy.spatial.distance.jensenshannon(p, q)**2",
+    categories=("divergence",),
+    knowledge=Knowledge(
+        properties=("symmetric, bounded by log 2", "finite even where one distribution is zero"),
+        avoid_when=("you need the maximum-likelihood gradient of KL/CE",),
+        pitfalls=("gradients vanish when the distributions barely overlap",),
+        pytorch="0.5 * (kl(p, m) + kl(q, m)), m = (p + q) / 2", keras="# implement from two KLDivergence terms",
+        curve=Curve("Q(class 0) for P = (0.7, 0.3)", 0.01, 0.99, (("js_div", _curve_js_binary),))),
 )
 def js_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
            log_target: bool = False) -> Part:
@@ -157,6 +188,15 @@ def _check_gaussian(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dic
     summary="KL(N(mu, exp(logvar)) ‖ N(0, 1)): the latent term of a VAE's ELBO.",
     use_when="variational autoencoders (add to a reconstruction loss: bce + gaussian_kl)",
     reference="Kingma & Welling (2014), arXiv:1312.6114, Appendix B",
+    knowledge=Knowledge(
+        properties=("closed-form KL(N(mu, sigma^2) || N(0, 1)) of a VAE posterior",
+                    "summed over latent dimensions, mean over the batch"),
+        avoid_when=("the prior is not a standard normal",),
+        pitfalls=("reduce reconstruction and KL the same way, or beta changes silently",
+                  "posterior collapse: KL annealing or free bits"),
+        pytorch="-0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1).mean()",
+        keras="-0.5 * keras.ops.sum(1 + logvar - mu**2 - keras.ops.exp(logvar), axis=1)",
+        curve=Curve("mu (with logvar = 0)", -3, 3, (("gaussian_kl", lambda m, **_: 0.5 * m**2),))),
 )
 def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> Part:
     """Example: mu=[[1, 0]], logvar=[[0, 0]] → 0.5·(1 + 0) = 0.5."""

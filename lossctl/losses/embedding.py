@@ -31,6 +31,7 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, ExprError, InputError
+from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
 
@@ -325,6 +326,14 @@ def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> di
     use_when="embedding / metric learning with (anchor, positive, negative) triplets or class labels",
     reference="torch.nn.functional.triplet_margin_loss; Schroff et al. (2015) FaceNet; "
               "batch_hard: Hermans et al. (2017), arXiv:1703.07737",
+    knowledge=Knowledge(
+        properties=("max(0, margin + d(a, p) - d(a, n)): positives closer than negatives by a margin",
+                    "relative constraint: no absolute distance targets"),
+        avoid_when=("no mining is possible (most random triplets are already satisfied)",),
+        pitfalls=("without semi-hard / batch-hard mining training stalls or collapses",
+                  "margin conventions: torch 1.0, FaceNet 0.2 on L2-normalised embeddings"),
+        pytorch="torch.nn.TripletMarginLoss(margin=1.0)", keras="tfa.losses.TripletSemiHardLoss(margin=1.0)",
+        curve=Curve("d(a, p) - d(a, n)", -2, 2, (("triplet", lambda x, margin=1.0, **_: np.maximum(0, x + margin)),))),
 )
 def triplet(anchor: np.ndarray | None = None, positive: np.ndarray | None = None,
             negative: np.ndarray | None = None, embeddings: np.ndarray | None = None,
@@ -366,6 +375,14 @@ def _prepare_contrastive(arrays: dict[str, LazyArray], params: dict[str, Any]) -
     return arrays
 
 
+def _curve_contrastive_sim(d, **_):
+    return d**2
+
+
+def _curve_contrastive_dis(d, margin=1.0, **_):
+    return np.maximum(0.0, margin - d) ** 2
+
+
 @register_loss(
     "contrastive", aliases=("contrastive_loss",), family="embedding",
     inputs=(), optional_inputs=("x1", "x2", "targets", "embeddings"),
@@ -380,6 +397,14 @@ def _prepare_contrastive(arrays: dict[str, LazyArray], params: dict[str, Any]) -
     use_when="embedding / metric learning from labelled pairs (siamese networks) or class labels",
     reference="Hadsell, Chopra & LeCun (2006), 'Dimensionality Reduction by Learning an Invariant Mapping' "
               "(without the 1/2 factors)",
+    knowledge=Knowledge(
+        properties=("pulls similar pairs together (d^2), pushes dissimilar pairs beyond a margin",),
+        avoid_when=("only class labels and no pairs (mine pairs, or use a margin-softmax loss)",),
+        pitfalls=("the margin is in distance units: L2-normalise the embeddings",
+                  "label convention here: 0 = similar, 1 = dissimilar"),
+        pytorch="pytorch_metric_learning.losses.ContrastiveLoss(pos_margin=0, neg_margin=1)",
+        keras="# no built-in; implement (1 - y) * d**2 + y * relu(margin - d)**2",
+        curve=Curve("distance d between the pair", 0, 2, (("similar", _curve_contrastive_sim), ("dissimilar", _curve_contrastive_dis)))),
 )
 def contrastive(x1: np.ndarray | None = None, x2: np.ndarray | None = None, targets: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, *, margin: float = 1.0, mining: str = "none") -> Part:

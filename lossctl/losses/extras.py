@@ -12,6 +12,7 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.errors import DomainError
+from lossctl.knowledge import RESIDUAL, Curve, Knowledge
 from lossctl.losses._common import check_range, shape_error
 from lossctl.registry import Param, Part, register_loss
 
@@ -32,6 +33,11 @@ def _f64(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- Poisson NLL
 
 
+def _curve_poisson(x, **_):
+    t = 3.0
+    return np.exp(x) - t * x
+
+
 @register_loss(
     "poisson_nll", aliases=("poisson_nll_loss", "poisson"), family="regression", elementwise=True,
     params=[
@@ -43,6 +49,12 @@ def _f64(x: np.ndarray) -> np.ndarray:
     summary="Poisson negative log-likelihood for count targets.",
     use_when="count targets (events, visits, photons); predicts a rate",
     reference="torch.nn.functional.poisson_nll_loss",
+    knowledge=Knowledge(
+        properties=("Poisson deviance with a log link: predicts a rate", "keeps predictions positive"),
+        avoid_when=("counts are over-dispersed (variance >> mean: negative binomial)",),
+        pitfalls=("log_input=true expects the log-rate", "exp overflow for large log-rates: clamp"),
+        pytorch="torch.nn.PoissonNLLLoss(log_input=True)", keras="keras.losses.Poisson()  # on rates",
+        curve=Curve("log-rate prediction (target count 3)", -2, 3, (("poisson_nll", _curve_poisson),))),
 )
 def poisson_nll(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = True, full: bool = False,
                 eps: float = 1e-8) -> np.ndarray:
@@ -108,6 +120,14 @@ def _check_gaussian_nll(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
     summary="Gaussian negative log-likelihood with a predicted variance (named input var).",
     use_when="regression that also predicts its own uncertainty (heteroscedastic noise)",
     reference="torch.nn.functional.gaussian_nll_loss",
+    knowledge=Knowledge(
+        properties=("negative log-likelihood of a predicted mean and variance",
+                    "a proper score for the predictive distribution"),
+        avoid_when=("only point predictions are needed",),
+        pitfalls=("variance can collapse or the mean under-fit (beta-NLL helps)",
+                  "predict log-variance or use softplus; eps clamps the variance"),
+        pytorch="torch.nn.GaussianNLLLoss(eps=1e-6)", keras="-tfp.distributions.Normal(mu, sigma).log_prob(y)",
+        curve=Curve(RESIDUAL + " (variance 1)", -3, 3, (("gaussian_nll", lambda r, **_: 0.5 * r**2),))),
 )
 def gaussian_nll(preds: np.ndarray, targets: np.ndarray, var: np.ndarray, *, full: bool = False,
                  eps: float = 1e-6) -> Part:
@@ -143,6 +163,14 @@ def _check_cosine(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[
     return {**arrays, "x1": a, "x2": b, "targets": reshaped(y, (n,))}
 
 
+def _curve_cos_pos(c, **_):
+    return 1 - c
+
+
+def _curve_cos_neg(c, margin=0.0, **_):
+    return np.maximum(0.0, c - margin)
+
+
 @register_loss(
     "cosine_embedding", aliases=("cosine_embedding_loss",), family="embedding",
     inputs=("x1", "x2", "targets"), positional=("", "targets"), check_shapes=_check_cosine,
@@ -152,6 +180,13 @@ def _check_cosine(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[
     summary="Cosine embedding loss for pairs labelled similar (1) or dissimilar (-1).",
     use_when="learning embeddings compared by cosine similarity from labelled pairs",
     reference="torch.nn.functional.cosine_embedding_loss",
+    knowledge=Knowledge(
+        properties=("1 - cos for similar pairs, max(0, cos - margin) for dissimilar",
+                    "scale-invariant: only the angle matters"),
+        avoid_when=("the embedding norm carries information",),
+        pitfalls=("targets are +1 / -1, not 1 / 0",),
+        pytorch="torch.nn.CosineEmbeddingLoss(margin=0.0)", keras="keras.losses.CosineSimilarity()  # similar pairs only",
+        curve=Curve("cosine similarity", -1, 1, (("y = +1", _curve_cos_pos), ("y = -1", _curve_cos_neg)))),
 )
 def cosine_embedding(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray, *, margin: float = 0.0) -> Part:
     """Example: x1=[[1, 0]], x2=[[1, 1]], y=[1] → 1 - 1/√2 = 0.292893."""

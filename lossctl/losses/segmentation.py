@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from lossctl.arrays import LazyArray, reshaped
+from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import check_range, class_indices, log_softmax, shape_error, sigmoid
 from lossctl.registry import Param, Part, register_loss
 
@@ -140,6 +141,14 @@ _iou_kernel, _iou_finalize = _overlap_loss("iou", _iou_score)
 _tversky_kernel, _tversky_finalize = _overlap_loss("tversky", _tversky_score)
 
 
+_CURVE_FG = 100.0  # foreground pixels in the overlap curves (all predicted with the same probability)
+
+
+def _curve_dice(p, smooth=1.0, **_):
+    tp = p * _CURVE_FG
+    return 1 - (2 * tp + smooth) / (tp + _CURVE_FG + smooth)
+
+
 @register_loss(
     "dice", aliases=("dice_loss", "soft_dice"), family="segmentation", params=_PARAMS,
     check_shapes=_check_overlap("dice"), finalize=_dice_finalize,
@@ -147,12 +156,26 @@ _tversky_kernel, _tversky_finalize = _overlap_loss("tversky", _tversky_score)
     summary="Soft Dice loss (1 - F1 overlap) on probabilities or logits.",
     use_when="segmentation with small or imbalanced foreground; usually added to cross_entropy",
     reference="Milletari et al. (2016), V-Net, arXiv:1606.04797; smooth as in MONAI/segmentation_models_pytorch",
+    categories=("overlap",),
+    knowledge=Knowledge(
+        properties=("1 - soft Dice coefficient: insensitive to the amount of background",
+                    "global (batch) statistic: not a mean of per-pixel losses"),
+        avoid_when=("used alone from scratch on tiny structures (unstable; add cross-entropy)",),
+        pitfalls=("empty masks need the smoothing term", "from_logits=true applies sigmoid/softmax first"),
+        pytorch="segmentation_models_pytorch.losses.DiceLoss('multiclass', from_logits=True)",
+        keras="keras.losses.Dice()",
+        curve=Curve("predicted probability on 100 foreground pixels", 0, 1, (("dice", _curve_dice),))),
 )
 def dice(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
          per_sample: bool = False, per_class: bool = False) -> Part:
     """Example: p=[0.9, 0.1, 0.8], t=[1, 0, 1], smooth=1 → 1 - (2·1.7 + 1)/(1.8 + 2 + 1) = 0.083333."""
     return _dice_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
                         per_class=per_class)
+
+
+def _curve_iou(p, smooth=1.0, **_):
+    tp = p * _CURVE_FG
+    return 1 - (tp + smooth) / (_CURVE_FG + smooth)
 
 
 @register_loss(
@@ -162,12 +185,26 @@ def dice(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_lo
     summary="Soft IoU (Jaccard) loss on probabilities or logits.",
     use_when="segmentation judged by IoU/mIoU; a drop-in alternative to dice",
     reference="Rahman & Wang (2016), 'Optimizing Intersection-Over-Union in Deep Neural Networks'",
+    categories=("overlap",),
+    knowledge=Knowledge(
+        properties=("1 - soft Jaccard index", "Jaccard = Dice / (2 - Dice): same ranking, different weighting"),
+        avoid_when=("used alone from scratch (combine with cross-entropy)",),
+        pitfalls=("empty masks need the smoothing term",),
+        pytorch="segmentation_models_pytorch.losses.JaccardLoss('multiclass', from_logits=True)",
+        keras="# keras_cv / custom: 1 - (tp + s) / (sum_p + sum_t - tp + s)",
+        curve=Curve("predicted probability on 100 foreground pixels", 0, 1, (("iou", _curve_iou),))),
 )
 def iou(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
         per_sample: bool = False, per_class: bool = False) -> Part:
     """Example: p=[0.9, 0.1, 0.8], t=[1, 0, 1], smooth=1 → 1 - (1.7 + 1)/(1.8 + 2 - 1.7 + 1) = 0.129032."""
     return _iou_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
                        per_class=per_class)
+
+
+def _curve_tversky(p, alpha=0.5, beta=0.5, smooth=1.0, **_):
+    tp = p * _CURVE_FG
+    fn = (1 - p) * _CURVE_FG
+    return 1 - (tp + smooth) / (tp + beta * fn + smooth)
 
 
 @register_loss(
@@ -181,6 +218,15 @@ def iou(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_log
     summary="Tversky loss: Dice with separate weights for false positives and false negatives.",
     use_when="segmentation where missing foreground costs more than false alarms (raise beta)",
     reference="Salehi et al. (2017), arXiv:1706.05721 (alpha=beta=0.5 is Dice)",
+    categories=("overlap",),
+    knowledge=Knowledge(
+        properties=("Dice with separate weights for false positives (alpha) and false negatives (beta)",
+                    "alpha = beta = 0.5 is Dice"),
+        avoid_when=("precision matters as much as recall (use Dice)",),
+        pitfalls=("alpha/beta meanings differ between libraries: here alpha weighs FP, beta FN (as Keras)",),
+        pytorch="segmentation_models_pytorch.losses.TverskyLoss('multiclass', alpha=0.3, beta=0.7)",
+        keras="keras.losses.Tversky(alpha=0.3, beta=0.7)",
+        curve=Curve("predicted probability on 100 foreground pixels", 0, 1, (("tversky", _curve_tversky),))),
 )
 def tversky(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
             per_sample: bool = False, per_class: bool = False, alpha: float = 0.5, beta: float = 0.5) -> Part:

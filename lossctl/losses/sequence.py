@@ -19,6 +19,7 @@ import numpy as np
 from lossctl import ckernels
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.errors import DomainError, InputError
+from lossctl.knowledge import Knowledge
 from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
 
@@ -192,6 +193,15 @@ def ctc_forward(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.nd
     use_when="speech/handwriting recognition and other sequence tasks where input and target lengths "
              "differ and the alignment is unknown",
     reference="torch.nn.functional.ctc_loss; Graves et al. (2006), ICML",
+    knowledge=Knowledge(
+        properties=("marginalises over every monotonic alignment of the target to the input frames",
+                    "needs a blank symbol; mean reduction divides by target length"),
+        avoid_when=("the alignment is known per step (use per-step cross-entropy)",
+                    "outputs can be non-monotonic w.r.t. the input (use attention seq2seq)"),
+        pitfalls=("input_length must be >= target_length + repeats, else the loss is inf (zero_infinity=True)",
+                  "feed log_softmax over (T, N, C)"),
+        pytorch="torch.nn.CTCLoss(blank=0, zero_infinity=True)", keras="keras.losses.CTC()",
+        curve=None),
 )
 def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, target_lengths: np.ndarray, *,
         blank: int = 0, zero_infinity: bool = False) -> Part:
