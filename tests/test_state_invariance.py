@@ -455,12 +455,15 @@ def test_float32_matches_float64(case):
     same_result(one_shot(case, x32).result(), one_shot(case, x64).result(), rtol=F32_RTOL)
 
 
-@pytest.mark.parametrize("fast", [True, False], ids=["fast", "generic"])
+@pytest.mark.parametrize(("fast", "dtype"), [(True, "float64"), (False, "float64"), (True, "float32")],
+                         ids=["fast", "generic", "fast-float32"])
 @pytest.mark.parametrize("case", SPLITTABLE)
-def test_split_merge_equals_one_shot(case, fast, monkeypatch):
+def test_split_merge_equals_one_shot(case, fast, dtype, monkeypatch):
     case = _need(case)
     monkeypatch.setattr(lossctl.engine, "FAST_PATHS", fast)
     inputs = case.inputs()
+    if dtype == "float32":  # float32 values, still summed in float64: the split must not show
+        inputs = as_float32(inputs)
     rng = np.random.default_rng(zlib.crc32(case.id.encode()))
     # worst=0: the fused sums (where the loss has them); worst=3: per-sample values and summary
     for worst in (0, 3):
@@ -527,7 +530,9 @@ def test_compensated_sum_matches_fsum():
     from lossctl.accumulators import CompensatedSum
 
     rng = np.random.default_rng(7)
-    terms = rng.permutation(rng.standard_normal(100_000) * 10.0 ** rng.uniform(-6, 6, 100_000))
+    small = rng.standard_normal(98_000) * 10.0 ** rng.uniform(-6, 6, 98_000)
+    big = rng.standard_normal(1_000) * 10.0 ** rng.uniform(10, 12, 1_000)  # cancel in the total, not per part
+    terms = rng.permutation(np.concatenate([small, big, -big]))
     exact = math.fsum(terms)
     whole, parts = CompensatedSum(), [CompensatedSum() for _ in range(100)]
     for i, x in enumerate(terms.tolist()):
