@@ -231,9 +231,18 @@ class SampleStats:
     def _keep_worst(self, values: np.ndarray, index: np.ndarray) -> None:
         if self.k <= 0:
             return
-        if values.size > self.k:  # only values that can enter the top K go into the sort
-            part = np.argpartition(np.where(np.isnan(values), np.inf, values), values.size - self.k)
-            cut = part[values.size - self.k:]
+        if values.size > self.k:  # only values that can enter the top K go into the sort: all of
+            # those at or above the K-th largest (ties included, so the lowest indices can win)
+            rank = np.where(np.isnan(values), np.inf, values)
+            kth = np.partition(rank, values.size - self.k)[values.size - self.k]
+            above = np.flatnonzero(rank > kth)
+            tied = np.flatnonzero(rank == kth)
+            need = self.k - above.size
+            if tied.size > need and math.isinf(kth):  # NaN and inf: NaN first, then by index
+                tied = tied[_worst_order(values[tied], index[tied])[:need]]
+            elif tied.size > need:  # equal values: the lowest indices
+                tied = tied[np.argpartition(index[tied], need - 1)[:need]]
+            cut = np.concatenate([above, tied])
             values, index = values[cut], index[cut]
         self._set_worst(np.concatenate([self.worst_values, values]), np.concatenate([self.worst_index, index]))
 

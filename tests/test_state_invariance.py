@@ -22,6 +22,7 @@ import pytest
 import lossctl
 import lossctl.engine
 import lossctl.fast
+import lossctl.losses  # noqa: F401  (registers the built-in losses)
 from lossctl import LossState
 from lossctl.registry import all_specs, get_spec
 
@@ -586,9 +587,6 @@ def test_sample_stats_merge_equals_one_shot():
     assert [i for i, _ in one.worst[:3]] == [19_999, 17, 4000]
 
 
-@pytest.mark.xfail(strict=True, reason="SampleStats._keep_worst cuts the candidates with argpartition, which "
-                                       "keeps an arbitrary subset of values tied at the K-th largest, not the "
-                                       "lowest indices (SPEC: ties go to the lower index, whatever the chunking)")
 def test_sample_stats_worst_ties():
     values = np.zeros(40)
     values[[5, 18]] = [2.0, 1.0]  # 38 samples tied at 0: the third worst is sample 0
