@@ -7,14 +7,14 @@ import pytest
 
 from lossctl.errors import InputError
 from lossctl.readers import open_input, open_source
-from lossctl.readers.npy import NpyArray
+from lossctl.filearray import FileArray
 
 
 def test_npy_is_read_in_chunks_not_whole(tmp_path):
     arr = np.arange(30, dtype=np.float32).reshape(10, 3)
     np.save(tmp_path / "a.npy", arr)
     lazy = open_input(str(tmp_path / "a.npy"))
-    assert isinstance(lazy, NpyArray)
+    assert isinstance(lazy, FileArray)
     assert lazy.shape == (10, 3) and lazy.dtype == np.float32
     np.testing.assert_array_equal(lazy.read(2, 5), arr[2:5])
     np.testing.assert_array_equal(lazy.read(8, 100), arr[8:])
@@ -113,7 +113,7 @@ def test_stored_npz_members_are_read_lazily_in_place(tmp_path):
     a, b = np.arange(24.0).reshape(6, 4), np.arange(6)
     np.savez(tmp_path / "s.npz", a=a, b=b)
     lazy = open_source(str(tmp_path / "s.npz"))
-    assert all(isinstance(v, NpyArray) for v in lazy.values())  # no member is loaded up front
+    assert all(isinstance(v, FileArray) for v in lazy.values())  # no member is loaded up front
     np.testing.assert_array_equal(lazy["a"].read(1, 4), a[1:4])
     np.testing.assert_array_equal(lazy["b"].read_all(), b)
     np.savez_compressed(tmp_path / "c.npz", a=a)

@@ -9,7 +9,7 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, MemoryArray, check_dtype, input_label
 from lossctl.errors import InputError
-from lossctl.readers.npy import NpyArray
+from lossctl.filearray import FileArray
 from lossctl.words import did_you_mean
 
 
@@ -60,7 +60,7 @@ def _npz_member(path: str, zf: Any, info: Any, key: str, name: str, label: str) 
             local = raw.read(30)
             data_start = info.header_offset + 30 + int.from_bytes(local[26:28], "little") \
                 + int.from_bytes(local[28:30], "little")
-        return NpyArray(path=path, shape=tuple(shape), dtype=dtype, key=key, name=name,
+        return FileArray(path=path, shape=tuple(shape), dtype=dtype, key=key, name=name,
                         offset=data_start + header_len, fortran=fortran)
     with zf.open(info) as fh:
         data = np.lib.format.read_array(fh, allow_pickle=False)
