@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from lossctl.errors import ExprError
 from lossctl.words import did_you_mean
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the registry stays importable without the losses' machinery
+    from lossctl.fast import Fused
     from lossctl.knowledge import Knowledge
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -190,6 +191,7 @@ class LossSpec:
     plugin: str | None = None
     categories: tuple[str, ...] = ()  # keys of CATEGORIES
     knowledge: Knowledge | None = None  # what `lossctl explain` teaches beyond the formula
+    fused: Fused | None = None  # the optional one-pass sums for mean/sum (lossctl.fast)
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -246,6 +248,7 @@ def register_loss(
     finalize: Callable[..., Any] | None = None,
     categories: Sequence[str] = (),
     knowledge: Knowledge | None = None,
+    fused: Fused | None = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``kernel`` as loss ``name``; returns the kernel unchanged.
@@ -254,6 +257,9 @@ def register_loss(
     element (the NaN policy then drops single elements, and (N,) == (N,1) applies).
     ``categories`` (keys of :data:`CATEGORIES`) say what the loss expects, for the pitfall checks;
     ``knowledge`` is its ``lossctl explain`` text and curve (optional: plugins work without).
+    ``fused`` (a :class:`lossctl.fast.Fused`) is an optional fast path for ``mean``/``sum`` that
+    must give the kernel's values; without one the engine calls the kernel (``replace=True`` keeps
+    nothing of the loss it replaces, its fused path included).
     """
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown:  # a typo would silently switch the pitfall checks off
@@ -274,7 +280,7 @@ def register_loss(
             optional_inputs=tuple(optional_inputs), sample_axes=dict(sample_axes or {}),
             elementwise=elementwise, check_shapes=check_shapes, prepare=prepare, finalize=finalize,
             plugin=getattr(kernel, "__module__", None) if family == "custom" else None,
-            categories=tuple(categories), knowledge=knowledge,
+            categories=tuple(categories), knowledge=knowledge, fused=fused,
         )
         _REGISTRY[key] = spec
         for alias in spec.aliases:
