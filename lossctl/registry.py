@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from lossctl.errors import ExprError
 from lossctl.words import did_you_mean
 
-if TYPE_CHECKING:  # types only: the registry stays importable without the losses' machinery
-    from lossctl.fast import Fused
+if TYPE_CHECKING:
     from lossctl.knowledge import Knowledge
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -191,7 +190,9 @@ class LossSpec:
     plugin: str | None = None
     categories: tuple[str, ...] = ()  # keys of CATEGORIES
     knowledge: Knowledge | None = None  # what `lossctl explain` teaches beyond the formula
-    fused: Fused | None = None  # the optional one-pass sums for mean/sum (lossctl.fast)
+    # a lossctl.fast.Fused: optional one-pass sums for mean/sum. Typed loosely on purpose: the
+    # registry imports nothing from the layers above it (lossctl.fast is one), not even for types.
+    fused: Any = None
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -248,7 +249,7 @@ def register_loss(
     finalize: Callable[..., Any] | None = None,
     categories: Sequence[str] = (),
     knowledge: Knowledge | None = None,
-    fused: Fused | None = None,
+    fused: Any = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``kernel`` as loss ``name``; returns the kernel unchanged.

@@ -9,10 +9,20 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, reshaped
 from lossctl import ckernels
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError
-from lossctl.fast import Block, Fused, class_rows, index_targets, pick, range_of, same_float_pair, softplus_tail, sum64
+from lossctl.fast import (
+    Block,
+    Fused,
+    class_rows,
+    index_targets,
+    pick,
+    range_of,
+    same_float_pair,
+    softplus_tail,
+    sum64,
+)
 from lossctl.knowledge import LOGIT, Curve, Knowledge
 from lossctl.losses._common import (
     check_range,

@@ -13,7 +13,16 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import ExprError
-from lossctl.fast import Block, Fused, f64_of, no_params, range_of, same_float, same_float_pair, sum64
+from lossctl.fast import (
+    Block,
+    Fused,
+    f64_of,
+    no_params,
+    range_of,
+    same_float,
+    same_float_pair,
+    sum64,
+)
 from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import check_range, log_softmax, shape_error
 from lossctl.registry import Param, Part, register_loss

@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, reshaped
 from lossctl import ckernels
+from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, ExprError, InputError
 from lossctl.fast import FLOATS, Block, Fused, f64_of, row_dot, rows64, same_float
 from lossctl.knowledge import Curve, Knowledge

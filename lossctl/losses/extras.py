@@ -12,7 +12,18 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.errors import DomainError
-from lossctl.fast import FLOATS, Block, Fused, f64_of, range_of, row_dot, rows64, same_float, same_float_pair, sum64
+from lossctl.fast import (
+    FLOATS,
+    Block,
+    Fused,
+    f64_of,
+    range_of,
+    row_dot,
+    rows64,
+    same_float,
+    same_float_pair,
+    sum64,
+)
 from lossctl.knowledge import RESIDUAL, Curve, Knowledge
 from lossctl.losses._common import check_range, shape_error
 from lossctl.registry import Param, Part, register_loss

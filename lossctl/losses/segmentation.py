@@ -25,7 +25,13 @@ from lossctl import ckernels
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.fast import Block, Fused, f64_of, same_float_pair, sum64
 from lossctl.knowledge import Curve, Knowledge
-from lossctl.losses._common import check_range, class_indices, log_softmax, shape_error, sigmoid
+from lossctl.losses._common import (
+    check_range,
+    class_indices,
+    log_softmax,
+    shape_error,
+    sigmoid,
+)
 from lossctl.registry import Param, Part, register_loss
 
 _PARAMS = [
