@@ -1,7 +1,7 @@
 """Build the optional C kernels (lossctl/csrc/); everything else is in pyproject.toml.
 
 ``optional=True``: without a C compiler the install still succeeds and lossctl uses its NumPy fast
-paths (lossctl/fast.py picks whichever is there).
+paths (each loss's fused path, on lossctl/fast.py, picks whichever is there).
 """
 
 from glob import glob

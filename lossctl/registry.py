@@ -190,6 +190,9 @@ class LossSpec:
     plugin: str | None = None
     categories: tuple[str, ...] = ()  # keys of CATEGORIES
     knowledge: Knowledge | None = None  # what `lossctl explain` teaches beyond the formula
+    # a lossctl.fast.Fused: optional one-pass sums for mean/sum. Typed loosely on purpose: the
+    # registry imports nothing from the layers above it (lossctl.fast is one), not even for types.
+    fused: Any = None
 
     def param(self, name: str) -> Param:
         for p in self.params:
@@ -246,6 +249,7 @@ def register_loss(
     finalize: Callable[..., Any] | None = None,
     categories: Sequence[str] = (),
     knowledge: Knowledge | None = None,
+    fused: Any = None,
     replace: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``kernel`` as loss ``name``; returns the kernel unchanged.
@@ -254,6 +258,9 @@ def register_loss(
     element (the NaN policy then drops single elements, and (N,) == (N,1) applies).
     ``categories`` (keys of :data:`CATEGORIES`) say what the loss expects, for the pitfall checks;
     ``knowledge`` is its ``lossctl explain`` text and curve (optional: plugins work without).
+    ``fused`` (a :class:`lossctl.fast.Fused`) is an optional fast path for ``mean``/``sum`` that
+    must give the kernel's values; without one the engine calls the kernel (``replace=True`` keeps
+    nothing of the loss it replaces, its fused path included).
     """
     unknown = [c for c in categories if c not in CATEGORIES]
     if unknown:  # a typo would silently switch the pitfall checks off
@@ -274,7 +281,7 @@ def register_loss(
             optional_inputs=tuple(optional_inputs), sample_axes=dict(sample_axes or {}),
             elementwise=elementwise, check_shapes=check_shapes, prepare=prepare, finalize=finalize,
             plugin=getattr(kernel, "__module__", None) if family == "custom" else None,
-            categories=tuple(categories), knowledge=knowledge,
+            categories=tuple(categories), knowledge=knowledge, fused=fused,
         )
         _REGISTRY[key] = spec
         for alias in spec.aliases:

@@ -177,16 +177,19 @@ def test_infinite_inputs_give_the_kernels_answer(monkeypatch):
     assert np.isfinite(got) and abs(got - 1e38) / 1e38 < 1e-6
 
 
-def test_a_plugin_replacing_a_loss_gets_the_generic_path():
+def test_a_plugin_replacing_a_loss_gets_the_generic_path(monkeypatch):
+    from lossctl import registry
     from lossctl.expr import bind
 
     term = bind("mse")[0]
     arr = from_array(np.ones(4), "preds")
     plan = engine.TermPlan(bound=term, arrays={"preds": arr, "targets": arr}, n=4, reduction="mean")
-    assert fast.fused_for(plan) is not None
-    replaced = type(term.spec)(**{**term.spec.__dict__, "kernel": lambda preds, targets: preds - targets})
-    plan2 = engine.TermPlan(bound=type(term)(replaced, 1.0, {}, None), arrays=plan.arrays, n=4, reduction="mean")
-    assert fast.fused_for(plan2) is None
+    assert fast.fused_for(plan) is term.spec.fused is not None
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    registry.register_loss("mse", formula="p - t", summary="-", use_when="-", reference="-", elementwise=True,
+                           replace=True)(lambda preds, targets: preds - targets)
+    plan2 = engine.TermPlan(bound=bind("mse")[0], arrays=plan.arrays, n=4, reduction="mean")
+    assert plan2.spec.fused is None and fast.fused_for(plan2) is None
     plan3 = engine.TermPlan(bound=term, arrays=plan.arrays, n=4, reduction="mean", keep_values=True)
     assert fast.fused_for(plan3) is None
 

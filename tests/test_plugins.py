@@ -81,6 +81,30 @@ def test_unknown_loss_without_the_plugin(tmp_path, runner):
     assert code == 2 and "unknown loss" in err
 
 
+def test_plugin_replacing_a_builtin_gives_its_own_values(tmp_path, runner):
+    """A replaced mse keeps nothing of the built-in, its fused fast path included (registry.fused):
+    large float32 inputs that the built-in would sum in one fused pass give the plugin's value."""
+    plugin = tmp_path / "my_mse.py"
+    plugin.write_text("""
+import numpy as np
+from lossctl.registry import register_loss
+
+@register_loss("mse", formula="|p - t|^3", summary="not the built-in", use_when="testing replace=True",
+               reference="tests/test_plugins.py", elementwise=True, replace=True)
+def mse(preds, targets):
+    return np.abs(preds - targets) ** 3
+""")
+    rng = np.random.default_rng(0)
+    p = rng.normal(size=300_000).astype(np.float32); t = rng.normal(size=300_000).astype(np.float32)
+    np.save(tmp_path / "p.npy", p); np.save(tmp_path / "t.npy", t)
+    args = ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), "--loss", "mse", "--format", "json"]
+    code, out, err = run_cli(runner, [*args, "--plugin", str(plugin)])
+    assert code == 0, err
+    cubed = float(np.mean(np.abs(p.astype(np.float64) - t) ** 3))
+    assert json.loads(out)["results"][0]["value"] == pytest.approx(cubed, rel=1e-5)
+    assert registry.get_spec("mse").fused is None
+
+
 def _installed_plugin(root, module_name, code, entry):
     """A distribution as pip leaves it: a module plus a .dist-info with an entry_points.txt."""
     (root / f"{module_name}.py").write_text(code)

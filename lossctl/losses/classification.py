@@ -9,8 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import ckernels
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError
+from lossctl.fast import (
+    Block,
+    Fused,
+    class_rows,
+    index_targets,
+    pick,
+    range_of,
+    same_float_pair,
+    softplus_tail,
+    sum64,
+)
 from lossctl.knowledge import LOGIT, Curve, Knowledge
 from lossctl.losses._common import (
     check_range,
@@ -71,6 +83,31 @@ def _nonnegative_zero(x: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------- binary
 
 
+def _fused_bce(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """As the kernel: ``t max(log p, -100) + (1 - t) max(log1p(-p), -100)``, negated at the end."""
+    if params.get("weight") is not None or not (blk.in_unit(p) and blk.in_unit(t)):
+        return None  # out-of-range values: the kernel names them
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    floor = ws.const(-100.0, n, dt)
+    with np.errstate(divide="ignore"):
+        a = np.log(x, out=ws.buf("a", n, dt))
+        b = np.negative(x, out=ws.buf("b", n, dt))
+        np.log1p(b, out=b)
+    np.maximum(a, floor, out=a)
+    np.maximum(b, floor, out=b)
+    a *= tt
+    u = np.subtract(ws.const(1.0, n, dt), tt, out=ws.buf("u", n, dt))
+    u *= b
+    a += u
+    return -sum64(a), n
+
+
+def _unweighted_pair(plan: Any) -> bool:
+    return same_float_pair(plan) and plan.bound.params.get("pos_weight") is None \
+        and plan.bound.params.get("weight") is None
+
+
 @register_loss(
     "bce", aliases=("binary_cross_entropy",), family="classification", elementwise=True,
     params=[_WEIGHT],
@@ -88,6 +125,7 @@ def _nonnegative_zero(x: np.ndarray) -> np.ndarray:
         pytorch="torch.nn.BCELoss()", keras="keras.losses.BinaryCrossentropy(from_logits=False)",
         curve=Curve("predicted probability p of the target class", 0.005, 0.995,
                     (("target 1", lambda p, **_: -np.log(p)), ("target 0", lambda p, **_: -np.log1p(-p))))),
+    fused=Fused(_fused_bce, _unweighted_pair),
 )
 def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     """As torch: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, times ``weight``.
@@ -108,6 +146,26 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
 
 def _curve_softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x)
+
+
+def _fused_bce_with_logits(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ (1 - t) x + softplus(-x), with softplus(-x) = relu(-x) + log1p(exp(-|x|)); one exp, one log1p."""
+    if params.get("pos_weight") is not None or params.get("weight") is not None:
+        return None
+    x, tt = blk.arrays[p], blk.arrays[t]
+    if not blk.in_unit(t):
+        return None
+    ws, n, dt = blk.ws, x.size, x.dtype
+    typ = dt.type
+    a = blk.abs_of(p)
+    tail = softplus_tail(blk, p)
+    v = np.subtract(a, x, out=ws.buf("v", n, dt))  # 2 relu(-x), exactly
+    v *= typ(0.5)
+    u = np.subtract(ws.const(1.0, n, dt), tt, out=ws.buf("u", n, dt))
+    u *= x
+    v += u
+    v += tail
+    return sum64(v), n
 
 
 @register_loss(
@@ -133,6 +191,7 @@ def _curve_softplus(x: np.ndarray) -> np.ndarray:
         pytorch="torch.nn.BCEWithLogitsLoss()", keras="keras.losses.BinaryCrossentropy(from_logits=True)",
         curve=Curve(LOGIT, -6, 6, (("target 1", lambda z, **_: _curve_softplus(-z)),
                                    ("target 0", lambda z, **_: _curve_softplus(z))))),
+    fused=Fused(_fused_bce_with_logits, _unweighted_pair),
 )
 def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any = None, weight: Any = None) -> Part:
     """``pw t softplus(-x) + (1 - t) softplus(x)``, times ``weight``.
@@ -212,6 +271,37 @@ def _weighted_nll(logp: np.ndarray, idx: np.ndarray, weight: np.ndarray | None, 
     return Part(values=np.where(ignored, 0.0, loss), weight=w_y)
 
 
+def _fused_cross_entropy(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ log1p(s) + (m - x_y) over rows: ``m`` the row maximum, ``s`` = Σ exp(x_j - m) over every
+    entry but one maximal one (as :func:`lossctl.losses._common.log_softmax`); one exp per logit.
+
+    Works on the transposed block (classes × rows), so every step is a contiguous vector operation.
+    """
+    got = class_rows(blk, p, t)
+    if got is None:
+        return None
+    x, y, rows, classes = got
+    ws, dt = blk.ws, x.dtype
+    xt = ws.buf("xt", rows * classes, dt).reshape(classes, rows)
+    np.copyto(xt, x.T)
+    m = ws.buf("m", rows, dt)
+    np.copyto(m, xt[0])
+    for j in range(1, classes):
+        np.maximum(m, xt[j], out=m)
+    np.subtract(xt, m, out=xt)
+    eq = np.equal(xt, dt.type(0), out=ws.buf("eq", rows * classes, np.bool_).reshape(classes, rows))
+    np.exp(xt, out=xt)
+    xt -= eq  # drop the maximal entries (each exactly exp(0) = 1)...
+    s = np.add.reduce(xt, axis=0, out=ws.buf("s", rows, dt))
+    ties = int(np.count_nonzero(eq)) - rows
+    if ties:  # ...but keep all except one of them when a row has several
+        s += np.add.reduce(eq, axis=0, dtype=dt) - dt.type(1)
+    np.log1p(s, out=s)
+    picked = pick(blk, x, y, rows, classes)
+    np.subtract(m, picked, out=picked)
+    return sum64(s) + sum64(picked), rows
+
+
 @register_loss(
     "cross_entropy", aliases=("ce", "categorical_cross_entropy", "softmax_cross_entropy"),
     family="classification",
@@ -234,6 +324,7 @@ def _weighted_nll(logp: np.ndarray, idx: np.ndarray, weight: np.ndarray | None, 
         pytorch="torch.nn.CrossEntropyLoss()", keras="keras.losses.SparseCategoricalCrossentropy(from_logits=True)",
         curve=Curve("logit margin z_y - z_other (2 classes)", -6, 6,
                     (("cross_entropy", lambda z, **_: _curve_softplus(-z)),))),
+    fused=Fused(_fused_cross_entropy, index_targets),
 )
 def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100,
                   label_smoothing: float = 0.0) -> Part:
@@ -256,6 +347,30 @@ def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
     return _with_nan(_weighted_nll(logp, idx, w, ignore_index, label_smoothing), nan)
 
 
+def _fused_nll_numpy(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    got = class_rows(blk, p, t)
+    if got is None:
+        return None
+    x, y, rows, classes = got
+    picked = pick(blk, x, y, rows, classes)
+    return -sum64(picked), rows
+
+
+_C_INDEX = (np.dtype(np.int64), np.dtype(np.int32))
+
+
+def _fused_nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """-Σ x[i, y_i]: one pass over the indices (range check included), gathering from the rows."""
+    x, y = blk.arrays[p], blk.arrays[t]
+    ck = ckernels.kernels
+    if ck is None or blk.n == 0 or y.dtype not in _C_INDEX:
+        return _fused_nll_numpy(blk, p, t, params)
+    total = ck.pick_sum(x, y, x.size // blk.n)
+    if total is None:
+        return None  # ignore_index, or a bad label: the kernel ignores it or names it
+    return -total, blk.n
+
+
 @register_loss(
     "nll", aliases=("nll_loss", "negative_log_likelihood"), family="classification",
     params=[_CLASS_WEIGHT, _IGNORE],
@@ -272,6 +387,7 @@ def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
         pitfalls=("feeding probabilities or logits instead of log-probabilities gives a wrong loss silently",),
         pytorch="torch.nn.NLLLoss()", keras="keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # on log-probs",
         curve=Curve("log-probability of the true class", -6, 0, (("nll", lambda lp, **_: -lp),))),
+    fused=Fused(_fused_nll, index_targets),
 )
 def nll(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100) -> Part:
     """``-w_y x_y``, as torch; mean = Σ w_y (-x_y) / Σ w_y over non-ignored targets.
@@ -321,6 +437,55 @@ def _curve_focal_neg(z, alpha=0.25, gamma=2.0, **_):
     return a * p**gamma * _curve_softplus(z)
 
 
+def _fused_focal(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Binary focal loss with one exp and one log1p per element (targets exactly 0 or 1).
+
+    With ``z = (1 - 2t) x``: cross-entropy = softplus(z) and ``1 - p_t = sigmoid(z)``.
+    """
+    alpha, gamma = params.get("alpha"), params["gamma"]
+    if isinstance(alpha, list):
+        return None
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    typ = dt.type
+    w = np.multiply(tt, tt, out=ws.buf("w", n, dt))
+    w -= tt
+    if w.any():  # only labels 0/1 (NaN is truthy too); soft labels take the generic kernel
+        return None
+    z = np.multiply(tt, typ(-2.0), out=ws.buf("z", n, dt))
+    z += typ(1.0)
+    z *= x
+    a = np.abs(z, out=ws.buf("a", n, dt))
+    e = np.negative(a, out=ws.buf("e", n, dt))
+    np.exp(e, out=e)
+    ce = np.add(z, a, out=ws.buf("v", n, dt))  # 2 relu(z), exactly
+    ce *= typ(0.5)
+    tail = np.log1p(e, out=a)  # a is free now
+    ce += tail
+    # sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e)
+    num = np.where(z >= 0, typ(1.0), e)
+    e += typ(1.0)
+    num /= e
+    if gamma == 2.0:
+        num *= num
+    elif gamma == 1.0:
+        pass
+    elif gamma == 0.0:
+        num.fill(1.0)
+    else:
+        np.power(num, typ(gamma), out=num)
+    ce *= num
+    if alpha is not None and alpha >= 0:
+        at = np.multiply(tt, typ(2.0 * alpha - 1.0), out=z)  # α t + (1 - α)(1 - t)
+        at += typ(1.0 - alpha)
+        ce *= at
+    return sum64(ce), n
+
+
+def _focal_binary(plan: Any) -> bool:
+    return same_float_pair(plan) and not isinstance(plan.bound.params.get("alpha"), list)
+
+
 @register_loss(
     "focal", aliases=("focal_loss", "sigmoid_focal"), family="classification",
     params=[
@@ -345,6 +510,7 @@ def _curve_focal_neg(z, alpha=0.25, gamma=2.0, **_):
         pytorch="torchvision.ops.sigmoid_focal_loss(logits, targets, alpha=0.25, gamma=2.0, reduction='mean')",
         keras="keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.25, gamma=2.0, from_logits=True)",
         curve=Curve(LOGIT, -6, 6, (("target 1", _curve_focal_pos), ("target 0", _curve_focal_neg)))),
+    fused=Fused(_fused_focal, _focal_binary),
 )
 def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: float = 2.0) -> Part:
     """Binary (torchvision): ``α_t (1 - p_t)^γ ce`` with ``ce`` = bce_with_logits, ``α_t = α t + (1 - α)(1 - t)``
@@ -429,6 +595,28 @@ def _curve_hinge(s, margin=1.0, squared=False, **_):
     return h**2 if squared else h
 
 
+def _fused_hinge(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Binary hinge ``max(0, margin - t x)``; labels {0, 1} map to {-1, 1} (the loss's ``prepare``
+    has checked that the whole targets hold one of the two label sets)."""
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    lo, hi = range_of(blk, t)
+    if not (lo in (-1.0, 0.0) and hi == 1.0 or lo == hi and lo in (-1.0, 0.0, 1.0)):
+        return None
+    v = ws.buf("v", n, dt)
+    if lo == 0.0:
+        np.multiply(tt, dt.type(2.0), out=v)
+        v -= dt.type(1.0)
+        v *= x
+    else:
+        np.multiply(tt, x, out=v)
+    np.subtract(ws.const(params["margin"], n, dt), v, out=v)
+    np.maximum(v, ws.const(0.0, n, dt), out=v)
+    if params.get("squared"):
+        v *= v
+    return sum64(v), n
+
+
 @register_loss(
     "hinge", family="classification",
     params=[Param("margin", "float", 1.0, "required margin", ge=0),
@@ -447,6 +635,7 @@ def _curve_hinge(s, margin=1.0, squared=False, **_):
         pytorch="torch.clamp(1 - y * s, min=0).mean()  # multiclass: torch.nn.MultiMarginLoss()",
         keras="keras.losses.Hinge()  # CategoricalHinge for multiclass",
         curve=Curve("score s of a positive sample (y = +1)", -3, 3, (("hinge", _curve_hinge),))),
+    fused=Fused(_fused_hinge, same_float_pair),
 )
 def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, squared: bool = False) -> Part:
     """Binary: ``max(0, margin - t x)`` with t in {-1, 1} ({0, 1} is mapped 0 → -1).
@@ -486,6 +675,31 @@ def _check_multi_margin(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
     return out
 
 
+def _fused_multi_margin(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ_{j≠y} max(0, margin - x_y + x_j)^p / C, as the kernel (in the scores' float type)."""
+    if params.get("weight") is not None:
+        return None
+    got = class_rows(blk, p, t)
+    if got is None:
+        return None
+    x, y, rows, classes = got
+    ws, dt = blk.ws, x.dtype
+    picked = pick(blk, x, y, rows, classes)
+    np.subtract(dt.type(params["margin"]), picked, out=picked)  # margin - x_y
+    v = ws.buf("mm", rows * classes, dt).reshape(rows, classes)
+    np.add(picked[:, None], x, out=v)
+    np.maximum(v, dt.type(0.0), out=v)
+    if params["p"] == 2:
+        v *= v
+    flat = v.reshape(-1)
+    flat[ws.buf("idx", rows, np.int64)] = 0  # the y-th term (idx is still pick's flat index)
+    return sum64(flat) / classes, rows
+
+
+def _unweighted_index_targets(plan: Any) -> bool:
+    return index_targets(plan) and plan.bound.params.get("weight") is None
+
+
 @register_loss(
     "multi_margin", aliases=("multi_margin_loss", "multiclass_hinge"), family="classification",
     params=[Param("p", "int", 1, "exponent (1 or 2)", ge=1, le=2),
@@ -504,6 +718,7 @@ def _check_multi_margin(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
         pytorch="torch.nn.MultiMarginLoss(p=1, margin=1.0)", keras="keras.losses.CategoricalHinge()",
         curve=Curve("score margin s_y - s_other (2 classes)", -3, 3,
                     (("multi_margin", lambda m, margin=1.0, **_: np.maximum(0, margin - m) / 2),))),
+    fused=Fused(_fused_multi_margin, _unweighted_index_targets),
 )
 def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: float = 1.0,
                  weight: Any = None) -> Part:

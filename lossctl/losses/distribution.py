@@ -13,6 +13,16 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import ExprError
+from lossctl.fast import (
+    Block,
+    Fused,
+    f64_of,
+    no_params,
+    range_of,
+    same_float,
+    same_float_pair,
+    sum64,
+)
 from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import check_range, log_softmax, shape_error
 from lossctl.registry import Param, Part, register_loss
@@ -92,6 +102,35 @@ def _curve_kl_binary(q, **_):
     return np.sum(p[:, None] * (np.log(p[:, None]) - np.log(q2)), axis=0)
 
 
+def _fused_kl_div(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """Σ P (log P - log Q) in float64; mean over rows (batchmean)."""
+    if params.get("from_logits") or params.get("log_target") or not blk.in_unit(t):
+        return None
+    log_input = params.get("log_input")
+    if not log_input and not blk.in_unit(p):
+        return None
+    q, pp = f64_of(blk, p), f64_of(blk, t)
+    ws, n = blk.ws, q.size
+    if log_input:
+        lq = q
+    else:
+        lq = ws.buf("lq", n, np.float64)
+        with np.errstate(divide="ignore"):
+            np.log(q, out=lq)
+    v = ws.buf("kl", n, np.float64)
+    with np.errstate(divide="ignore"):
+        np.log(pp, out=v)
+    v -= lq
+    v *= pp
+    if range_of(blk, t)[0] == 0.0:
+        np.copyto(v, 0.0, where=pp == 0.0)  # 0 log 0 = 0, whatever Q is
+    return sum64(v), blk.n
+
+
+def _kl_div_plain(plan: Any) -> bool:
+    return same_float_pair(plan) and no_params("from_logits", "log_target")(plan)
+
+
 @register_loss(
     "kl_div", aliases=("kl", "kl_divergence", "kld"), family="distribution", params=_Q_PARAMS,
     check_shapes=_check_distributions("kl_div"),
@@ -108,6 +147,7 @@ def _curve_kl_binary(q, **_):
                   "distillation at temperature T: multiply by T^2"),
         pytorch="torch.nn.KLDivLoss(reduction='batchmean')(q_logits.log_softmax(1), p)", keras="keras.losses.KLDivergence()",
         curve=Curve("Q(class 0) for P = (0.7, 0.3)", 0.01, 0.99, (("kl_div", _curve_kl_binary),))),
+    fused=Fused(_fused_kl_div, _kl_div_plain),
 )
 def kl_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
            log_target: bool = False) -> Part:
@@ -125,6 +165,37 @@ def _curve_js_binary(q, **_):
     return 0.5 * kl(p, m) + 0.5 * kl(q2, m)
 
 
+def _xlogy_ratio(blk: Block, name: str, a: np.ndarray, b: np.ndarray, a_min: float) -> np.ndarray:
+    """``a log(a / b)`` per element (float64), 0 where ``a`` is 0."""
+    out = np.divide(a, b, out=blk.ws.buf(name, a.size, np.float64))
+    with np.errstate(divide="ignore"):
+        np.log(out, out=out)
+    out *= a
+    if a_min == 0.0:
+        np.copyto(out, 0.0, where=a == 0.0)
+    return out
+
+
+def _fused_js_div(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """½ Σ [P log(P/M) + Q log(Q/M)], M = (P + Q)/2, in float64; mean over rows."""
+    if params.get("from_logits") or params.get("log_target") or params.get("log_input"):
+        return None
+    if not (blk.in_unit(p) and blk.in_unit(t)):
+        return None
+    q, pp = f64_of(blk, p), f64_of(blk, t)
+    ws, n = blk.ws, q.size
+    m = np.add(q, pp, out=ws.buf("m", n, np.float64))
+    m *= 0.5
+    a = _xlogy_ratio(blk, "jsa", pp, m, range_of(blk, t)[0])
+    b = _xlogy_ratio(blk, "jsb", q, m, range_of(blk, p)[0])
+    a += b
+    return 0.5 * sum64(a), blk.n
+
+
+def _js_div_plain(plan: Any) -> bool:
+    return same_float_pair(plan) and no_params("from_logits", "log_target", "log_input")(plan)
+
+
 @register_loss(
     "js_div", aliases=("jensen_shannon", "jsd"), family="distribution", params=_Q_PARAMS,
     check_shapes=_check_distributions("js_div"),
@@ -140,6 +211,7 @@ def _curve_js_binary(q, **_):
         pitfalls=("gradients vanish when the distributions barely overlap",),
         pytorch="0.5 * (kl(p, m) + kl(q, m)), m = (p + q) / 2", keras="# implement from two KLDivergence terms",
         curve=Curve("Q(class 0) for P = (0.7, 0.3)", 0.01, 0.99, (("js_div", _curve_js_binary),))),
+    fused=Fused(_fused_js_div, _js_div_plain),
 )
 def js_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
            log_target: bool = False) -> Part:
@@ -181,6 +253,36 @@ def _check_gaussian(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dic
     return {**arrays, "logvar": lv}
 
 
+_GKL_SERIES = 1e-3  # below this |logvar|, exp(x) - 1 - x by its Taylor series (the direct form cancels)
+
+
+def _fused_gaussian_kl(blk: Block, mu: Any, lv: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """½ Σ (μ² + exp(v) - 1 - v) in float64: ``expm1(v) - v``, and for |v| < 1e-3 (where that
+    cancels) the series v²/2 + v³/6 + … + v⁶/720 on just those elements. Every term is >= 0."""
+    x = f64_of(blk, lv)
+    ws, n = blk.ws, x.size
+    a = np.abs(x, out=ws.buf("gka", n, np.float64))
+    small = np.flatnonzero(np.less(a, _GKL_SERIES, out=ws.buf("gks", n, np.bool_)))
+    e = np.expm1(x, out=a)
+    e -= x
+    if small.size:
+        xs = x[small]
+        poly = xs * (1.0 / 720.0) + (1.0 / 120.0)
+        for c in (1.0 / 24.0, 1.0 / 6.0, 0.5):
+            poly *= xs
+            poly += c
+        poly *= xs * xs
+        e[small] = poly
+    m = f64_of(blk, mu)
+    sq = np.multiply(m, m, out=ws.buf("gkm", n, np.float64))
+    e += sq
+    return 0.5 * sum64(e), blk.n
+
+
+def _gaussian_kl_plain(plan: Any) -> bool:
+    return same_float(plan, ("mu", "logvar"))
+
+
 @register_loss(
     "gaussian_kl", aliases=("vae_kl", "kl_normal"), family="distribution",
     inputs=("mu", "logvar"), positional=("mu", "logvar"), check_shapes=_check_gaussian,
@@ -197,6 +299,7 @@ def _check_gaussian(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dic
         pytorch="-0.5 * torch.sum(1 + logvar - mu**2 - logvar.exp(), dim=1).mean()",
         keras="-0.5 * keras.ops.sum(1 + logvar - mu**2 - keras.ops.exp(logvar), axis=1)",
         curve=Curve("mu (with logvar = 0)", -3, 3, (("gaussian_kl", lambda m, **_: 0.5 * m**2),))),
+    fused=Fused(_fused_gaussian_kl, _gaussian_kl_plain, inputs=("mu", "logvar")),
 )
 def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> Part:
     """Example: mu=[[1, 0]], logvar=[[0, 0]] → 0.5·(1 + 0) = 0.5."""

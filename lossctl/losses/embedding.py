@@ -29,8 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import ckernels
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, ExprError, InputError
+from lossctl.fast import FLOATS, Block, Fused, f64_of, row_dot, rows64, same_float
 from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import shape_error
 from lossctl.registry import Param, Part, register_loss
@@ -308,6 +310,35 @@ def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> di
     return arrays
 
 
+def _fused_triplet(blk: Block, a: Any, p: Any, n: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """max(0, margin + |a - p + eps| - |a - n + eps|) (2-norms over rows, float64), as the kernel."""
+    rows = blk.n
+    if rows == 0:
+        return None
+    aa, pp, nn = rows64(blk, a), rows64(blk, p), rows64(blk, n)
+    eps = params["eps"]
+    diff = np.subtract(aa, pp, out=blk.ws.buf("td", aa.size, np.float64).reshape(aa.shape))
+    if eps:
+        diff += eps
+    d_ap = np.sqrt(row_dot(diff, diff))
+    np.subtract(aa, nn, out=diff)
+    if eps:
+        diff += eps
+    d_an = np.sqrt(row_dot(diff, diff))
+    v = params["margin"] + d_ap
+    v -= d_an
+    np.maximum(v, 0.0, out=v)
+    return float(np.add.reduce(v)), rows
+
+
+def _triplet_plain(plan: Any) -> bool:
+    params = plan.bound.params
+    if params.get("mining", "none") != "none" or params.get("swap") or params.get("p", 2.0) != 2.0:
+        return False
+    names = ("anchor", "positive", "negative")
+    return same_float(plan, names) and plan.arrays["anchor"].ndim == 2
+
+
 @register_loss(
     "triplet", aliases=("triplet_margin", "triplet_margin_loss"), family="embedding",
     inputs=(), optional_inputs=("anchor", "positive", "negative", "embeddings", "targets"),
@@ -334,6 +365,7 @@ def _prepare_triplet(arrays: dict[str, LazyArray], params: dict[str, Any]) -> di
                   "margin conventions: torch 1.0, FaceNet 0.2 on L2-normalised embeddings"),
         pytorch="torch.nn.TripletMarginLoss(margin=1.0)", keras="tfa.losses.TripletSemiHardLoss(margin=1.0)",
         curve=Curve("d(a, p) - d(a, n)", -2, 2, (("triplet", lambda x, margin=1.0, **_: np.maximum(0, x + margin)),))),
+    fused=Fused(_fused_triplet, _triplet_plain, inputs=("anchor", "positive", "negative")),
 )
 def triplet(anchor: np.ndarray | None = None, positive: np.ndarray | None = None,
             negative: np.ndarray | None = None, embeddings: np.ndarray | None = None,
@@ -383,6 +415,45 @@ def _curve_contrastive_dis(d, margin=1.0, **_):
     return np.maximum(0.0, margin - d) ** 2
 
 
+def _fused_contrastive(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """(1 - y) d² + y max(0, margin - d)², d = |x1 - x2|; differences in the inputs' float type,
+    row sums of squares pairwise, the per-pair terms in float64."""
+    rows = blk.n
+    if rows == 0:
+        return None
+    y = f64_of(blk, t)
+    bad = (y != 0.0) & (y != 1.0)
+    if bad.any():
+        return None  # other labels (or NaN): the kernel names them
+    a, b = blk.arrays[x1], blk.arrays[x2]
+    ws, dt = blk.ws, a.dtype
+    ck = ckernels.kernels
+    if ck is not None:  # one pass: the same squares, row sums in float64
+        sq = np.empty(rows)
+        ck.row_sq_dist(a, b, sq)
+    else:
+        diff = np.subtract(a, b, out=ws.buf("cd", a.size, dt))
+        diff *= diff
+        sq = np.add.reduce(diff.reshape(rows, -1), axis=1).astype(np.float64)
+    d = np.sqrt(sq)
+    hinge = np.subtract(params["margin"], d, out=d)
+    np.maximum(hinge, 0.0, out=hinge)
+    hinge *= hinge
+    hinge *= y
+    sq *= 1.0 - y
+    sq += hinge
+    return float(np.add.reduce(sq)), rows
+
+
+def _contrastive_pairs(plan: Any) -> bool:
+    arrays = plan.arrays
+    if plan.bound.params.get("mining", "none") != "none" or set(arrays) != {"x1", "x2", "targets"}:
+        return False
+    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
+    return a.dtype in FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
+        and y.dtype in FLOATS and y.shape == (a.shape[0],)
+
+
 @register_loss(
     "contrastive", aliases=("contrastive_loss",), family="embedding",
     inputs=(), optional_inputs=("x1", "x2", "targets", "embeddings"),
@@ -405,6 +476,7 @@ def _curve_contrastive_dis(d, margin=1.0, **_):
         pytorch="pytorch_metric_learning.losses.ContrastiveLoss(pos_margin=0, neg_margin=1)",
         keras="# no built-in; implement (1 - y) * d**2 + y * relu(margin - d)**2",
         curve=Curve("distance d between the pair", 0, 2, (("similar", _curve_contrastive_sim), ("dissimilar", _curve_contrastive_dis)))),
+    fused=Fused(_fused_contrastive, _contrastive_pairs, inputs=("x1", "x2", "targets")),
 )
 def contrastive(x1: np.ndarray | None = None, x2: np.ndarray | None = None, targets: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, *, margin: float = 1.0, mining: str = "none") -> Part:

@@ -12,6 +12,18 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.errors import DomainError
+from lossctl.fast import (
+    FLOATS,
+    Block,
+    Fused,
+    f64_of,
+    range_of,
+    row_dot,
+    rows64,
+    same_float,
+    same_float_pair,
+    sum64,
+)
 from lossctl.knowledge import RESIDUAL, Curve, Knowledge
 from lossctl.losses._common import check_range, shape_error
 from lossctl.registry import Param, Part, register_loss
@@ -38,6 +50,24 @@ def _curve_poisson(x, **_):
     return np.exp(x) - t * x
 
 
+def _fused_poisson_nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """exp(x) - t x in float64 (log_input=true, full=false)."""
+    if not params.get("log_input", True) or params.get("full"):
+        return None
+    if not range_of(blk, t)[0] >= 0.0:
+        return None
+    x, tt = f64_of(blk, p), f64_of(blk, t)
+    ws, n = blk.ws, x.size
+    v = np.exp(x, out=ws.buf("pe", n, np.float64))
+    u = np.multiply(tt, x, out=ws.buf("pu", n, np.float64))
+    v -= u
+    return sum64(v), n
+
+
+def _poisson_nll_plain(plan: Any) -> bool:
+    return same_float_pair(plan) and plan.bound.params.get("log_input", True) and not plan.bound.params.get("full")
+
+
 @register_loss(
     "poisson_nll", aliases=("poisson_nll_loss", "poisson"), family="regression", elementwise=True,
     params=[
@@ -55,6 +85,7 @@ def _curve_poisson(x, **_):
         pitfalls=("log_input=true expects the log-rate", "exp overflow for large log-rates: clamp"),
         pytorch="torch.nn.PoissonNLLLoss(log_input=True)", keras="keras.losses.Poisson()  # on rates",
         curve=Curve("log-rate prediction (target count 3)", -2, 3, (("poisson_nll", _curve_poisson),))),
+    fused=Fused(_fused_poisson_nll, _poisson_nll_plain),
 )
 def poisson_nll(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = True, full: bool = False,
                 eps: float = 1e-8) -> np.ndarray:
@@ -109,6 +140,32 @@ def _check_gaussian_nll(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
                       f"(or without the last axis), or be a single value")
 
 
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def _fused_gaussian_nll(blk: Block, p: Any, t: Any, var: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """½ (log max(var, eps) + (p - t)² / max(var, eps)) in float64."""
+    if not range_of(blk, var)[0] >= 0.0:
+        return None  # a negative variance (or NaN): the kernel names it
+    x, tt, vv = f64_of(blk, p), f64_of(blk, t), f64_of(blk, var)
+    ws, n = blk.ws, x.size
+    v = np.maximum(vv, params["eps"], out=ws.buf("gv", n, np.float64))
+    d = np.subtract(x, tt, out=ws.buf("gd", n, np.float64))
+    d *= d
+    d /= v
+    with np.errstate(divide="ignore"):
+        np.log(v, out=v)
+    d += v
+    total = 0.5 * sum64(d)
+    if params.get("full"):
+        total += n * _HALF_LOG_2PI
+    return total, n
+
+
+def _gaussian_nll_plain(plan: Any) -> bool:
+    return same_float(plan, ("preds", "targets", "var"))
+
+
 @register_loss(
     "gaussian_nll", aliases=("gaussian_nll_loss", "heteroscedastic"), family="regression",
     inputs=("preds", "targets", "var"), check_shapes=_check_gaussian_nll,
@@ -128,6 +185,7 @@ def _check_gaussian_nll(arrays: dict[str, LazyArray], params: dict[str, Any]) ->
                   "predict log-variance or use softplus; eps clamps the variance"),
         pytorch="torch.nn.GaussianNLLLoss(eps=1e-6)", keras="-tfp.distributions.Normal(mu, sigma).log_prob(y)",
         curve=Curve(RESIDUAL + " (variance 1)", -3, 3, (("gaussian_nll", lambda r, **_: 0.5 * r**2),))),
+    fused=Fused(_fused_gaussian_nll, _gaussian_nll_plain, inputs=("preds", "targets", "var")),
 )
 def gaussian_nll(preds: np.ndarray, targets: np.ndarray, var: np.ndarray, *, full: bool = False,
                  eps: float = 1e-6) -> Part:
@@ -171,6 +229,30 @@ def _curve_cos_neg(c, margin=0.0, **_):
     return np.maximum(0.0, c - margin)
 
 
+def _fused_cosine_embedding(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """1 - cos (y = 1) or max(0, cos - margin) (y = -1); cos = x1·x2 / sqrt((|x1|² + 1e-12)(|x2|² + 1e-12))."""
+    rows = blk.n
+    if rows == 0:
+        return None
+    y = f64_of(blk, t)
+    if ((y != 1.0) & (y != -1.0)).any():
+        return None  # other labels (or NaN): the kernel names them
+    a, b = rows64(blk, x1), rows64(blk, x2)
+    den = (row_dot(a, a) + 1e-12) * (row_dot(b, b) + 1e-12)
+    cos = row_dot(a, b) / np.sqrt(den)
+    loss = np.where(y == 1.0, 1.0 - cos, np.maximum(cos - params["margin"], 0.0))
+    return float(np.add.reduce(loss)), rows
+
+
+def _cosine_pairs(plan: Any) -> bool:
+    arrays = plan.arrays
+    if set(arrays) != {"x1", "x2", "targets"}:
+        return False
+    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
+    return a.dtype in FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
+        and y.dtype in FLOATS and y.shape == (a.shape[0],)
+
+
 @register_loss(
     "cosine_embedding", aliases=("cosine_embedding_loss",), family="embedding",
     inputs=("x1", "x2", "targets"), positional=("", "targets"), check_shapes=_check_cosine,
@@ -187,6 +269,7 @@ def _curve_cos_neg(c, margin=0.0, **_):
         pitfalls=("targets are +1 / -1, not 1 / 0",),
         pytorch="torch.nn.CosineEmbeddingLoss(margin=0.0)", keras="keras.losses.CosineSimilarity()  # similar pairs only",
         curve=Curve("cosine similarity", -1, 1, (("y = +1", _curve_cos_pos), ("y = -1", _curve_cos_neg)))),
+    fused=Fused(_fused_cosine_embedding, _cosine_pairs, inputs=("x1", "x2", "targets")),
 )
 def cosine_embedding(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray, *, margin: float = 0.0) -> Part:
     """Example: x1=[[1, 0]], x2=[[1, 1]], y=[1] → 1 - 1/√2 = 0.292893."""

@@ -6,11 +6,16 @@ in float64. Semantics and parameter names follow ``torch.nn.functional``.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
+from lossctl.ckernels import KIND_ABS, KIND_HUBER, KIND_SQUARE
+from lossctl.errors import DomainError
+from lossctl.fast import Block, Fused, c_residual_sum, range_of, same_float_pair, sum64
 from lossctl.knowledge import RESIDUAL, Curve, Knowledge
 from lossctl.losses._common import float_dtype
-from lossctl.errors import DomainError
 from lossctl.registry import Param, register_loss
 
 _LOG2 = float(np.log(2.0))
@@ -20,6 +25,15 @@ def _residual(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``preds - targets`` in the working float type (integer inputs must not wrap or truncate)."""
     dt = float_dtype(preds, targets)
     return np.subtract(preds, targets, dtype=dt)
+
+
+def _fused_mse(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    total = c_residual_sum(blk, KIND_SQUARE, p, t)
+    if total is not None:
+        return total, blk.arrays[p].size
+    d = blk.residual(p, t)
+    v = np.multiply(d, d, out=blk.ws.buf("v", d.size, d.dtype))
+    return sum64(v), d.size
 
 
 @register_loss(
@@ -41,12 +55,21 @@ def _residual(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
                   "on softmax/sigmoid outputs for classification it learns slowly when confidently wrong"),
         pytorch="torch.nn.MSELoss()", keras="keras.losses.MeanSquaredError()",
         curve=Curve(RESIDUAL, -3, 3, (("mse", lambda r, **_: r**2),))),
+    fused=Fused(_fused_mse, same_float_pair, c_kind=lambda params: (KIND_SQUARE, 0.0)),
 )
 def mse(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``(p - t)^2``. Example: mse([1, 2, 3], [1, 2, 5]) = mean(0, 0, 4) = 4/3."""
     d = _residual(preds, targets)
     with np.errstate(over="ignore"):  # |d| > 1.3e154: d² is inf, the correctly rounded value
         return np.multiply(d, d, out=d)
+
+
+def _fused_mae(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    total = c_residual_sum(blk, KIND_ABS, p, t)
+    if total is not None:
+        return total, blk.arrays[p].size
+    a = blk.abs_residual(p, t)
+    return sum64(a), a.size
 
 
 @register_loss(
@@ -64,6 +87,7 @@ def mse(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
                   "GBDT: use the library's L1 objective, not a custom one"),
         pytorch="torch.nn.L1Loss()", keras="keras.losses.MeanAbsoluteError()",
         curve=Curve(RESIDUAL, -3, 3, (("mae", lambda r, **_: np.abs(r)),))),
+    fused=Fused(_fused_mae, same_float_pair, c_kind=lambda params: (KIND_ABS, 0.0)),
 )
 def mae(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``|p - t|``. Example: mae([1, 2, 3], [1, 2, 5]) = mean(0, 0, 2) = 2/3."""
@@ -84,6 +108,30 @@ def _curve_huber(r, delta=1.0, **_):
     return 0.5 * q**2 + delta * (a - q)
 
 
+def _huber_core(blk: Block, p: Any, t: Any, knee: float) -> np.ndarray:
+    """``q (d - q/2)`` with ``q = clip(d, -knee, knee)``: the Huber loss (delta = knee), per element.
+
+    Below the knee ``q = d`` and this is ``d·(d/2)`` (one rounding); above it ``q = ±knee`` and it is
+    ``knee (|d| - knee/2)``. ``q`` and ``d - q/2`` always have the same sign, so there is no
+    cancellation. Four passes after ``d`` (clip, halve, subtract, multiply) instead of five.
+    """
+    d = blk.residual(p, t)
+    ws, n, dt = blk.ws, d.size, d.dtype
+    q = np.clip(d, dt.type(-knee), dt.type(knee), out=ws.buf("q", n, dt))
+    w = np.multiply(q, dt.type(0.5), out=ws.buf("l", n, dt))
+    np.subtract(d, w, out=w)
+    w *= q
+    return w
+
+
+def _fused_huber(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    total = c_residual_sum(blk, KIND_HUBER, p, t, params["delta"])
+    if total is not None:
+        return total, blk.arrays[p].size
+    v = _huber_core(blk, p, t, params["delta"])
+    return sum64(v), v.size
+
+
 @register_loss(
     "huber", family="regression", elementwise=True,
     params=[Param("delta", "float", 1.0, "where the loss turns from quadratic to linear", gt=0)],
@@ -102,6 +150,7 @@ def _curve_huber(r, delta=1.0, **_):
                   "torch HuberLoss(delta) = delta * SmoothL1Loss(beta=delta)"),
         pytorch="torch.nn.HuberLoss(delta=1.0)", keras="keras.losses.Huber(delta=1.0)",
         curve=Curve(RESIDUAL, -3, 3, (("huber", _curve_huber),))),
+    fused=Fused(_fused_huber, same_float_pair, c_kind=lambda params: (KIND_HUBER, params["delta"])),
 )
 def huber(preds: np.ndarray, targets: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
     """``0.5 q^2 + delta (|d| - q)`` with ``q = min(|d|, delta)``.
@@ -123,6 +172,31 @@ def _curve_smooth_l1(r, beta=1.0, **_):
     return np.where(a < beta, 0.5 * r**2 / beta, a - 0.5 * beta)
 
 
+# below this beta, q (d - q/2) could underflow before the division by beta: divide first
+_TINY_BETA = {np.dtype(np.float32): 1e-15, np.dtype(np.float64): 1e-140}
+
+
+def _fused_smooth_l1(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    beta = params["beta"]
+    if beta == 0:
+        return _fused_mae(blk, p, t, params)
+    dt = blk.arrays[p].dtype
+    if beta >= _TINY_BETA[dt]:
+        total = c_residual_sum(blk, KIND_HUBER, p, t, beta)
+        if total is not None:
+            return total / beta, blk.arrays[p].size
+        v = _huber_core(blk, p, t, beta)
+        return sum64(v) / beta, v.size
+    a = blk.abs_residual(p, t)
+    ws, n = blk.ws, a.size
+    q = np.minimum(a, ws.const(beta, n, dt), out=ws.buf("q", n, dt))
+    w = np.subtract(a, q, out=ws.buf("l", n, dt))
+    w += a
+    q /= dt.type(beta)  # q/beta <= 1 first: nothing overflows or underflows
+    q *= w
+    return 0.5 * sum64(q), n
+
+
 @register_loss(
     "smooth_l1", family="regression", elementwise=True,
     params=[Param("beta", "float", 1.0, "width of the quadratic zone (0 gives L1)", ge=0)],
@@ -138,6 +212,7 @@ def _curve_smooth_l1(r, beta=1.0, **_):
         pitfalls=("beta conventions differ between detection code bases (1.0 vs 1/9)",),
         pytorch="torch.nn.SmoothL1Loss(beta=1.0)", keras="keras.losses.Huber(delta=1.0)  # = beta * smooth L1",
         curve=Curve(RESIDUAL, -3, 3, (("smooth_l1", _curve_smooth_l1),))),
+    fused=Fused(_fused_smooth_l1, same_float_pair),
 )
 def smooth_l1(preds: np.ndarray, targets: np.ndarray, *, beta: float = 1.0) -> np.ndarray:
     """``0.5 q (q / beta) + (|d| - q)`` with ``q = min(|d|, beta)``.
@@ -159,6 +234,48 @@ def _curve_log_cosh(r, **_):
     return a + np.log1p(np.exp(-2 * a)) - np.log(2.0)
 
 
+_LOG_COSH_CAP = 20.0  # log cosh(a) = log cosh(20) + (a - 20) for a >= 20, to 4e-18 relative
+
+
+def _fused_log_cosh(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    """Σ log cosh(d) with one ``expm1`` and one ``log1p`` per element.
+
+    ``cosh(a) - 1 = M (M / (2 + 2M))`` with ``M = expm1(a)``, ``a = |d|``: non-negative factors
+    only, so full relative precision from ``a = 1e-30`` up. Past ``a`` ≈ 88 (float32) or 709
+    (float64) ``M`` overflows; such a sub-chunk is redone with ``a`` capped at 20, beyond which
+    log cosh grows exactly linearly (to 4e-18).
+    """
+    a = blk.abs_residual(p, t)
+    ws, n, dt = blk.ws, a.size, a.dtype
+    typ = dt.type
+    with np.errstate(over="ignore", invalid="ignore"):
+        m = np.expm1(a, out=ws.buf("u", n, dt))
+        den = np.add(m, m, out=ws.buf("q", n, dt))
+        den += typ(2.0)
+        np.divide(m, den, out=den)
+        den *= m
+        np.log1p(den, out=den)
+        total = sum64(den)
+    if math.isfinite(total):
+        return total, n
+    return _log_cosh_capped(blk, a), n
+
+
+def _log_cosh_capped(blk: Block, a: np.ndarray) -> float:
+    ws, n, dt = blk.ws, a.size, a.dtype
+    typ = dt.type
+    ac = np.minimum(a, ws.const(_LOG_COSH_CAP, n, dt), out=ws.buf("q", n, dt))
+    tail = np.subtract(a, ac, out=ws.buf("l", n, dt))
+    m = np.expm1(ac, out=ws.buf("u", n, dt))
+    den = np.add(m, m, out=ac)
+    den += typ(2.0)
+    np.divide(m, den, out=den)
+    den *= m
+    np.log1p(den, out=den)
+    den += tail
+    return sum64(den)
+
+
 @register_loss(
     "log_cosh", aliases=("logcosh",), family="regression", elementwise=True,
     formula="mean(log(cosh(p - t)))",
@@ -175,6 +292,7 @@ def _curve_log_cosh(r, **_):
         pytorch="(e + torch.nn.functional.softplus(-2 * e) - math.log(2)).mean()  # e = pred - y",
         keras="keras.losses.LogCosh()",
         curve=Curve(RESIDUAL, -3, 3, (("log_cosh", _curve_log_cosh),))),
+    fused=Fused(_fused_log_cosh, same_float_pair),
 )
 def log_cosh(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``log(cosh(d))``, evaluated without overflow and with full relative precision.
@@ -198,6 +316,18 @@ def _curve_pinball(r, q=0.9, **_):
     return np.maximum(-q * r, (1 - q) * r)
 
 
+def _fused_quantile(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    q = params["q"]
+    d = blk.residual(p, t)
+    ws, n, dt = blk.ws, d.size, d.dtype
+    typ = dt.type
+    r = np.negative(d, out=ws.buf("u", n, dt))  # r = t - p
+    hi = np.multiply(r, typ(q), out=ws.buf("q", n, dt))
+    lo = np.multiply(r, typ(q - 1.0), out=ws.buf("l", n, dt))
+    np.maximum(hi, lo, out=hi)
+    return sum64(hi), n
+
+
 @register_loss(
     "quantile", aliases=("pinball",), family="regression", elementwise=True,
     params=[Param("q", "float", 0.5, "the quantile level to predict", ge=0, le=1)],
@@ -216,6 +346,7 @@ def _curve_pinball(r, q=0.9, **_):
         keras="keras.ops.mean(keras.ops.maximum(q * e, (q - 1) * e))  # e = y - pred",
         curve=Curve(RESIDUAL, -3, 3, (("quantile", _curve_pinball),), note="drawn with q=0.9",
                     params={"q": 0.9})),
+    fused=Fused(_fused_quantile, same_float_pair),
 )
 def quantile(preds: np.ndarray, targets: np.ndarray, *, q: float = 0.5) -> np.ndarray:
     """``max(q (t - p), (q - 1)(t - p))``.
@@ -224,6 +355,19 @@ def quantile(preds: np.ndarray, targets: np.ndarray, *, q: float = 0.5) -> np.nd
     """
     r = np.negative(_residual(preds, targets))
     return np.maximum(q * r, (q - 1.0) * r)
+
+
+def _fused_msle(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float] | None:
+    """(log1p(p) - log1p(t))² in the inputs' float type, as the kernel; values <= -1 go to the kernel."""
+    if not (range_of(blk, p)[0] > -1.0 and range_of(blk, t)[0] > -1.0):
+        return None
+    x, tt = blk.arrays[p], blk.arrays[t]
+    ws, n, dt = blk.ws, x.size, x.dtype
+    a = np.log1p(x, out=ws.buf("ma", n, dt))
+    b = np.log1p(tt, out=ws.buf("mb", n, dt))
+    a -= b
+    a *= a
+    return sum64(a), n
 
 
 @register_loss(
@@ -244,6 +388,7 @@ def quantile(preds: np.ndarray, targets: np.ndarray, *, q: float = 0.5) -> np.nd
         keras="keras.losses.MeanSquaredLogarithmicError()",
         curve=Curve("prediction p (target t = 1)", 0.0, 5.0,
                     (("msle", lambda p, **_: (np.log1p(p) - np.log1p(1.0)) ** 2),))),
+    fused=Fused(_fused_msle, same_float_pair),
 )
 def msle(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``(log1p(p) - log1p(t))^2``; values must be > -1. Example: p=[0, e-1], t=[0, 0] → mean(0, 1) = 0.5."""
@@ -259,6 +404,16 @@ def msle(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 _MAPE_EPS = float(np.finfo(np.float64).eps)
+
+
+def _fused_mape(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[float, float]:
+    """|p - t| / max(|t|, eps), as the kernel."""
+    a = blk.abs_residual(p, t)
+    ws, n, dt = blk.ws, a.size, a.dtype
+    den = blk.abs_of(t)
+    den = np.maximum(den, ws.const(float(np.finfo(np.float64).eps), n, dt), out=ws.buf("md", n, dt))
+    v = np.divide(a, den, out=ws.buf("mv", n, dt))
+    return sum64(v), n
 
 
 @register_loss(
@@ -278,6 +433,7 @@ _MAPE_EPS = float(np.finfo(np.float64).eps)
         keras="keras.losses.MeanAbsolutePercentageError()  # in percent",
         curve=Curve("prediction p (target t = 1)", 0.0, 3.0,
                     (("mape", lambda p, **_: np.abs(p - 1.0)),))),
+    fused=Fused(_fused_mape, same_float_pair),
 )
 def mape(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """``|p - t| / max(|t|, eps)``. Example: p=[110, 45], t=[100, 50] → mean(0.1, 0.1) = 0.1."""
