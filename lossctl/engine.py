@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lossctl import fast
 from lossctl import workers as workers_module
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError, UsageError
@@ -205,7 +206,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
     Work is split into tasks of consecutive chunks that run on ``threads`` worker threads (NumPy
     releases the GIL in its kernels); results are added up in sample order, so the value does not
-    depend on the thread count. Built-in losses with a fused fast path (:mod:`lossctl.fast`) are
+    depend on the thread count. Losses registered with a fused fast path (:mod:`lossctl.fast`) are
     summed straight from zero-copy windows of the inputs; everything else goes through the kernels.
     ``on_progress(samples)`` is called after each chunk, in order.
     """
@@ -217,7 +218,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     workers = workers_module.worker_count(threads)
     passes = []
     for n, group in groups.items():
-        fused = {id(p): f for p in group if FAST_PATHS and (f := _fast().fused_for(p)) is not None}
+        fused = {id(p): f for p in group if FAST_PATHS and (f := fast.fused_for(p)) is not None}
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
@@ -243,12 +244,6 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
 SEQUENTIAL_CHUNK_ELEMENTS = 1 << 17  # chunk size when an input is streamed (CSV): half a parsed chunk
 TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
-
-
-def _fast() -> Any:
-    from lossctl import fast
-
-    return fast
 
 
 def _row_elements(group: Sequence[TermPlan]) -> int:
@@ -361,7 +356,6 @@ def _slow_range(group: Sequence[TermPlan], start: int, stop: int, rows: int, nan
 def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: int,
               nan_policy: str, on_progress: Any, tracker: Any, workers: int) -> None:
     """Fused sums over zero-copy windows; a window the fast path cannot take goes to the kernels."""
-    fast = _fast()
     locks = {id(p): threading.Lock() for p in group}
     keys: dict[Any, Any] = {}  # identity -> the LazyArray to window
     entries = []
