@@ -21,23 +21,26 @@ import mmap
 import os
 import platform
 import threading
-from collections.abc import Mapping
-from typing import Any
-
-import numpy as np
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from lossctl import __version__
 from lossctl.errors import UsageError
-from lossctl.inputs import LazyArray
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lossctl.inputs import LazyArray
 
 #: What ``--hash`` / ``hash:`` / ``hash=`` accept; the first is the default.
 ALGORITHMS = ("xxh3", "sha256", "none")
 
-_BLOCK = 1 << 22  # between blocks a cancelled hash stops; 4 MB keeps the hash at full speed
-#: A file is hashed through read-only memory maps of this size, one at a time: no copy out of
-#: the page cache (reading into a buffer took twice as long, 53 vs 27 ms for 400 MB with xxh3),
-#: and unmapping each window keeps the touched pages from counting as resident memory.
-_WINDOW = 1 << 24
+#: Bytes per ``update()``. A file is hashed through read-only memory maps of this size, one at a
+#: time: no copy out of the page cache (reading into a buffer took twice as long, 53 vs 27 ms for
+#: 400 MB with xxh3), and unmapping each window bounds the resident pages it adds. Large because
+#: between two updates the thread takes the GIL back, which waits up to the 5 ms switch interval
+#: while another thread runs Python (the CLI importing NumPy): 400 MB hashed beside a busy Python
+#: thread took 2.9 s in 1 MB pieces, 313 ms in 16 MB, 88 ms in 128 MB (53 ms alone). Between
+#: windows a cancelled hash stops.
+_WINDOW = 1 << 26
 
 
 def check_algorithm(value: str | None, option: str = "--hash") -> str:
@@ -66,85 +69,157 @@ def split_digest(text: str) -> tuple[str, str]:
     return (algo.lower(), hexpart.lower()) if sep else ("sha256", text.lower())
 
 
-class Hashing:
-    """The digests of the inputs, computed on background threads started at once.
+class _Job:
+    """One digest: a file (by real path) or an in-memory array, hashed on some worker thread."""
 
-    Distinct files in parallel, one thread each up to the worker count: hashlib and xxhash
-    release the GIL, so this overlaps with the evaluation. ``cancel()`` stops the threads between
-    blocks when the evaluation fails; ``result()`` joins them and maps input name → digest.
-    """
+    def __init__(self, source: Any, new: Any) -> None:
+        self.source, self._new = source, new
+        self.digest: str | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+        self.done = threading.Event()
 
-    def __init__(self, used: Mapping[str, LazyArray], algorithm: str) -> None:
-        from lossctl.engine import worker_count
-
-        self.name, self._new = _hasher(algorithm)
-        self._keys: dict[str, Any] = {}
-        jobs: dict[Any, str | np.ndarray] = {}
-        for input_name, arr in used.items():
-            source = arr.content()
-            if isinstance(source, str):
-                source = os.path.realpath(source)
-            key = source if isinstance(source, str) else ("array", id(source), source.shape, source.dtype.str)
-            self._keys[input_name] = key
-            jobs.setdefault(key, source)
-        self._jobs = list(jobs.items())
-        self._digests: dict[Any, str] = {}
-        self._errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._next = iter(range(len(self._jobs)))
-        self._lock = threading.Lock()
-        count = max(1, min(len(self._jobs), worker_count()))
-        self._threads = [threading.Thread(target=self._run, name="lossctl-hash", daemon=True) for _ in range(count)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
+    def run(self) -> None:
         try:
-            while not self._stop.is_set():
-                with self._lock:
-                    i = next(self._next, None)
-                if i is None:
-                    return
-                key, source = self._jobs[i]
-                digest = self._file(source) if isinstance(source, str) else self._array(source)
-                self._digests[key] = f"{self.name}:{digest}"
+            self.digest = self._file() if isinstance(self.source, str) else self._array()
         except BaseException as exc:  # re-raised by result() in the calling thread
-            self._errors.append(exc)
-            self._stop.set()
+            self.error = exc
+        self.done.set()
 
-    def _file(self, path: str) -> str:
+    def _file(self) -> str:
         digest = self._new()
-        with open(path, "rb", buffering=0) as fh:
+        with open(self.source, "rb", buffering=0) as fh:
             size = os.fstat(fh.fileno()).st_size
             for offset in range(0, size, _WINDOW):
-                if self._stop.is_set():
+                if self.stop.is_set():
                     break
                 with mmap.mmap(fh.fileno(), min(_WINDOW, size - offset), access=mmap.ACCESS_READ,
                                offset=offset) as window:
                     digest.update(window)
         return digest.hexdigest()
 
-    def _array(self, data: np.ndarray) -> str:
+    def _array(self) -> str:
+        import numpy as np
+
+        data = self.source
         digest = self._new()
         digest.update(f"{data.dtype.str}{data.shape}".encode())
         flat = memoryview(np.ascontiguousarray(data)).cast("B")  # no copy when already contiguous
-        for start in range(0, len(flat), _BLOCK):
-            if self._stop.is_set():
+        for start in range(0, len(flat), _WINDOW):
+            if self.stop.is_set():
                 break
-            digest.update(flat[start:start + _BLOCK])
+            digest.update(flat[start:start + _WINDOW])
         return digest.hexdigest()
 
+    def wait(self) -> str:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.digest or ""
+
+
+class _Workers:
+    """Threads that run a list of jobs, each job once, skipping the stopped ones."""
+
+    def __init__(self, jobs: list[_Job], threads: int) -> None:
+        self._jobs = iter(jobs)
+        self._lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._run, name="lossctl-hash", daemon=True)
+                        for _ in range(max(1, min(len(jobs), threads)))]
+        for t in self.threads:
+            t.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                job = next(self._jobs, None)
+            if job is None:
+                return
+            if job.stop.is_set():
+                job.done.set()
+                continue
+            job.run()
+
+
+#: Files whose hashing :func:`prefetch` started, by (algorithm name, real path): a Hashing adopts them.
+_EARLY: dict[tuple[str, str], _Job] = {}
+_EARLY_LOCK = threading.Lock()
+
+
+class Hashing:
+    """The digests of the inputs, computed on background threads started at once.
+
+    Distinct files in parallel, one thread each up to the worker count: hashlib and xxhash
+    release the GIL, so this overlaps with the evaluation. A file whose hash :func:`prefetch`
+    already started is not read again. ``cancel()`` stops every job between windows when the
+    evaluation fails; ``result()`` waits for them and maps input name → digest.
+    """
+
+    def __init__(self, used: Mapping[str, LazyArray], algorithm: str) -> None:
+        from lossctl.engine import worker_count
+
+        self.name, new = _hasher(algorithm)
+        self._jobs: dict[str, _Job] = {}
+        by_key: dict[Any, _Job] = {}
+        fresh: list[_Job] = []
+        for input_name, arr in used.items():
+            source = arr.content()
+            if isinstance(source, str):
+                source = os.path.realpath(source)
+            key = source if isinstance(source, str) else ("array", id(source), source.shape, source.dtype.str)
+            if key not in by_key:
+                with _EARLY_LOCK:
+                    early = _EARLY.pop((self.name, key), None) if isinstance(key, str) else None
+                by_key[key] = early or _Job(source, new)
+                if early is None:
+                    fresh.append(by_key[key])
+            self._jobs[input_name] = by_key[key]
+        self._workers = _Workers(fresh, worker_count())
+
     def cancel(self) -> None:
-        self._stop.set()
-        for t in self._threads:
+        for job in self._jobs.values():
+            job.stop.set()
+        for t in self._workers.threads:
             t.join()
 
     def result(self) -> dict[str, str]:
-        for t in self._threads:
+        return {name: f"{self.name}:{job.wait()}" for name, job in self._jobs.items()}
+
+
+def prefetch(paths: Sequence[str | None], algorithm: str) -> Callable[[], None]:
+    """Start hashing the files that command-line arguments name, before NumPy is even imported.
+
+    The CLI spends its first ~0.1 s importing NumPy and lossctl on one core, so a digest started
+    then mostly overlaps idle time; one thread, the files one after the other (a second thread
+    would take its CPU from the imports). ``path`` and ``path:KEY`` (an existing file before the
+    last ``:``) count; anything else (globs, remote URLs) is left to :class:`Hashing`. Returns a
+    function that stops what no Hashing adopted and joins the thread: call it when the evaluation
+    is over, however it ended.
+    """
+    name, new = _hasher(algorithm) if algorithm != "none" else ("", None)
+    jobs: list[_Job] = []
+    for path in paths:
+        if new is None or not path:
+            continue
+        file = path if os.path.isfile(path) else path.rpartition(":")[0]
+        if file and os.path.isfile(file):
+            key = (name, os.path.realpath(file))
+            with _EARLY_LOCK:
+                if key not in _EARLY:
+                    _EARLY[key] = _Job(key[1], new)
+                    jobs.append(_EARLY[key])
+    workers = _Workers(jobs, 1)
+
+    def close() -> None:
+        with _EARLY_LOCK:
+            for job in jobs:
+                if _EARLY.get((name, job.source)) is job:  # not adopted: the evaluation did not read it
+                    del _EARLY[(name, job.source)]
+                    job.stop.set()
+        for t in workers.threads:
             t.join()
-        if self._errors:
-            raise self._errors[0]
-        return {name: self._digests[key] for name, key in self._keys.items()}
+
+    return close
 
 
 def start_hashing(used: Mapping[str, LazyArray], algorithm: str) -> Hashing | None:
@@ -154,6 +229,8 @@ def start_hashing(used: Mapping[str, LazyArray], algorithm: str) -> Hashing | No
 
 def provenance_block(used: Mapping[str, LazyArray], hashing: Hashing | None) -> dict[str, Any]:
     """The report's ``provenance`` (waits for the digests)."""
+    import numpy as np
+
     digests = hashing.result() if hashing is not None else {}
     inputs = {}
     for name, arr in used.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import threading
@@ -77,8 +78,8 @@ def test_npz_keys_share_one_digest_hashed_once(tmp_path, monkeypatch):
     path = tmp_path / "both.npz"
     np.savez(path, p=np.arange(50.0), t=np.arange(50.0) + 0.5)
     calls = []
-    real = provenance.Hashing._file
-    monkeypatch.setattr(provenance.Hashing, "_file", lambda self, p: calls.append(p) or real(self, p))
+    real = provenance._Job._file
+    monkeypatch.setattr(provenance._Job, "_file", lambda self: calls.append(self.source) or real(self))
     digests = _digests(lossctl.evaluate(f"{path}:p", f"{path}:t", "mse", hash="sha256"))
     assert digests["preds"] == digests["targets"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
     assert len(calls) == 1
@@ -175,3 +176,44 @@ def test_hashing_stops_when_the_evaluation_fails(tmp_path, monkeypatch):
         lossctl.evaluate(p, np.arange(100.0), "mse")
     assert len(cancelled) == 1
     assert not [t for t in threading.enumerate() if t.name == "lossctl-hash"]
+
+
+def _count_file_hashes(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = provenance._Job._file
+    monkeypatch.setattr(provenance._Job, "_file", lambda self: calls.append(self.source) or real(self))
+    return calls
+
+
+def _hash_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "lossctl-hash"]
+
+
+def test_cli_hashes_each_file_once_from_its_early_start(runner, files, monkeypatch):
+    calls = _count_file_hashes(monkeypatch)
+    doc = _json(runner, files["p"], files["t"])
+    assert sorted(calls) == sorted(os.path.realpath(files[k]) for k in ("p", "t"))
+    assert provenance._EARLY == {} and not _hash_threads()
+    direct = _digests(lossctl.evaluate(files["p"], files["t"], "mse"))  # no early start in the API
+    assert {k: v["digest"] for k, v in doc["provenance"]["inputs"].items()} == direct
+
+
+def test_cli_table_output_hashes_nothing(runner, files, monkeypatch):
+    calls = _count_file_hashes(monkeypatch)
+    result = runner.invoke(app, ["evaluate", files["p"], files["t"], "--loss", "mse"])
+    assert result.exit_code == 0 and calls == []
+
+
+def test_early_hashes_stop_when_not_used_or_the_evaluation_fails(runner, files, tmp_path):
+    close = provenance.prefetch([files["t2"], "missing.npy", None], "sha256")
+    assert list(provenance._EARLY) == [("sha256", os.path.realpath(files["t2"]))]
+    close()  # nothing adopted it
+    assert provenance._EARLY == {} and not _hash_threads()
+    bad = tmp_path / "nan.npy"
+    np.save(bad, np.array([1.0, np.nan, 3.0]))
+    result = runner.invoke(app, ["evaluate", str(bad), str(bad), "--loss", "mse", "--format", "json"])
+    assert result.exit_code == 2 and "NaN" in result.stderr
+    assert provenance._EARLY == {} and not _hash_threads()
+    result = runner.invoke(app, ["evaluate", files["p"], files["t"], "--loss", "nosuch", "--format", "json"])
+    assert result.exit_code == 2  # failed before any input was opened: the early hashes were never adopted
+    assert provenance._EARLY == {} and not _hash_threads()

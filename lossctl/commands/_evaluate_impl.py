@@ -84,7 +84,7 @@ def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, loss
     fmt_ = s.format or "table"
     if fmt_ not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt_!r}")
-    from lossctl.provenance import check_algorithm
+    from lossctl.provenance import check_algorithm, prefetch
 
     hash_algorithm = check_algorithm(s.hash)
     if not s.losses:
@@ -104,16 +104,20 @@ def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, loss
     tolerance = parse_max_increase(s.max_increase) if s.max_increase else Tolerance()
     base = load_baseline(s.baseline) if s.baseline else None
 
-    from lossctl.plugins import load_plugins
+    provenance = fmt_ in ("json", "markdown", "junit") or s.output is not None or base is not None or s.github
+    # the input files' digests start now, on the core that is idle while NumPy and the plugins import
+    stop_prefetch = prefetch([s.preds, s.targets, *s.inputs.values()], hash_algorithm if provenance else "none")
+    try:
+        from lossctl.plugins import load_plugins
 
-    load_plugins(s.plugins)
-    from lossctl.api import evaluate
+        load_plugins(s.plugins)
+        from lossctl.api import evaluate
 
-    report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, reduction=s.reduction or "mean",
-                      nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
-                      worst=s.worst or 0, hash=hash_algorithm,
-                      provenance=fmt_ in ("json", "markdown", "junit") or s.output is not None
-                      or base is not None or s.github)
+        report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, reduction=s.reduction or "mean",
+                          nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
+                          worst=s.worst or 0, hash=hash_algorithm, provenance=provenance)
+    finally:
+        stop_prefetch()
     if base is not None:
         report.baseline = s.baseline
     apply_gates(report, gates, base, tolerance, s.allow_missing)
