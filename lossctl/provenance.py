@@ -78,6 +78,14 @@ class _Job:
         self.error: BaseException | None = None
         self.stop = threading.Event()
         self.done = threading.Event()
+        self._claimed = False
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """True for the one worker that gets to run this job (an early one may be taken over)."""
+        with self._lock:
+            claimed, self._claimed = self._claimed, True
+        return not claimed
 
     def run(self) -> None:
         try:
@@ -119,7 +127,7 @@ class _Job:
 
 
 class _Workers:
-    """Threads that run a list of jobs, each job once, skipping the stopped ones."""
+    """Threads that run the jobs of a list that no other worker claimed, skipping stopped ones."""
 
     def __init__(self, jobs: list[_Job], threads: int) -> None:
         self._jobs = iter(jobs)
@@ -135,6 +143,8 @@ class _Workers:
                 job = next(self._jobs, None)
             if job is None:
                 return
+            if not job.claim():
+                continue
             if job.stop.is_set():
                 job.done.set()
                 continue
@@ -161,7 +171,6 @@ class Hashing:
         self.name, new = _hasher(algorithm)
         self._jobs: dict[str, _Job] = {}
         by_key: dict[Any, _Job] = {}
-        fresh: list[_Job] = []
         for input_name, arr in used.items():
             source = arr.content()
             if isinstance(source, str):
@@ -171,10 +180,9 @@ class Hashing:
                 with _EARLY_LOCK:
                     early = _EARLY.pop((self.name, key), None) if isinstance(key, str) else None
                 by_key[key] = early or _Job(source, new)
-                if early is None:
-                    fresh.append(by_key[key])
             self._jobs[input_name] = by_key[key]
-        self._workers = _Workers(fresh, worker_count())
+        # early jobs too: one that the early thread has not reached yet is hashed here, in parallel
+        self._workers = _Workers(list(by_key.values()), worker_count())
 
     def cancel(self) -> None:
         for job in self._jobs.values():
