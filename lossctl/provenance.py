@@ -70,8 +70,12 @@ def _mapped(digest: Any, fh: Any, size: int, stop: threading.Event) -> None:
     for offset in range(0, size, _WINDOW):
         if stop.is_set():
             return
-        with mmap.mmap(fh.fileno(), min(_WINDOW, size - offset), access=mmap.ACCESS_READ,
-                       offset=offset) as window:
+        try:
+            window = mmap.mmap(fh.fileno(), min(_WINDOW, size - offset), access=mmap.ACCESS_READ, offset=offset)
+        except OSError:  # a file system that cannot map files (some FUSE and network mounts): read it
+            fh.seek(offset)
+            return _buffered(digest, fh, size, stop)
+        with window:
             digest.update(window)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 import re
 import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -96,6 +98,16 @@ def test_in_memory_arrays_hash_dtype_shape_and_bytes():
     strided = np.arange(24.0).reshape(3, 8)[:, ::2]  # not contiguous: hashed as its C-ordered copy
     assert _digests(lossctl.evaluate(strided, strided, "mse")) == \
         _digests(lossctl.evaluate(strided.copy(), strided.copy(), "mse"))
+
+
+def test_a_file_that_cannot_be_memory_mapped_is_read(files, monkeypatch):
+    expected = _digests(lossctl.evaluate(files["p"], files["t"], "mse"))
+
+    def refuse(*args, **kwargs):
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(provenance, "mmap", types.SimpleNamespace(mmap=refuse, ACCESS_READ=mmap.ACCESS_READ))
+    assert _digests(lossctl.evaluate(files["p"], files["t"], "mse")) == expected
 
 
 def test_without_xxhash_the_default_falls_back_to_sha256(files, monkeypatch):
