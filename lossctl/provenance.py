@@ -2,8 +2,8 @@
 
 A digest is written ``"ALGO:HEX"`` so that a reader knows what it may compare it with. The
 default is xxh3_128 (the ``xxhash`` package): 128 bits are plenty to notice that an input changed,
-and at about 13 GB/s on one core it is ten times cheaper than sha256 (1.3 GB/s), which made
-provenance cost half of a two-file evaluation (benchmarks/README.md). ``sha256`` is there for
+and at about 13 GB/s on one core it is ten times cheaper than sha256 (1.3 GB/s), whose digests
+doubled a two-file CLI run (benchmarks/README.md). ``sha256`` is there for
 whoever needs a cryptographic digest; ``none`` skips hashing, and the inputs then carry no
 ``digest`` field at all (absent, not null: there is nothing to compare). Without ``xxhash``
 importable the default falls back to sha256 and says so in the digest's name.
@@ -11,6 +11,9 @@ importable the default falls back to sha256 and says so in the digest's name.
 What is hashed: a file's bytes, whole (``f.npz:a`` and ``f.npz:b``, or two CSV columns, share
 the file's one digest), so ``sha256:…`` equals ``sha256sum FILE``; an in-memory array's dtype and
 shape, then its bytes (two shapes of one buffer differ).
+
+When: :class:`Hashing` starts background threads as the evaluation starts, and the CLI starts
+the files its arguments name even earlier (:func:`prefetch`), while it imports NumPy.
 """
 
 from __future__ import annotations
