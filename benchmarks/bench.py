@@ -4,8 +4,10 @@
 Everything is measured in one process run on the same generated arrays:
 
 * ``floor``   one pass summing both memory-mapped ``.npy`` inputs (``a.sum() + b.sum()``);
-* ``lossctl`` ``lossctl.evaluate(a.npy, b.npy, loss)`` end to end from the files;
-* ``mem``     ``lossctl.evaluate(a, b, loss)`` on the in-memory arrays NumPy and torch get;
+* ``lossctl`` ``lossctl.evaluate(a.npy, b.npy, loss)`` end to end from the files, as users call it
+              (defaults: the report's provenance with an xxh3 digest of each input);
+* ``noprov``  the same with ``provenance=False`` (no digests): what hashing costs is the difference;
+* ``mem``     ``lossctl.evaluate(a, b, loss)`` on the in-memory arrays NumPy and torch get (defaults);
 * ``cli``     ``lossctl evaluate a.npy b.npy --loss L --format json`` in a subprocess (wall time and
               peak RSS of that process, measured with ``wait4``);
 * ``numpy``   a plain NumPy one-liner on the arrays in memory;
@@ -339,7 +341,7 @@ def extra_bench(args: Any, loss: str, n: int, widths: list[int], torch_on: bool)
         tens = {k: torch.from_numpy(v) for k, v in arrays.items()}
 
     def run_lossctl() -> float:
-        return lossctl.evaluate(loss=expr, inputs=paths, provenance=False).results[0].value
+        return lossctl.evaluate(loss=expr, inputs=paths).results[0].value
 
     def floor_all() -> float:
         return float(sum(float(np.load(p, mmap_mode="r").sum()) for p in paths.values()))
@@ -350,7 +352,9 @@ def extra_bench(args: Any, loss: str, n: int, widths: list[int], torch_on: bool)
         floor = min(floor, best(floor_all, 1)[0])
         tt, v = best(run_lossctl, 1)
         _keep_best(res, "lossctl", tt, v)
-        tt, v = best(lambda: lossctl.evaluate(loss=expr, inputs=arrays, provenance=False).results[0].value, 1)
+        tt, v = best(lambda: lossctl.evaluate(loss=expr, inputs=paths, provenance=False).results[0].value, 1)
+        _keep_best(res, "noprov", tt, v)
+        tt, v = best(lambda: lossctl.evaluate(loss=expr, inputs=arrays).results[0].value, 1)
         _keep_best(res, "mem", tt, v)
         if npf is not None:
             tt, v = best(lambda: npf(**arrays), 1)
@@ -360,7 +364,7 @@ def extra_bench(args: Any, loss: str, n: int, widths: list[int], torch_on: bool)
             _keep_best(res, "torch", tt, v)
     torch_t = res.get("torch", {}).get("time")
     rows = []
-    for impl in ("lossctl", "mem", "numpy", "torch"):
+    for impl in ("lossctl", "noprov", "mem", "numpy", "torch"):
         if impl not in res:
             continue
         r = res[impl]
@@ -459,9 +463,11 @@ def main() -> int:
             # interleaved rounds (floor, lossctl, numpy, torch), best of each: fair under a noisy machine
             for _ in range(args.repeat):
                 floor = min(floor, floor_time(p, t, 1))
-                tt, rep = best(lambda: lossctl.evaluate(p, t, loss, provenance=False), 1)
+                tt, rep = best(lambda: lossctl.evaluate(p, t, loss), 1)
                 _keep_best(res, "lossctl", tt, rep.results[0].value)
-                tt, rep = best(lambda: lossctl.evaluate(a, b, loss, provenance=False), 1)
+                tt, rep = best(lambda: lossctl.evaluate(p, t, loss, provenance=False), 1)
+                _keep_best(res, "noprov", tt, rep.results[0].value)
+                tt, rep = best(lambda: lossctl.evaluate(a, b, loss), 1)
                 _keep_best(res, "mem", tt, rep.results[0].value)
                 tt, v = best(lambda: numpy_impl(loss)(a, b), 1)
                 _keep_best(res, "numpy", tt, v)
@@ -474,15 +480,15 @@ def main() -> int:
                 try:
                     for _ in range(args.repeat):
                         wall, r, out = run_measured([*lossctl_cmd(), "evaluate", p, t, "--loss", loss,
-                                                     "--format", "csv"], env)
+                                                     "--format", "json"], env)
                         times.append(wall)
                         rss = max(rss, r)
-                    value = float(out.splitlines()[1].split(",")[3])
+                    value = json.loads(out)["results"][0]["value"]
                     res["cli"] = dict(time=min(times), value=value, rss=rss)
                 except (RuntimeError, IndexError, ValueError) as exc:
                     print(f"# cli {loss} failed: {exc}", file=sys.stderr, flush=True)
             torch_t = res.get("torch", {}).get("time")
-            for impl in ("lossctl", "mem", "cli", "numpy", "torch"):
+            for impl in ("lossctl", "noprov", "mem", "cli", "numpy", "torch"):
                 if impl not in res:
                     continue
                 r = res[impl]
@@ -500,7 +506,7 @@ def main() -> int:
                 floor = float("inf")
                 for _ in range(args.repeat):
                     floor = min(floor, floor_time(p, t, 1))
-                    tt, rep = best(lambda: lossctl.evaluate(p, t, group, provenance=False), 1)
+                    tt, rep = best(lambda: lossctl.evaluate(p, t, group), 1)
                     _keep_best(res, "lossctl", tt, None)
                 floors["regression"] = min(floors.get("regression", float("inf")), floor)
                 row = dict(size=n, loss="+".join(group), impl="lossctl", time=res["lossctl"]["time"],
@@ -566,7 +572,7 @@ def csv_bench(args: Any, n: int, env: dict[str, str], widths: list[int]) -> list
     t_pd, _ = best(lambda: pd.read_csv(path, engine="c", dtype=np.float64), args.repeat)
     rows.append(dict(size=n, loss="(csv read)", impl="pandas", time=t_pd, gbs=size / t_pd / 1e9, x_floor=None,
                      x_torch=None, rss=None, value=None))
-    t_lib, rep = best(lambda: lossctl.evaluate(f"{path}:pred", f"{path}:target", "mse", provenance=False),
+    t_lib, rep = best(lambda: lossctl.evaluate(f"{path}:pred", f"{path}:target", "mse"),
                       args.repeat)
     t_pd = min(t_pd, best(lambda: pd.read_csv(path, engine="c", dtype=np.float64), args.repeat)[0])
     rows.append(dict(size=n, loss="mse (csv)", impl="lossctl", time=t_lib, gbs=size / t_lib / 1e9,

@@ -5,23 +5,20 @@ The CLI and the Python API both call :func:`evaluate`; renderers only read its :
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from lossctl import diagnostics, pitfalls
-from lossctl.version import __version__
 from lossctl.arrays import LazyArray, from_array
 from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
 from lossctl.errors import UsageError
 from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink
+from lossctl.provenance import check_algorithm, provenance_block, start_hashing
 from lossctl.readers import open_input, open_source
+from lossctl.version import __version__
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Report
 from lossctl.state import LossState
@@ -65,12 +62,14 @@ def evaluate(
     per_sample: str | None = None,
     worst: int = 0,
     provenance: bool = True,
+    hash: str = "xxh3",
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
     ``preds``/``targets`` are paths (``p.npy``, ``p.npz:KEY``, ``p.csv:col``) or arrays; ``inputs``
     maps extra input names (``anchor``, ``x1``, ``log_probs``…) to paths or arrays. Returns the
-    :class:`~lossctl.result.Report` that the CLI renders.
+    :class:`~lossctl.result.Report` that the CLI renders. ``hash`` is the inputs' digest in the
+    provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"--reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -80,6 +79,7 @@ def evaluate(
         raise UsageError(f"--chunk-size must be a positive number of samples, got {chunk_size}")
     if worst < 0:
         raise UsageError(f"--worst must be >= 0, got {worst}")
+    hash = check_algorithm(hash, "hash")
     texts = [loss] if isinstance(loss, str) else list(loss)
     if not texts:
         raise UsageError("no loss given; pass --loss NAME (see 'lossctl losses')")
@@ -97,9 +97,7 @@ def evaluate(
                  for text in texts]
         all_terms = [t for p in plans for t in p.terms]
         used = _used_inputs(all_terms)
-        # the sha256 of every input is read on a background thread while the evaluation runs
-        # (hashlib releases the GIL), so provenance costs about max(hash, evaluate), not the sum
-        hashing = _Hashing(used) if provenance else None
+        hashing = start_hashing(used, hash) if provenance else None  # overlaps the evaluation
 
         def after_chunk(_: int) -> None:
             for p in plans:
@@ -122,8 +120,8 @@ def evaluate(
             raise
         report = Report(version=__version__, inputs={k: a.describe() for k, a in used.items()},
                         results=results, warnings=warnings)
-        if hashing is not None:
-            report.provenance = _provenance(used, hashing.result())
+        if provenance:
+            report.provenance = provenance_block(used, hashing)
     return report
 
 
@@ -154,88 +152,3 @@ def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:
         for name, arr in tp.arrays.items():
             used.setdefault(name, arr)
     return used
-
-
-class _Hashing:
-    """The sha256 of each input, computed on background threads (started at once).
-
-    Each distinct file is hashed once (``f.npz:a`` and ``f.npz:b``, or two CSV columns, share one
-    digest), distinct files in parallel, one thread each up to the worker count: hashlib releases
-    the GIL, so this overlaps with the evaluation and with each other. The digest is the one
-    :meth:`LazyArray.sha256` gives (the whole file, or the bytes of an in-memory array).
-    ``cancel()`` stops the threads between blocks when the evaluation fails.
-    """
-
-    BLOCK = 1 << 20
-
-    def __init__(self, used: Mapping[str, LazyArray]) -> None:
-        import threading
-
-        from lossctl.workers import worker_count
-
-        self._keys: dict[str, Any] = {}
-        jobs: dict[Any, Any] = {}
-        for name, arr in used.items():
-            key: Any = os.path.realpath(arr.path) if arr.path and os.path.isfile(arr.path) else ("array", name)
-            self._keys[name] = key
-            jobs.setdefault(key, arr)
-        self._jobs = list(jobs.items())
-        self._digests: dict[Any, str] = {}
-        self._errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._next = iter(range(len(self._jobs)))
-        self._lock = threading.Lock()
-        count = max(1, min(len(self._jobs), worker_count()))
-        self._threads = [threading.Thread(target=self._run, name="lossctl-sha256", daemon=True) for _ in range(count)]
-        for t in self._threads:
-            t.start()
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    i = next(self._next, None)
-                if i is None:
-                    return
-                key, arr = self._jobs[i]
-                self._digests[key] = self._file_digest(key) if isinstance(key, str) else arr.sha256()
-        except BaseException as exc:  # re-raised by result() in the calling thread
-            self._errors.append(exc)
-            self._stop.set()
-
-    def _file_digest(self, path: str) -> str:
-        import hashlib
-
-        digest = hashlib.sha256()
-        buf = bytearray(self.BLOCK)
-        view = memoryview(buf)
-        with open(path, "rb", buffering=0) as fh:
-            while not self._stop.is_set():
-                n = fh.readinto(buf)
-                if not n:
-                    break
-                digest.update(view[:n])
-        return digest.hexdigest()
-
-    def cancel(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join()
-
-    def result(self) -> dict[str, str]:
-        for t in self._threads:
-            t.join()
-        if self._errors:
-            raise self._errors[0]
-        return {name: self._digests[key] for name, key in self._keys.items()}
-
-
-def _provenance(used: Mapping[str, LazyArray], digests: Mapping[str, str] | None = None) -> dict[str, Any]:
-    digests = digests if digests is not None else {name: arr.sha256() for name, arr in used.items()}
-    return {
-        "lossctl": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "inputs": {name: {"path": arr.describe()["path"], "sha256": digests[name]} for name, arr in used.items()},
-    }

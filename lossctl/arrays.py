@@ -8,7 +8,6 @@ reshaped views live here because the losses build them too. Only NumPy is below 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,12 +68,9 @@ class LazyArray:
     def read_all(self) -> np.ndarray:
         return self.read(0, self.shape[0] if self.shape else 1)
 
-    def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with open(self.path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                digest.update(block)
-        return digest.hexdigest()
+    def content(self) -> str | np.ndarray:
+        """What the provenance digest hashes: the file read (whole), or the array in memory."""
+        return self.path
 
     def describe(self) -> dict[str, Any]:
         return {"path": self.path + (f":{self.key}" if self.key else ""), "shape": list(self.shape),
@@ -103,10 +99,8 @@ class MemoryArray(LazyArray):
     def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
         return self.data[start:stop], no_release
 
-    def sha256(self) -> str:
-        if self.path and os.path.isfile(self.path):
-            return super().sha256()
-        return hashlib.sha256(np.ascontiguousarray(self.data).tobytes()).hexdigest()
+    def content(self) -> str | np.ndarray:
+        return self.path if self.path and os.path.isfile(self.path) else self.data
 
 
 @dataclass
@@ -140,8 +134,8 @@ class ReshapedArray(LazyArray):
         arr, release = self.base.view(start, stop)
         return arr.reshape((arr.shape[0],) + tuple(self.shape[1:])), release
 
-    def sha256(self) -> str:
-        return self.base.sha256()
+    def content(self) -> str | np.ndarray:
+        return self.base.content()
 
 
 def no_release() -> None:

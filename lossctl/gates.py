@@ -277,7 +277,7 @@ class Baseline:
 
     path: str
     entries: list[BaselineEntry]
-    input_sha256: dict[str, str] = field(default_factory=dict)
+    input_digests: dict[str, str] = field(default_factory=dict)  # name -> "ALGO:HEX"
 
 
 def _entry_value(res: Mapping[str, Any], where: str) -> float:
@@ -313,13 +313,15 @@ def baseline_from_dict(doc: Any, path: str) -> Baseline:
         reduction = res.get("reduction") if isinstance(res.get("reduction"), str) else None
         samples = res.get("samples") if isinstance(res.get("samples"), int) else None
         entries.append(BaselineEntry(res["loss"], _entry_value(res, where), reduction, samples))
-    sha: dict[str, str] = {}
+    digests: dict[str, str] = {}
     prov = doc.get("provenance")
     if isinstance(prov, dict) and isinstance(prov.get("inputs"), dict):
         for name, info in prov["inputs"].items():
-            if isinstance(info, dict) and isinstance(info.get("sha256"), str):
-                sha[str(name)] = info["sha256"]
-    return Baseline(path, entries, sha)
+            if isinstance(info, dict) and isinstance(info.get("digest"), str):
+                digests[str(name)] = info["digest"]
+            elif isinstance(info, dict) and isinstance(info.get("sha256"), str):  # reports before "digest"
+                digests[str(name)] = f"sha256:{info['sha256']}"
+    return Baseline(path, entries, digests)
 
 
 def load_baseline(path: str) -> Baseline:
@@ -402,11 +404,20 @@ def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: 
                                                                  f"--allow-missing", extra))
     current = report.provenance.get("inputs", {}) if report.provenance else {}
     for name in ("targets",):
-        old_sha = baseline.input_sha256.get(name)
-        new_sha = (current.get(name) or {}).get("sha256") if isinstance(current.get(name), dict) else None
-        if old_sha and new_sha and old_sha != new_sha:
+        old = baseline.input_digests.get(name)
+        new = (current.get(name) or {}).get("digest") if isinstance(current.get(name), dict) else None
+        if old and new and _inputs_differ(old, new):
             report.warnings.append(Warning_(
                 message=f"the {name} differ from the baseline's ({baseline.path}); the comparison is "
                         f"only meaningful on the same evaluation data",
                 code="baseline_inputs_differ"))
     return report
+
+
+def _inputs_differ(old: str, new: str) -> bool:
+    """Whether two ``"ALGO:HEX"`` digests show different data: only digests of one algorithm can
+    (an xxh3 digest and a sha256 one of the same file differ, and say nothing)."""
+    from lossctl.provenance import split_digest
+
+    (old_algo, old_hex), (new_algo, new_hex) = split_digest(old), split_digest(new)
+    return old_algo == new_algo and old_hex != new_hex

@@ -17,6 +17,7 @@ the same format as a JSON Schema (tests keep the two in agreement)::
     reduction: mean              # mean | sum | none
     nan_policy: raise            # raise | omit | propagate
     chunk_size: 65536
+    hash: xxh3                   # xxh3 | sha256 | none: the inputs' digest in the report
     plugins: [my_losses.py]
     fail_above:                  # LOSS: VALUE (expression as written, or a bare loss name)
       mse: 1.5
@@ -46,8 +47,9 @@ from lossctl.errors import UsageError
 FORMATS = ("table", "json", "csv", "markdown", "junit")
 REDUCTIONS = ("mean", "sum", "none")
 NAN_POLICIES = ("raise", "omit", "propagate")
+HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which imports NumPy; a test keeps them equal)
 
-TOP_KEYS = ("version", "inputs", "losses", "reduction", "nan_policy", "chunk_size", "plugins", "fail_above",
+TOP_KEYS = ("version", "inputs", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins", "fail_above",
             "baseline", "report", "no_fail", "github", "strict")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
 REPORT_KEYS = ("format", "output", "worst", "per_sample")
@@ -64,6 +66,7 @@ class ScoringConfig:
     reduction: str | None = None
     nan_policy: str | None = None
     chunk_size: int | None = None
+    hash: str | None = None
     plugins: list[str] = field(default_factory=list)
     fail_above: dict[str, float] = field(default_factory=dict)
     baseline: str | None = None
@@ -188,6 +191,8 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
         cfg.nan_policy = r.choice(doc, "nan_policy", "nan_policy", NAN_POLICIES)
     if "chunk_size" in doc:
         cfg.chunk_size = r.integer(doc, "chunk_size", "chunk_size", 1)
+    if "hash" in doc:
+        cfg.hash = r.choice(doc, "hash", "hash", HASHES)
     if "plugins" in doc:
         plugins = doc["plugins"]
         if isinstance(plugins, str):
@@ -262,7 +267,7 @@ def load_config(path: str) -> ScoringConfig:
 
 def merge(cfg: ScoringConfig, *, preds: str | None, targets: str | None, inputs: dict[str, str],
           losses: list[str], reduction: str | None, nan_policy: str | None, chunk_size: int | None,
-          plugins: list[str], fail_above: list[str], baseline: str | None, max_increase: list[str],
+          hash_: str | None, plugins: list[str], fail_above: list[str], baseline: str | None, max_increase: list[str],
           allow_missing: bool, fmt: str | None, output: str | None, worst: int | None,
           per_sample: str | None, no_fail: bool, github: bool, strict: bool) -> ScoringConfig:
     """Flags over the file: scalars given on the command line win; ``--loss`` replaces the file's
@@ -282,8 +287,8 @@ def merge(cfg: ScoringConfig, *, preds: str | None, targets: str | None, inputs:
     if losses:
         out.losses = list(losses)
     for key, value in (("reduction", reduction), ("nan_policy", nan_policy), ("chunk_size", chunk_size),
-                       ("baseline", baseline), ("format", fmt), ("output", output), ("worst", worst),
-                       ("per_sample", per_sample)):
+                       ("hash", hash_), ("baseline", baseline), ("format", fmt), ("output", output),
+                       ("worst", worst), ("per_sample", per_sample)):
         if value is not None:
             setattr(out, key, value)
     if fmt is not None and output is None and cfg.output and fmt != (cfg.format or "table"):

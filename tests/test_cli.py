@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -55,7 +56,7 @@ def test_json_report_shape(runner, pair):
     assert [t["weight"] for t in second["terms"]] == [1.0, 2.0]
     prov = doc["provenance"]
     assert {"python", "numpy", "lossctl", "time"} <= set(prov)
-    assert len(prov["inputs"]["preds"]["sha256"]) == 64
+    assert re.fullmatch(r"xxh3_128:[0-9a-f]{32}", prov["inputs"]["preds"]["digest"])
 
 
 def test_table_and_csv_go_to_stdout(runner, pair):

@@ -112,7 +112,7 @@ def test_missing_config_file_and_directory(tmp_path):
 
 
 def _merge(cfg: ScoringConfig, **kw):
-    args = dict(preds=None, targets=None, inputs={}, losses=[], reduction=None, nan_policy=None, chunk_size=None,
+    args = dict(preds=None, targets=None, inputs={}, losses=[], reduction=None, nan_policy=None, chunk_size=None, hash_=None,
                 plugins=[], fail_above=[], baseline=None, max_increase=[], allow_missing=False, fmt=None,
                 output=None, worst=None, per_sample=None, no_fail=False, github=False, strict=False)
     args.update(kw)
@@ -211,6 +211,10 @@ SHARED_CASES = [
     ({"reduction": "none", "nan_policy": "omit", "chunk_size": 1000, "plugins": ["p.py"]}, True),
     ({"no_fail": True, "github": False, "strict": True}, True),
     ({"chunk_size": None, "report": {"worst": None}}, True),
+    ({"hash": "sha256"}, True),
+    ({"hash": "none"}, True),
+    ({"hash": "md5"}, False),
+    ({"hash": False}, False),
     ({"bogus": 1}, False),
     ({"version": 2}, False),
     ({"version": True}, False),

@@ -200,9 +200,9 @@ def test_baseline_from_dict_validation():
         {"loss": "mse", "value": 0.5, "reduction": "mean"},
         {"loss": "mae", "value": None, "non_finite": "inf"},
         {"loss": "mse", "value": 9.0},  # duplicate: the first wins
-    ], "provenance": {"inputs": {"targets": {"sha256": "ab"}}}}, "b.json")
+    ], "provenance": {"inputs": {"targets": {"sha256": "ab"}, "preds": {"digest": "xxh3_128:cd"}}}}, "b.json")
     assert [(e.loss, e.value) for e in b.entries] == [("mse", 0.5), ("mae", math.inf)]
-    assert b.input_sha256 == {"targets": "ab"}
+    assert b.input_digests == {"targets": "sha256:ab", "preds": "xxh3_128:cd"}  # an old bare sha256 is named
     for bad in [[], {"results": {}}, {"results": [{"value": 1}]}, {"results": [{"loss": "mse"}]},
                 {"results": [{"loss": "mse", "value": "x"}]}, {"schema_version": 99, "results": []}]:
         with pytest.raises(UsageError):

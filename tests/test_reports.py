@@ -36,7 +36,7 @@ def make_report() -> Report:
                  _res("mse + 0.5*mae", 0.4, [("mse", 1.0, 0.25), ("mae", 0.5, 0.3)]), _res("log_cosh", math.nan)],
         warnings=[Warning_("targets look odd", code="x")],
         provenance={"time": "2026-01-02T03:04:05+00:00", "python": "3.11.0", "numpy": "2.0.0",
-                    "inputs": {"preds": {"path": "p.npy", "sha256": "a" * 64}}})
+                    "inputs": {"preds": {"path": "p.npy", "digest": "sha256:" + "a" * 64}}})
     report.results[0].summary = Summary(100, 0.25, 0.1, 0.0, 0.2, 0.5, 0.9, [(7, 0.9), (3, 0.8)])
     report.results[1].omitted = 2
     apply_gates(report, [FailAbove("mse", 0.3), FailAbove("huber", 0.4), FailAbove("mae", 1.0)],

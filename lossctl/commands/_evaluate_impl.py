@@ -49,15 +49,15 @@ def write_output(path: str, text: str) -> None:
 def run_evaluate(*, preds: str | None, targets: str | None, losses: Sequence[str], inputs: Sequence[str],
                  reduction: str | None, nan_policy: str | None, fmt: str | None, output: str | None,
                  per_sample: str | None, worst: int | None, chunk_size: int | None, plugins: Sequence[str],
-                 fail_above: Sequence[str] = (), baseline: str | None = None, max_increase: Sequence[str] = (),
-                 allow_missing: bool = False, no_fail: bool = False, github: bool = False,
+                 hash_: str | None = None, fail_above: Sequence[str] = (), baseline: str | None = None,
+                 max_increase: Sequence[str] = (), allow_missing: bool = False, no_fail: bool = False, github: bool = False,
                  strict: bool = False, config: str | None = None) -> int:
     state = {"github": github}
     try:
         return _run(state, preds=preds, targets=targets, losses=losses, inputs=inputs, reduction=reduction,
                     nan_policy=nan_policy, fmt=fmt, output=output, per_sample=per_sample, worst=worst,
-                    chunk_size=chunk_size, plugins=plugins, fail_above=fail_above, baseline=baseline,
-                    max_increase=max_increase, allow_missing=allow_missing, no_fail=no_fail, github=github,
+                    chunk_size=chunk_size, hash_=hash_, plugins=plugins, fail_above=fail_above,
+                    baseline=baseline, max_increase=max_increase, allow_missing=allow_missing, no_fail=no_fail, github=github,
                     strict=strict, config=config)
     except LossctlError as exc:
         if state["github"]:  # an error in a GitHub job is an annotation too
@@ -69,21 +69,24 @@ def run_evaluate(*, preds: str | None, targets: str | None, losses: Sequence[str
 
 def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, losses: Sequence[str], inputs: Sequence[str],
          reduction: str | None, nan_policy: str | None, fmt: str | None, output: str | None,
-         per_sample: str | None, worst: int | None, chunk_size: int | None, plugins: Sequence[str],
-         fail_above: Sequence[str], baseline: str | None, max_increase: Sequence[str], allow_missing: bool,
-         no_fail: bool, github: bool, strict: bool, config: str | None) -> int:
+         per_sample: str | None, worst: int | None, chunk_size: int | None, hash_: str | None,
+         plugins: Sequence[str], fail_above: Sequence[str], baseline: str | None, max_increase: Sequence[str],
+         allow_missing: bool, no_fail: bool, github: bool, strict: bool, config: str | None) -> int:
     from lossctl.scoring_config import ScoringConfig, load_config, merge
 
     cfg = load_config(config) if config else ScoringConfig()
     state["github"] = github or cfg.github
     s = merge(cfg, preds=preds, targets=targets, inputs=parse_named_inputs(inputs), losses=list(losses),
-              reduction=reduction, nan_policy=nan_policy, chunk_size=chunk_size, plugins=list(plugins),
+              reduction=reduction, nan_policy=nan_policy, chunk_size=chunk_size, hash_=hash_, plugins=list(plugins),
               fail_above=list(fail_above), baseline=baseline, max_increase=list(max_increase),
               allow_missing=allow_missing, fmt=fmt, output=output, worst=worst, per_sample=per_sample,
               no_fail=no_fail, github=github, strict=strict)
     fmt_ = s.format or "table"
     if fmt_ not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt_!r}")
+    from lossctl.provenance import check_algorithm, prefetch
+
+    hash_algorithm = check_algorithm(s.hash)
     if not s.losses:
         raise UsageError("no loss given; pass --loss NAME, e.g. --loss mse (see 'lossctl losses')"
                          + ("" if not config else f", or list losses in {config}"))
@@ -101,16 +104,20 @@ def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, loss
     tolerance = parse_max_increase(s.max_increase) if s.max_increase else Tolerance()
     base = load_baseline(s.baseline) if s.baseline else None
 
-    from lossctl.plugins import load_plugins
+    provenance = fmt_ in ("json", "markdown", "junit") or s.output is not None or base is not None or s.github
+    # the input files' digests start now, on the core that is idle while NumPy and the plugins import
+    stop_prefetch = prefetch([s.preds, s.targets, *s.inputs.values()], hash_algorithm if provenance else "none")
+    try:
+        from lossctl.plugins import load_plugins
 
-    load_plugins(s.plugins)
-    from lossctl.api import evaluate
+        load_plugins(s.plugins)
+        from lossctl.api import evaluate
 
-    report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, reduction=s.reduction or "mean",
-                      nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
-                      worst=s.worst or 0,
-                      provenance=fmt_ in ("json", "markdown", "junit") or s.output is not None
-                      or base is not None or s.github)
+        report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, reduction=s.reduction or "mean",
+                          nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
+                          worst=s.worst or 0, hash=hash_algorithm, provenance=provenance)
+    finally:
+        stop_prefetch()
     if base is not None:
         report.baseline = s.baseline
     apply_gates(report, gates, base, tolerance, s.allow_missing)

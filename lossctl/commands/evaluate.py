@@ -24,6 +24,8 @@ def evaluate(
     per_sample: Annotated[str | None, typer.Option("--per-sample", help="Write per-sample values to FILE (.npy or .csv).")] = None,
     worst: Annotated[int | None, typer.Option("--worst", help="Show summary statistics and the K worst samples.")] = None,
     chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per chunk (default: about 64K elements).")] = None,
+    hash_: Annotated[str | None, typer.Option(
+        "--hash", help="Digest of each input in the report's provenance: xxh3 (fast, default), sha256 (cryptographic) or none.")] = None,
     plugin: Annotated[list[str] | None, typer.Option("--plugin", help="Python file registering custom losses. Repeatable.")] = None,
     fail_above: Annotated[list[str] | None, typer.Option(
         "--fail-above", rich_help_panel=GATES,
@@ -51,7 +53,7 @@ def evaluate(
     return run_evaluate(
         preds=preds, targets=targets, losses=loss or [], inputs=input_ or [], reduction=reduction,
         nan_policy=nan_policy, fmt=format_, output=output, per_sample=per_sample, worst=worst,
-        chunk_size=chunk_size, plugins=plugin or [], fail_above=fail_above or [], baseline=baseline,
+        chunk_size=chunk_size, hash_=hash_, plugins=plugin or [], fail_above=fail_above or [], baseline=baseline,
         max_increase=max_increase or [], allow_missing=allow_missing, no_fail=no_fail, github=github,
         strict=strict, config=config,
     )

@@ -135,8 +135,8 @@ class MinedArray(LazyArray):
     def identity(self) -> Any:
         return ("mined", id(self))
 
-    def sha256(self) -> str:
-        return self.base.sha256()
+    def content(self) -> str | np.ndarray:
+        return self.base.content()
 
     def describe(self) -> dict[str, Any]:
         return self.base.describe()

@@ -109,8 +109,8 @@ def render(report: Report, suite: str = "lossctl evaluate", **_: object) -> str:
         if isinstance(info, dict):
             if info.get("path"):
                 props.append((f"input.{name}.path", info["path"]))
-            if info.get("sha256"):
-                props.append((f"input.{name}.sha256", info["sha256"]))
+            if info.get("digest"):
+                props.append((f"input.{name}.digest", info["digest"]))
     if report.baseline:
         props.append(("baseline", report.baseline))
     stamp = f" timestamp={attr(str(prov['time'])[:19])}" if prov.get("time") else ""

@@ -155,9 +155,10 @@ def _footer(report: Report) -> str:
     prov = report.provenance or {}
     inputs = prov.get("inputs") or {}
     for name, info in list(inputs.items())[:8]:
-        sha = (info or {}).get("sha256")
-        if sha:
-            parts.append(f"{cell(name)} sha256 {sha[:12]}")
+        digest = (info or {}).get("digest")
+        if digest:
+            algo, _, hexpart = digest.rpartition(":")
+            parts.append(f"{cell(name)} {algo} {hexpart[:12]}")
     if prov.get("time"):
         parts.append(str(prov["time"]))
     return "<sub>" + " · ".join(parts) + "</sub>"
