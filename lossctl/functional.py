@@ -5,6 +5,14 @@
 beyond preds/targets are keywords: ``triplet(anchor=a, positive=p, negative=n)``. Any registered
 loss works, a plugin's too, by its name or an alias.
 
+    >>> from lossctl.functional import huber, triplet
+    >>> huber([0.5, 2, 0], [0, 0, 0], delta=0.5)  # mean(0.125, 0.125 + 0.5·1.5, 0) = 1/3
+    0.3333333333333333
+    >>> huber([0.5, 2, 0], [0, 0, 0], delta=0.5, reduction="none").tolist()
+    [0.125, 0.875, 0.0]
+    >>> triplet(anchor=[[0, 0]], positive=[[1, 0]], negative=[[1.5, 0]], eps=0)  # max(0, 1 + 1 - 1.5)
+    0.5
+
 This module sits above the engine (it runs one), so it is not ``lossctl.losses``: that package
 holds the loss kernels the engine itself calls.
 """

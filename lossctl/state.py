@@ -11,8 +11,8 @@ the engines all compute through it::
     >>> p, t = np.array([0.5, 2.0, 0.0, 1.0]), np.zeros(4)
     >>> a = LossState("huber").update(preds=p[:2], targets=t[:2])
     >>> b = LossState("huber").update(preds=p[2:], targets=t[2:], start=2)
-    >>> round(a.merge(b).result().value, 6)
-    0.65625
+    >>> round(a.merge(b).result().value, 6)  # huber(delta=1): mean(0.125, 1.5, 0, 0.5) = 2.125/4
+    0.53125
 
 Losses that need a whole batch at once (triplet/contrastive mining) see each ``update`` as one batch:
 merging combines whole batches, so such a loss's value depends on how the samples were split.

@@ -7,6 +7,11 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
+# --doctest-modules (pyproject.toml) imports every .py under the test paths. The golden generators are
+# scripts, not tests: they need torch/scikit-learn/mpmath (not installed for the suite) and rewrite
+# tests/golden/*.json when run.
+collect_ignore_glob = ["golden/gen_*.py", "golden/_gen_common.py"]
+
 
 @pytest.fixture
 def runner():

@@ -27,6 +27,9 @@ GOLDEN = _golden_losses()
 def test_every_loss_is_documented(spec):
     assert spec.formula and spec.summary and spec.use_when and spec.reference
     assert spec.kernel.__doc__, f"{spec.name}: the kernel needs a docstring with the formula and an example"
+    # the example is a doctest (pytest --doctest-modules runs it) through the public per-loss function
+    assert f">>> from lossctl.functional import {spec.name}" in spec.kernel.__doc__, \
+        f"{spec.name}: the kernel's example should be a doctest: '>>> from lossctl.functional import {spec.name}'"
     for p in spec.params:
         assert p.doc, f"{spec.name}.{p.name} needs a doc string"
 

@@ -130,7 +130,9 @@ def _unweighted_pair(plan: Any) -> bool:
 def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
     """As torch: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, times ``weight``.
 
-    Example: bce([0.9, 0.2, 1.0], [1, 0, 0]) = mean(-log 0.9, -log 0.8, 100) = 33.442835.
+    >>> from lossctl.functional import bce
+    >>> round(bce([0.9, 0.2, 1.0], [1, 0, 0]), 6)  # mean(-log 0.9, -log 0.8, 100) = 33.442835
+    33.442835
     """
     dt = float_dtype(preds, targets)
     p, t = _as_float(preds, dt), _as_float(targets, dt)
@@ -199,7 +201,11 @@ def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any =
     Torch writes this as ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``; the two are equal, but the
     form used here has no cancellation, so a confident correct logit (t=0, x=-20: 2.06e-9) keeps its
     relative precision in float32 too.
-    Example: bce_with_logits([2, -1, 0], [1, 0, 1]) = mean(0.126928, 0.313262, 0.693147) = 0.377779.
+
+    >>> from lossctl.functional import bce_with_logits
+    >>> # mean(softplus(-2), softplus(-1), log 2) = mean(0.126928, 0.313262, 0.693147) = 0.377779
+    >>> round(bce_with_logits([2, -1, 0], [1, 0, 1]), 6)
+    0.377779
     """
     dt = float_dtype(preds, targets)
     x, t = _as_float(preds, dt), _as_float(targets, dt)
@@ -328,8 +334,13 @@ def _fused_cross_entropy(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> 
 )
 def cross_entropy(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100,
                   label_smoothing: float = 0.0) -> Part:
-    """Example: logits [[2, 0], [0, 1], [0, 0]], targets [0, 1, 1] → mean(0.126928, 0.313262, 0.693147)
-    = 0.377779 (two classes: softmax cross-entropy is bce_with_logits of the logit difference)."""
+    """Softmax cross-entropy, as torch. With two classes it is bce_with_logits of the logit difference:
+
+    >>> from lossctl.functional import cross_entropy
+    >>> # mean(softplus(-2), softplus(-1), log 2) = mean(0.126928, 0.313262, 0.693147) = 0.377779
+    >>> round(cross_entropy([[2, 0], [0, 1], [0, 0]], [0, 1, 1]), 6)
+    0.377779
+    """
     dt = float_dtype(preds)
     x = _as_float(preds, dt)
     n_classes = x.shape[1]
@@ -392,7 +403,9 @@ def _fused_nll(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[floa
 def nll(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None, ignore_index: int = -100) -> Part:
     """``-w_y x_y``, as torch; mean = Σ w_y (-x_y) / Σ w_y over non-ignored targets.
 
-    Example: log-probs [[-0.1, -2.4], [-1.2, -0.4], [-0.7, -0.7]], targets [0, 1, 0] → mean(0.1, 0.4, 0.7) = 0.4.
+    >>> from lossctl.functional import nll
+    >>> round(nll([[-0.1, -2.4], [-1.2, -0.4], [-0.7, -0.7]], [0, 1, 0]), 6)  # mean(0.1, 0.4, 0.7) = 0.4
+    0.4
     """
     x = _as_float(preds, float_dtype(preds))
     n_classes = x.shape[1]
@@ -519,8 +532,12 @@ def focal(preds: np.ndarray, targets: np.ndarray, *, alpha: Any = 0.25, gamma: f
     scalar α scales every class (Keras), a list gives one α per class; none or a negative scalar disables α
     (torchvision's convention).
 
-    Example (binary, α=0.25, γ=2): x=[2, 0, -1], t=[1, 1, 0]
-    → mean(0.25·σ(-2)²·softplus(-2), 0.25·0.5²·log 2, 0.75·σ(-1)²·softplus(-1)) = 0.020255.
+    Example (binary, α=0.25, γ=2):
+
+    >>> from lossctl.functional import focal
+    >>> # mean(0.25·σ(-2)²·softplus(-2), 0.25·0.5²·log 2, 0.75·σ(-1)²·softplus(-1)) = 0.020255
+    >>> round(focal([2, 0, -1], [1, 1, 0], alpha=0.25, gamma=2), 6)
+    0.020255
     """
     dt = float_dtype(preds, targets)
     x = _as_float(preds, dt)
@@ -641,7 +658,11 @@ def hinge(preds: np.ndarray, targets: np.ndarray, *, margin: float = 1.0, square
     """Binary: ``max(0, margin - t x)`` with t in {-1, 1} ({0, 1} is mapped 0 → -1).
     Multiclass (Crammer–Singer): ``max(0, margin + max_{j≠y} x_j - x_y)``. squared: the term squared.
 
-    Example (binary): scores [0.5, -2, 0], labels [1, -1, 1] → mean(0.5, 0, 1) = 0.5.
+    Example (binary):
+
+    >>> from lossctl.functional import hinge
+    >>> hinge([0.5, -2, 0], [1, -1, 1])  # mean(0.5, 0, 1) = 0.5
+    0.5
     """
     dt = float_dtype(preds)
     x = _as_float(preds, dt)
@@ -722,7 +743,12 @@ def _unweighted_index_targets(plan: Any) -> bool:
 )
 def multi_margin(preds: np.ndarray, targets: np.ndarray, *, p: int = 1, margin: float = 1.0,
                  weight: Any = None) -> Part:
-    """Example: x=[[0.1, 0.2, 0.4, 0.8]], y=[3] → (0.3 + 0.4 + 0.6)/4 = 0.325 (torch docs)."""
+    """Weston–Watkins multiclass hinge, as torch: ``Σ_{j≠y} max(0, margin - x_y + x_j)^p / C``.
+
+    >>> from lossctl.functional import multi_margin
+    >>> round(multi_margin([[0.1, 0.2, 0.4, 0.8]], [3]), 6)  # (0.3 + 0.4 + 0.6)/4 = 0.325 (torch docs)
+    0.325
+    """
     x = _as_float(preds, float_dtype(preds))
     n_classes = x.shape[1]
     idx, nan = class_indices_nan("targets", targets, n_classes)

@@ -151,7 +151,12 @@ def _kl_div_plain(plan: Any) -> bool:
 )
 def kl_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
            log_target: bool = False) -> Part:
-    """Example: Q=[[0.5, 0.5]], P=[[0.9, 0.1]] → 0.9 log 1.8 + 0.1 log 0.2 = 0.368064."""
+    """KL(P || Q) with Q = preds, P = targets.
+
+    >>> from lossctl.functional import kl_div
+    >>> round(kl_div([[0.5, 0.5]], [[0.9, 0.1]]), 6)  # 0.9 log 1.8 + 0.1 log 0.2 = 0.368064
+    0.368064
+    """
     log_q = _log_q(preds, log_input, from_logits)
     p, log_p = _p_and_log_p(targets, log_target)
     return Part(values=_per_sample(_xlogratio(p, log_p, log_q)))
@@ -215,7 +220,12 @@ def _js_div_plain(plan: Any) -> bool:
 )
 def js_div(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = False, from_logits: bool = False,
            log_target: bool = False) -> Part:
-    """Example: Q=[[1, 0]], P=[[0, 1]] → log 2 = 0.693147 (disjoint supports)."""
+    """Jensen–Shannon divergence between Q = preds and P = targets.
+
+    >>> from lossctl.functional import js_div
+    >>> round(js_div([[1, 0]], [[0, 1]]), 6)  # disjoint supports: log 2 = 0.693147
+    0.693147
+    """
     log_q = _log_q(preds, log_input, from_logits)
     p, log_p = _p_and_log_p(targets, log_target)
     with np.errstate(over="ignore"):
@@ -302,7 +312,12 @@ def _gaussian_kl_plain(plan: Any) -> bool:
     fused=Fused(_fused_gaussian_kl, _gaussian_kl_plain, inputs=("mu", "logvar")),
 )
 def gaussian_kl(mu: np.ndarray, logvar: np.ndarray) -> Part:
-    """Example: mu=[[1, 0]], logvar=[[0, 0]] → 0.5·(1 + 0) = 0.5."""
+    """KL(N(mu, exp(logvar)) || N(0, 1)), summed over the latent dimensions.
+
+    >>> from lossctl.functional import gaussian_kl
+    >>> round(gaussian_kl(mu=[[1, 0]], logvar=[[0, 0]]), 6)  # 0.5·(1 + 0) = 0.5
+    0.5
+    """
     m = np.asarray(mu, dtype=np.float64)
     lv = np.asarray(logvar, dtype=np.float64)
     with np.errstate(over="ignore"):

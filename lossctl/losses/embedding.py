@@ -371,7 +371,12 @@ def triplet(anchor: np.ndarray | None = None, positive: np.ndarray | None = None
             negative: np.ndarray | None = None, embeddings: np.ndarray | None = None,
             targets: np.ndarray | None = None, *, margin: float = 1.0,
             p: float = 2.0, eps: float = 1e-6, swap: bool = False, mining: str = "none") -> Part:
-    """Example: a=[[0, 0]], p=[[1, 0]], n=[[2, 0]], eps=0 → max(0, 1 + 1 - 2) = 0."""
+    """Triplet margin loss, as torch: ``max(0, margin + d(a, p) - d(a, n))``.
+
+    >>> from lossctl.functional import triplet
+    >>> triplet(anchor=[[0, 0]], positive=[[1, 0]], negative=[[2, 0]], eps=0)  # max(0, 1 + 1 - 2) = 0
+    0.0
+    """
     if mining != "none":
         return Part(values=embeddings[:, 0], weight=embeddings[:, 1])
     a, pos, neg = _f64(anchor), _f64(positive), _f64(negative)
@@ -480,7 +485,13 @@ def _contrastive_pairs(plan: Any) -> bool:
 )
 def contrastive(x1: np.ndarray | None = None, x2: np.ndarray | None = None, targets: np.ndarray | None = None,
                 embeddings: np.ndarray | None = None, *, margin: float = 1.0, mining: str = "none") -> Part:
-    """Example: x1=[[0, 0], [0, 0]], x2=[[3, 4], [0.3, 0.4]], y=[0, 1] → mean(25, 0.25) = 12.625."""
+    """Contrastive loss: ``(1 - y) d^2 + y max(0, margin - d)^2`` (y = 0 similar, 1 dissimilar).
+
+    >>> from lossctl.functional import contrastive
+    >>> # d = 5 (similar): 25; d = 0.5 (dissimilar): (1 - 0.5)² = 0.25; mean(25, 0.25) = 12.625
+    >>> round(contrastive(x1=[[0, 0], [0, 0]], x2=[[3, 4], [0.3, 0.4]], targets=[0, 1]), 6)
+    12.625
+    """
     if mining != "none":
         return Part(values=embeddings[:, 0], weight=embeddings[:, 1])
     a, b, y = _f64(x1), _f64(x2), _f64(targets)

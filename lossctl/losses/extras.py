@@ -89,7 +89,13 @@ def _poisson_nll_plain(plan: Any) -> bool:
 )
 def poisson_nll(preds: np.ndarray, targets: np.ndarray, *, log_input: bool = True, full: bool = False,
                 eps: float = 1e-8) -> np.ndarray:
-    """Example: log-rates [0, log 2], counts [1, 3] → mean(1, 2 - 3 log 2) = 0.460279."""
+    """Poisson negative log-likelihood, as torch (log_input: ``exp(x) - t x``).
+
+    >>> import math
+    >>> from lossctl.functional import poisson_nll
+    >>> round(poisson_nll([0, math.log(2)], [1, 3]), 6)  # log-rates; mean(1, 2 - 3 log 2) = 0.460279
+    0.460279
+    """
     x, t = _f64(preds), _f64(targets)
     check_range("targets", t, 0.0, math.inf, "Poisson targets are counts >= 0", "fix the targets")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
@@ -189,7 +195,12 @@ def _gaussian_nll_plain(plan: Any) -> bool:
 )
 def gaussian_nll(preds: np.ndarray, targets: np.ndarray, var: np.ndarray, *, full: bool = False,
                  eps: float = 1e-6) -> Part:
-    """Example: mean [0], target [1], var [1] → 0.5·(0 + 1) = 0.5."""
+    """Gaussian negative log-likelihood, as torch: ``0.5 (log max(var, eps) + (p - t)^2 / max(var, eps))``.
+
+    >>> from lossctl.functional import gaussian_nll
+    >>> round(gaussian_nll([0], [1], var=[1]), 6)  # 0.5·(log 1 + 1²/1) = 0.5·(0 + 1) = 0.5
+    0.5
+    """
     x, t, v = _f64(preds), _f64(targets), _f64(var)
     if v.size and (v < 0).any():
         count = int((v < 0).sum())
@@ -272,7 +283,12 @@ def _cosine_pairs(plan: Any) -> bool:
     fused=Fused(_fused_cosine_embedding, _cosine_pairs, inputs=("x1", "x2", "targets")),
 )
 def cosine_embedding(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray, *, margin: float = 0.0) -> Part:
-    """Example: x1=[[1, 0]], x2=[[1, 1]], y=[1] → 1 - 1/√2 = 0.292893."""
+    """Cosine embedding loss, as torch: ``1 - cos`` for y = 1, ``max(0, cos - margin)`` for y = -1.
+
+    >>> from lossctl.functional import cosine_embedding
+    >>> round(cosine_embedding(x1=[[1, 0]], x2=[[1, 1]], targets=[1]), 6)  # 1 - 1/√2 = 0.292893
+    0.292893
+    """
     a, b, y = _f64(x1), _f64(x2), _f64(targets)
     bad = ~np.isin(y, (1.0, -1.0)) & ~np.isnan(y)
     if bad.any():

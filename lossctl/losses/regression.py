@@ -58,7 +58,12 @@ def _fused_mse(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[floa
     fused=Fused(_fused_mse, same_float_pair, c_kind=lambda params: (KIND_SQUARE, 0.0)),
 )
 def mse(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``(p - t)^2``. Example: mse([1, 2, 3], [1, 2, 5]) = mean(0, 0, 4) = 4/3."""
+    """``(p - t)^2``.
+
+    >>> from lossctl.functional import mse
+    >>> mse([1, 2, 3], [1, 2, 5])  # mean(0, 0, 4) = 4/3
+    1.3333333333333333
+    """
     d = _residual(preds, targets)
     with np.errstate(over="ignore"):  # |d| > 1.3e154: d² is inf, the correctly rounded value
         return np.multiply(d, d, out=d)
@@ -90,7 +95,12 @@ def _fused_mae(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[floa
     fused=Fused(_fused_mae, same_float_pair, c_kind=lambda params: (KIND_ABS, 0.0)),
 )
 def mae(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``|p - t|``. Example: mae([1, 2, 3], [1, 2, 5]) = mean(0, 0, 2) = 2/3."""
+    """``|p - t|``.
+
+    >>> from lossctl.functional import mae
+    >>> mae([1, 2, 3], [1, 2, 5])  # mean(0, 0, 2) = 2/3
+    0.6666666666666666
+    """
     d = _residual(preds, targets)
     return np.abs(d, out=d)
 
@@ -155,7 +165,9 @@ def _fused_huber(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[fl
 def huber(preds: np.ndarray, targets: np.ndarray, *, delta: float = 1.0) -> np.ndarray:
     """``0.5 q^2 + delta (|d| - q)`` with ``q = min(|d|, delta)``.
 
-    Example (delta=1): huber([0.5, 2, 0], [0, 0, 0]) = mean(0.125, 1.5, 0) = 0.541667.
+    >>> from lossctl.functional import huber
+    >>> round(huber([0.5, 2, 0], [0, 0, 0], delta=1), 6)  # mean(0.125, 1.5, 0) = 0.541667
+    0.541667
     """
     q, linear = _quadratic_then_linear(preds, targets, delta)
     with np.errstate(over="ignore"):  # beyond 1.8e308 the value is inf, the correctly rounded one
@@ -218,7 +230,9 @@ def smooth_l1(preds: np.ndarray, targets: np.ndarray, *, beta: float = 1.0) -> n
     """``0.5 q (q / beta) + (|d| - q)`` with ``q = min(|d|, beta)``.
 
     ``q / beta <= 1`` is formed first, so a tiny beta neither overflows (0.5/beta) nor underflows (q²).
-    Example (beta=1): smooth_l1([0.5, 2, 0], [0, 0, 0]) = mean(0.125, 1.5, 0) = 0.541667.
+    >>> from lossctl.functional import smooth_l1
+    >>> round(smooth_l1([0.5, 2, 0], [0, 0, 0], beta=1), 6)  # mean(0.125, 1.5, 0) = 0.541667
+    0.541667
     """
     if beta == 0:
         return mae(preds, targets)
@@ -299,7 +313,9 @@ def log_cosh(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
     For ``|d| < 1``: ``log1p(2 sinh(d/2)^2)`` (exact identity cosh d = 1 + 2 sinh²(d/2), no
     cancellation at d = 1e-8). Otherwise ``|d| + log1p(exp(-2|d|)) - log 2`` (finite at d = 1e4).
-    Example: log_cosh([0, 1, 2], [0, 0, 0]) = mean(0, 0.433781, 1.325003) = 0.586261.
+    >>> from lossctl.functional import log_cosh
+    >>> round(log_cosh([0, 1, 2], [0, 0, 0]), 6)  # mean(0, 0.433781, 1.325003) = 0.586261
+    0.586261
     """
     a = np.abs(_residual(preds, targets))
     small = a < 1.0
@@ -351,7 +367,9 @@ def _fused_quantile(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple
 def quantile(preds: np.ndarray, targets: np.ndarray, *, q: float = 0.5) -> np.ndarray:
     """``max(q (t - p), (q - 1)(t - p))``.
 
-    Example (q=0.9): quantile([0, 2, 1], [1, 1, 1], q=0.9) = mean(0.9, 0.1, 0) = 1/3.
+    >>> from lossctl.functional import quantile
+    >>> round(quantile([0, 2, 1], [1, 1, 1], q=0.9), 6)  # mean(0.9, 0.1, 0) = 1/3
+    0.333333
     """
     r = np.negative(_residual(preds, targets))
     return np.maximum(q * r, (q - 1.0) * r)
@@ -391,7 +409,13 @@ def _fused_msle(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[flo
     fused=Fused(_fused_msle, same_float_pair),
 )
 def msle(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``(log1p(p) - log1p(t))^2``; values must be > -1. Example: p=[0, e-1], t=[0, 0] → mean(0, 1) = 0.5."""
+    """``(log1p(p) - log1p(t))^2``; values must be > -1.
+
+    >>> import math
+    >>> from lossctl.functional import msle
+    >>> round(msle([0, math.e - 1], [0, 0]), 6)  # mean(0, 1) = 0.5
+    0.5
+    """
     for name, x in (("preds", preds), ("targets", targets)):
         with np.errstate(invalid="ignore"):
             bad = x <= -1
@@ -436,7 +460,12 @@ def _fused_mape(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[flo
     fused=Fused(_fused_mape, same_float_pair),
 )
 def mape(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """``|p - t| / max(|t|, eps)``. Example: p=[110, 45], t=[100, 50] → mean(0.1, 0.1) = 0.1."""
+    """``|p - t| / max(|t|, eps)``.
+
+    >>> from lossctl.functional import mape
+    >>> round(mape([110, 45], [100, 50]), 6)  # mean(10/100, 5/50) = mean(0.1, 0.1) = 0.1
+    0.1
+    """
     dt = np.result_type(preds, targets, np.float32)
     t = np.asarray(targets, dtype=dt)
     err = np.abs(np.asarray(preds, dtype=dt) - t)

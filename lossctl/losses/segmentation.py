@@ -237,7 +237,12 @@ _FUSED_OVERLAP = Fused(_fused_overlap_stats, _overlap_plain, stats=True)
 )
 def dice(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
          per_sample: bool = False, per_class: bool = False) -> Part:
-    """Example: p=[0.9, 0.1, 0.8], t=[1, 0, 1], smooth=1 → 1 - (2·1.7 + 1)/(1.8 + 2 + 1) = 0.083333."""
+    """Soft Dice loss ``1 - (2 Σpt + smooth) / (Σp + Σt + smooth)``.
+
+    >>> from lossctl.functional import dice
+    >>> round(dice([0.9, 0.1, 0.8], [1, 0, 1], smooth=1), 6)  # 1 - (2·1.7 + 1)/(1.8 + 2 + 1) = 0.083333
+    0.083333
+    """
     return _dice_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
                         per_class=per_class)
 
@@ -266,7 +271,12 @@ def _curve_iou(p, smooth=1.0, **_):
 )
 def iou(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
         per_sample: bool = False, per_class: bool = False) -> Part:
-    """Example: p=[0.9, 0.1, 0.8], t=[1, 0, 1], smooth=1 → 1 - (1.7 + 1)/(1.8 + 2 - 1.7 + 1) = 0.129032."""
+    """Soft Jaccard loss ``1 - (Σpt + smooth) / (Σp + Σt - Σpt + smooth)``.
+
+    >>> from lossctl.functional import iou
+    >>> round(iou([0.9, 0.1, 0.8], [1, 0, 1], smooth=1), 6)  # 1 - (1.7 + 1)/(1.8 + 2 - 1.7 + 1) = 0.129032
+    0.129032
+    """
     return _iou_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
                        per_class=per_class)
 
@@ -301,6 +311,12 @@ def _curve_tversky(p, alpha=0.5, beta=0.5, smooth=1.0, **_):
 )
 def tversky(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
             per_sample: bool = False, per_class: bool = False, alpha: float = 0.5, beta: float = 0.5) -> Part:
-    """Example: p=[0.9, 0.1, 0.8], t=[1, 0, 1], α=0.3, β=0.7, smooth=1 → 1 - 2.7/(2.7 + 0.03 + 0.21) = 0.081633."""
+    """Tversky loss ``1 - (Σpt + smooth) / (Σpt + α Σp(1-t) + β Σ(1-p)t + smooth)``.
+
+    >>> from lossctl.functional import tversky
+    >>> # FP = 0.1, FN = 0.1 + 0.2: 1 - 2.7/(2.7 + 0.3·0.1 + 0.7·0.3) = 1 - 2.7/2.94 = 0.081633
+    >>> round(tversky([0.9, 0.1, 0.8], [1, 0, 1], alpha=0.3, beta=0.7, smooth=1), 6)
+    0.081633
+    """
     return _tversky_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
                            per_class=per_class, alpha=alpha, beta=beta)

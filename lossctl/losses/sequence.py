@@ -205,7 +205,17 @@ def ctc_forward(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.nd
 )
 def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, target_lengths: np.ndarray, *,
         blank: int = 0, zero_infinity: bool = False) -> Part:
-    """Example: T=1, C=2, log_probs [[[log .4, log .6]]], target [1] (blank 0) → -log 0.6 = 0.510826."""
+    """Connectionist temporal classification, as torch: log_probs are (T, N, C);
+    the mean divides each sequence's loss by its target length, then averages.
+
+    T=1, N=1, C=2, blank 0: the one alignment of target [1] emits class 1 at the one step.
+
+    >>> import math
+    >>> from lossctl.functional import ctc
+    >>> lp = [[[math.log(0.4), math.log(0.6)]]]
+    >>> round(ctc(lp, [1], input_lengths=[1], target_lengths=[1]), 6)  # -log 0.6 = 0.510826
+    0.510826
+    """
     lp = np.asarray(log_probs, dtype=np.float64)
     il = np.asarray(input_lengths).astype(np.int64)
     tl = np.asarray(target_lengths).astype(np.int64)
