@@ -13,7 +13,7 @@ from typing import Any
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
 from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
-from lossctl.errors import UsageError
+from lossctl.errors import UsageError, option
 from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink
 from lossctl.provenance import check_algorithm, provenance_block, start_hashing
@@ -72,17 +72,17 @@ def evaluate(
     provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
     """
     if reduction not in REDUCTIONS:
-        raise UsageError(f"--reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+        raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
     if nan_policy not in NAN_POLICIES:
-        raise UsageError(f"--nan-policy must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
+        raise UsageError(f"{option('nan_policy')} must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
     if chunk_size is not None and chunk_size < 1:
-        raise UsageError(f"--chunk-size must be a positive number of samples, got {chunk_size}")
+        raise UsageError(f"{option('chunk_size')} must be a positive number of samples, got {chunk_size}")
     if worst < 0:
-        raise UsageError(f"--worst must be >= 0, got {worst}")
+        raise UsageError(f"{option('worst')} must be >= 0, got {worst}")
     hash = check_algorithm(hash, "hash")
     texts = [loss] if isinstance(loss, str) else list(loss)
     if not texts:
-        raise UsageError("no loss given; pass --loss NAME (see 'lossctl losses')")
+        raise UsageError(f"no loss given; pass {option('loss', 'NAME')} (see 'lossctl losses')")
     for text in texts:  # all expression errors before any file is read
         bind(text)
 

@@ -55,7 +55,7 @@ class _LossctlGroup(TyperGroup):
         except LossctlError as exc:
             if debug:
                 traceback.print_exc()
-            console.error(str(exc))
+            console.error(exc.for_cli())
             code = exc.exit_code
         except BrokenPipeError:
             code = ExitCode.OK

@@ -21,7 +21,7 @@ import numpy as np
 from lossctl import fast
 from lossctl import workers as workers_module
 from lossctl.arrays import LazyArray, reshaped
-from lossctl.errors import DomainError, InputError, UsageError
+from lossctl.errors import DomainError, InputError, UsageError, option
 from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
 from lossctl.accumulators import SampleStats, TermAccumulator
@@ -75,7 +75,7 @@ def resolve_inputs(spec: LossSpec, sources: Sources) -> dict[str, LazyArray]:
 
 
 def _missing_input_message(spec: LossSpec, name: str, sources: Sources) -> str:
-    ways = [f"--input {name}=PATH"]
+    ways = [option("input", f"{name}=PATH")]
     if name in spec.positional:
         ways.insert(0, ("PREDS", "TARGETS")[spec.positional.index(name)])
     ways.append(f"an .npz PREDS with key {name!r}")
@@ -196,8 +196,8 @@ def _count_nans(arr: LazyArray, rows: int) -> int:
 def _raise_nan(arr: LazyArray, first_index: int, rows: int) -> None:
     count = _count_nans(arr, rows)
     raise InputError(f"{arr.label} contains {count} NaN value{'s' if count != 1 else ''} "
-                     f"(first at sample {first_index}); clean the data, or pass --nan-policy omit "
-                     f"to drop them or --nan-policy propagate to keep them")
+                     f"(first at sample {first_index}); clean the data, or pass {option('nan_policy', 'omit')} "
+                     f"to drop them or {option('nan_policy', 'propagate')} to keep them")
 
 
 def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | None = None,
@@ -211,7 +211,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     ``on_progress(samples)`` is called after each chunk, in order.
     """
     if nan_policy not in NAN_POLICIES:
-        raise UsageError(f"--nan-policy must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
+        raise UsageError(f"{option('nan_policy')} must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
     groups: dict[int, list[TermPlan]] = {}
     for plan in plans:
         groups.setdefault(plan.n, []).append(plan)

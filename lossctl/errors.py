@@ -17,10 +17,43 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C
 
 
+_OPT_OPEN, _OPT_CLOSE = "\ue000", "\ue001"  # private-use characters around an option's name
+
+
+def option(name: str, value: str = "") -> str:
+    """An option named in a core error message, worded by whoever shows it: ``nan_policy="omit"`` in
+    Python (``str(exc)``), ``--nan-policy omit`` on the command line (:meth:`LossctlError.for_cli`)."""
+    return f"{_OPT_OPEN}{name}\t{value}{_OPT_CLOSE}"
+
+
+def _worded(message: str, cli: bool) -> str:
+    out = []
+    rest = message
+    while _OPT_OPEN in rest:
+        head, _, tail = rest.partition(_OPT_OPEN)
+        inner, _, rest = tail.partition(_OPT_CLOSE)
+        name, _, value = inner.partition("\t")
+        if cli:
+            out.append(head + "--" + name.replace("_", "-") + (f" {value}" if value else ""))
+        else:
+            out.append(head + name + (f"={value!r}" if value else ""))
+    return "".join(out) + rest
+
+
 class LossctlError(Exception):
-    """A problem with what the user gave us; the message says what is wrong and what to do."""
+    """A problem with what the user gave us; the message says what is wrong and what to do.
+
+    Options in the message are written with :func:`option`, so the Python API and the CLI each
+    name them in their own words.
+    """
 
     exit_code: int = ExitCode.USAGE
+
+    def __str__(self) -> str:
+        return _worded(super().__str__(), cli=False)
+
+    def for_cli(self) -> str:
+        return _worded(super().__str__(), cli=True)
 
 
 class UsageError(LossctlError):

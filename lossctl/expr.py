@@ -281,6 +281,6 @@ def bind(text_or_expr: str | Expr, text: str | None = None) -> list[BoundTerm]:
             params = spec.bind_params(given)
         except ExprError as exc:
             col = text.lower().find(term.call.name) + 1 if text else None
-            raise ExprError(str(exc), text, col or None) from None
+            raise ExprError(exc.args[0], text, col or None) from None
         bound.append(BoundTerm(spec, term.weight, params, reduction))
     return bound

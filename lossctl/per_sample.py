@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.errors import UsageError
+from lossctl.errors import UsageError, option
 
 _NPY_HEADER_BYTES = 256
 
@@ -34,11 +34,11 @@ class PerSampleSink:
         self._done = False
         ext = os.path.splitext(path)[1].lower()
         if ext not in (".npy", ".csv"):
-            raise UsageError(f"--per-sample {path}: use a .npy or .csv file name")
+            raise UsageError(f"{option('per_sample', path)}: use a .npy or .csv file name")
         self._kind = ext
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
-            raise UsageError(f"--per-sample {path}: directory {directory} does not exist")
+            raise UsageError(f"{option('per_sample', path)}: directory {directory} does not exist")
         self._tmp = f"{path}.lossctl-tmp"  # written from the first values on, renamed by finish()
 
     def _open(self) -> None:

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lossctl.errors import UsageError
@@ -265,43 +265,35 @@ def load_config(path: str) -> ScoringConfig:
     return parse_config(load_yaml(path, "scoring file"), path)
 
 
-def merge(cfg: ScoringConfig, *, preds: str | None, targets: str | None, inputs: dict[str, str],
-          losses: list[str], reduction: str | None, nan_policy: str | None, chunk_size: int | None,
-          hash_: str | None, plugins: list[str], fail_above: list[str], baseline: str | None, max_increase: list[str],
-          allow_missing: bool, fmt: str | None, output: str | None, worst: int | None,
-          per_sample: str | None, no_fail: bool, github: bool, strict: bool) -> ScoringConfig:
-    """Flags over the file: scalars given on the command line win; ``--loss`` replaces the file's
-    list; ``--input`` and ``--fail-above`` override entries by name and keep the others;
-    ``--plugin`` adds to the file's plugins; boolean flags can only switch a setting on. A
-    ``--format`` other than the file's, without ``--output``, drops the file's ``report.output``
-    (so a table never lands in ``scoring.json``)."""
-    from lossctl.gates import parse_fail_above
+#: How a command-line value overrides the file's (fields not named here: a value given replaces it)
+_REPLACE_IF_GIVEN = ("losses", "max_increase")  # lists: the flags' list replaces the file's
+_UPDATE = ("inputs", "fail_above")  # mappings: flags override entries by name, keep the others
+_APPEND = ("plugins",)  # added to the file's
+_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict")  # booleans: a flag can only switch on
 
-    out = ScoringConfig(**{k: (list(v) if isinstance(v, list) else dict(v) if isinstance(v, dict) else v)
-                           for k, v in vars(cfg).items()})
-    if preds is not None:
-        out.preds = preds
-    if targets is not None:
-        out.targets = targets
-    out.inputs.update(inputs)
-    if losses:
-        out.losses = list(losses)
-    for key, value in (("reduction", reduction), ("nan_policy", nan_policy), ("chunk_size", chunk_size),
-                       ("hash", hash_), ("baseline", baseline), ("format", fmt), ("output", output),
-                       ("worst", worst), ("per_sample", per_sample)):
-        if value is not None:
-            setattr(out, key, value)
-    if fmt is not None and output is None and cfg.output and fmt != (cfg.format or "table"):
+
+def merge(cfg: ScoringConfig, flags: ScoringConfig) -> ScoringConfig:
+    """The options of one run: the command line's ``flags`` (None / empty where not given) over the
+    file's ``cfg``. Scalars given on the command line win; ``--loss`` replaces the file's list;
+    ``--input`` and ``--fail-above`` override entries by name and keep the others; ``--plugin`` adds
+    to the file's plugins; boolean flags can only switch a setting on. A ``--format`` other than
+    the file's, without ``--output``, drops the file's ``report.output`` (so a table never lands in
+    ``scoring.json``). Neither argument is changed."""
+    out = ScoringConfig()
+    for f in fields(ScoringConfig):
+        mine, given = getattr(cfg, f.name), getattr(flags, f.name)
+        if f.name in _REPLACE_IF_GIVEN:
+            value = list(given or mine)
+        elif f.name in _UPDATE:
+            value = {k: v for k, v in mine.items() if k not in given}
+            value.update(given)
+        elif f.name in _APPEND:
+            value = mine + [p for p in given if p not in mine]
+        elif f.name in _SWITCH_ON:
+            value = mine or given
+        else:
+            value = mine if given is None else given
+        setattr(out, f.name, value)
+    if flags.format is not None and flags.output is None and cfg.output and flags.format != (cfg.format or "table"):
         out.output = None  # the file's report.output is for its own report.format, not another one
-    out.plugins = out.plugins + [p for p in plugins if p not in out.plugins]
-    for item in fail_above:
-        gate = parse_fail_above(item)
-        out.fail_above.pop(gate.loss, None)
-        out.fail_above[gate.loss] = gate.limit
-    if max_increase:
-        out.max_increase = list(max_increase)
-    out.allow_missing = out.allow_missing or allow_missing
-    out.no_fail = out.no_fail or no_fail
-    out.github = out.github or github
-    out.strict = out.strict or strict
     return out

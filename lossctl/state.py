@@ -29,7 +29,7 @@ import numpy as np
 from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.engine import NAN_POLICIES, Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
-from lossctl.errors import InputError, UsageError
+from lossctl.errors import InputError, UsageError, option
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
@@ -47,11 +47,11 @@ class LossState:
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
                  summary: bool | None = None) -> None:
         if reduction not in REDUCTIONS:
-            raise UsageError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+            raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         if nan_policy not in NAN_POLICIES:
-            raise UsageError(f"nan_policy must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
+            raise UsageError(f"{option('nan_policy')} must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
         if worst < 0:
-            raise UsageError(f"worst must be >= 0, got {worst}")
+            raise UsageError(f"{option('worst')} must be >= 0, got {worst}")
         self.expr = expr
         self.reduction = reduction
         self.worst = worst
@@ -163,7 +163,7 @@ class LossState:
         value = 0.0
         for term, acc in zip(self.bound, self.terms):
             if acc.empty and acc.omitted:
-                raise InputError(f"{term.spec.name}: no valid samples left after --nan-policy omit "
+                raise InputError(f"{term.spec.name}: no valid samples left after {option('nan_policy', 'omit')} "
                                  f"({acc.omitted} dropped); check the inputs for NaN")
             v = acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
             terms.append(TermResult(name=term.spec.name, weight=term.weight, params=dict(term.params),
@@ -216,7 +216,7 @@ def combine_values(plans: Iterable[TermPlan]) -> tuple[np.ndarray, np.ndarray] |
         return None
     if len(present) != len(chunks):
         raise UsageError("per-sample values of a combined loss need every term to have the same samples; "
-                         "evaluate the terms as separate --loss options")
+                         f"evaluate the terms as separate {option('loss')} options")
     if len(chunks) == 1:
         values, index = present[0]
         return (values if weights[0] == 1.0 else weights[0] * values), index
@@ -224,7 +224,7 @@ def combine_values(plans: Iterable[TermPlan]) -> tuple[np.ndarray, np.ndarray] |
         present = [(_per_sample(v, i), i) for v, i in present]
         if len({c[0].shape for c in present}) != 1:
             raise UsageError("per-sample values of a combined loss need every term to have the same samples; "
-                             "evaluate the terms as separate --loss options")
+                             f"evaluate the terms as separate {option('loss')} options")
     combined = sum(w * c[0] for w, c in zip(weights, present))
     return combined, present[0][1]
 

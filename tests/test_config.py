@@ -111,20 +111,19 @@ def test_missing_config_file_and_directory(tmp_path):
         load_config(str(tmp_path))
 
 
-def _merge(cfg: ScoringConfig, **kw):
-    args = dict(preds=None, targets=None, inputs={}, losses=[], reduction=None, nan_policy=None, chunk_size=None, hash_=None,
-                plugins=[], fail_above=[], baseline=None, max_increase=[], allow_missing=False, fmt=None,
-                output=None, worst=None, per_sample=None, no_fail=False, github=False, strict=False)
-    args.update(kw)
-    return merge(cfg, **args)
+def _merge(cfg: ScoringConfig, **flags):
+    """merge() with the command line giving ``flags`` (by evaluate's parameter names) and nothing else."""
+    from lossctl.commands._evaluate_impl import flags_config
+
+    return merge(cfg, flags_config(flags))
 
 
 def test_merge_flags_override():
     cfg = ScoringConfig(preds="a.npy", targets="t.npy", inputs={"x1": "x1.npy"}, losses=["mse", "mae"],
                         reduction="sum", fail_above={"mse": 1.0, "mae": 2.0}, max_increase=["5%"], format="json",
                         plugins=["p.py"], strict=True)
-    out = _merge(cfg, preds="b.npy", inputs={"x2": "x2.npy"}, losses=["huber"], fail_above=["mse=0.5"],
-                 reduction="mean", max_increase=["0.1"], fmt="markdown", plugins=["q.py"], github=True)
+    out = _merge(cfg, preds="b.npy", input_=["x2=x2.npy"], loss=["huber"], fail_above=["mse=0.5"],
+                 reduction="mean", max_increase=["0.1"], format_="markdown", plugin=["q.py"], github=True)
     assert (out.preds, out.targets) == ("b.npy", "t.npy")
     assert out.inputs == {"x1": "x1.npy", "x2": "x2.npy"}
     assert out.losses == ["huber"] and out.reduction == "mean" and out.format == "markdown"
@@ -287,9 +286,9 @@ def test_shipped_config_is_valid():
 
 def test_merge_other_format_drops_the_files_output():
     cfg = ScoringConfig(format="json", output="r.json")
-    assert _merge(cfg, fmt="markdown").output is None
-    assert _merge(cfg, fmt="json").output == "r.json"
-    assert _merge(cfg, fmt="markdown", output="r.md").output == "r.md"
+    assert _merge(cfg, format_="markdown").output is None
+    assert _merge(cfg, format_="json").output == "r.json"
+    assert _merge(cfg, format_="markdown", output="r.md").output == "r.md"
     assert _merge(cfg).output == "r.json"
 
 

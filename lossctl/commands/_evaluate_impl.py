@@ -10,11 +10,13 @@ summary; then the exit code: 2 for ``--strict`` with warnings, 1 for a failed ga
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lossctl import console
 from lossctl.errors import ExitCode, LossctlError, UsageError
 from lossctl.report import FORMATS, render
+from lossctl.scoring_config import ScoringConfig
 
 
 def parse_named_inputs(items: Sequence[str]) -> dict[str, str]:
@@ -46,41 +48,42 @@ def write_output(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def run_evaluate(*, preds: str | None, targets: str | None, losses: Sequence[str], inputs: Sequence[str],
-                 reduction: str | None, nan_policy: str | None, fmt: str | None, output: str | None,
-                 per_sample: str | None, worst: int | None, chunk_size: int | None, plugins: Sequence[str],
-                 hash_: str | None = None, fail_above: Sequence[str] = (), baseline: str | None = None,
-                 max_increase: Sequence[str] = (), allow_missing: bool = False, no_fail: bool = False, github: bool = False,
-                 strict: bool = False, config: str | None = None) -> int:
-    state = {"github": github}
+#: ``lossctl evaluate`` parameters whose option (ScoringConfig field) is named differently
+_FIELD_OF_PARAM = {"loss": "losses", "input_": "inputs", "format_": "format", "plugin": "plugins", "hash_": "hash"}
+
+
+def flags_config(params: Mapping[str, Any]) -> ScoringConfig:
+    """The command line's options (None / empty where a flag was not given), from the command's
+    parameters by name; ``--input`` and ``--fail-above`` parsed into mappings."""
+    from lossctl.gates import parse_fail_above
+
+    values = {_FIELD_OF_PARAM.get(k, k): v for k, v in params.items() if k != "config"}
+    for name in ("losses", "plugins", "max_increase"):
+        values[name] = list(values.get(name) or [])
+    values["inputs"] = parse_named_inputs(values.get("inputs") or [])
+    values["fail_above"] = {g.loss: g.limit for g in map(parse_fail_above, values.get("fail_above") or [])}
+    return ScoringConfig(**values)
+
+
+def run_evaluate(params: Mapping[str, Any]) -> int:
+    """``lossctl evaluate`` with the command's parameters by name (see :mod:`lossctl.commands.evaluate`)."""
+    state = {"github": bool(params.get("github"))}
     try:
-        return _run(state, preds=preds, targets=targets, losses=losses, inputs=inputs, reduction=reduction,
-                    nan_policy=nan_policy, fmt=fmt, output=output, per_sample=per_sample, worst=worst,
-                    chunk_size=chunk_size, hash_=hash_, plugins=plugins, fail_above=fail_above,
-                    baseline=baseline, max_increase=max_increase, allow_missing=allow_missing, no_fail=no_fail, github=github,
-                    strict=strict, config=config)
+        return _run(state, flags_config(params), params.get("config"))
     except LossctlError as exc:
         if state["github"]:  # an error in a GitHub job is an annotation too
             from lossctl.github import command
 
-            console.note(command("error", str(exc), title="lossctl evaluate"))
+            console.note(command("error", exc.for_cli(), title="lossctl evaluate"))
         raise
 
 
-def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, losses: Sequence[str], inputs: Sequence[str],
-         reduction: str | None, nan_policy: str | None, fmt: str | None, output: str | None,
-         per_sample: str | None, worst: int | None, chunk_size: int | None, hash_: str | None,
-         plugins: Sequence[str], fail_above: Sequence[str], baseline: str | None, max_increase: Sequence[str],
-         allow_missing: bool, no_fail: bool, github: bool, strict: bool, config: str | None) -> int:
-    from lossctl.scoring_config import ScoringConfig, load_config, merge
+def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> int:
+    from lossctl.scoring_config import load_config, merge
 
     cfg = load_config(config) if config else ScoringConfig()
-    state["github"] = github or cfg.github
-    s = merge(cfg, preds=preds, targets=targets, inputs=parse_named_inputs(inputs), losses=list(losses),
-              reduction=reduction, nan_policy=nan_policy, chunk_size=chunk_size, hash_=hash_, plugins=list(plugins),
-              fail_above=list(fail_above), baseline=baseline, max_increase=list(max_increase),
-              allow_missing=allow_missing, fmt=fmt, output=output, worst=worst, per_sample=per_sample,
-              no_fail=no_fail, github=github, strict=strict)
+    state["github"] = flags.github or cfg.github
+    s = merge(cfg, flags)
     fmt_ = s.format or "table"
     if fmt_ not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {fmt_!r}")
@@ -96,8 +99,7 @@ def _run(state: dict[str, bool], *, preds: str | None, targets: str | None, loss
 
     from lossctl.gates import FailAbove, Tolerance, apply_gates, load_baseline, parse_max_increase
 
-    cli_gates = {g.rpartition("=")[0].strip() for g in fail_above}
-    gates = [FailAbove(loss, limit, "--fail-above" if loss in cli_gates or not config else f"{config}: fail_above")
+    gates = [FailAbove(loss, limit, "--fail-above" if loss in flags.fail_above or not config else f"{config}: fail_above")
              for loss, limit in s.fail_above.items()]
     if s.max_increase and not s.baseline:
         raise UsageError("--max-increase needs --baseline REPORT.json (the earlier report to compare against)")

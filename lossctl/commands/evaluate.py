@@ -48,12 +48,7 @@ def evaluate(
         "--config", rich_help_panel=GATES, help="A scoring YAML file (inputs, losses, gates, baseline); flags override it.")] = None,
 ) -> int:
     """Compute losses over saved predictions and targets; gate them for CI."""
+    flags = dict(locals())  # the parameters by name (first, before any other name is bound here)
     from lossctl.commands._evaluate_impl import run_evaluate
 
-    return run_evaluate(
-        preds=preds, targets=targets, losses=loss or [], inputs=input_ or [], reduction=reduction,
-        nan_policy=nan_policy, fmt=format_, output=output, per_sample=per_sample, worst=worst,
-        chunk_size=chunk_size, hash_=hash_, plugins=plugin or [], fail_above=fail_above or [], baseline=baseline,
-        max_increase=max_increase or [], allow_missing=allow_missing, no_fail=no_fail, github=github,
-        strict=strict, config=config,
-    )
+    return run_evaluate(flags)

@@ -31,7 +31,7 @@ import numpy as np
 
 from lossctl import ckernels
 from lossctl.arrays import LazyArray, reshaped
-from lossctl.errors import DomainError, ExprError, InputError
+from lossctl.errors import DomainError, ExprError, InputError, option
 from lossctl.fast import FLOATS, Block, Fused, f64_of, row_dot, rows64, same_float
 from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import shape_error
@@ -69,7 +69,7 @@ def _need(loss: str, arrays: dict[str, LazyArray], names: tuple[str, ...], how: 
     if missing:
         found = ", ".join(sorted(arrays)) or "none"
         name = missing[0]
-        raise InputError(f"{loss} needs input {name!r} {how}: give --input {name}=PATH or an .npz PREDS "
+        raise InputError(f"{loss} needs input {name!r} {how}: give {option('input', f'{name}=PATH')} or an .npz PREDS "
                          f"with key {name!r} (missing: {', '.join(missing)}; found: {found}{_npz_keys(arrays)})")
 
 
