@@ -415,34 +415,63 @@ typedef struct {
     int bad;
 } StatsPass;
 
+/* Blocks of STATS_BLOCK values (a multiple of LANES, so the sum's lanes and order are those of
+ * residual_sum): the loop of residual_sum forms the values and their sum, and keeps the values in a
+ * small buffer; a scalar loop then feeds the sketch and the heap, and takes min and max on the
+ * values' bit patterns (ordered as the values for x >= 0, and integer compares have no latency to
+ * speak of). A bit pattern at or above +inf's is NaN or infinite. A value enters the heap only when
+ * it is at least the heap's root: rarely, after the first blocks. */
+#define STATS_BLOCK 2048
+#define INF_BITS UINT64_C(0x7FF0000000000000)
+
 #define STATS_LOOP(T, NAME, VALUE)                                                      \
     static StatsPass NAME(const T *a, const T *b, Py_ssize_t n, T knee, int64_t first,   \
                           int64_t *hist, WorstHeap *heap)                              \
     {                                                                                   \
         double acc[LANES] = {0};                                                        \
+        double vals[STATS_BLOCK];                                                       \
+        uint64_t lo = UINT64_MAX, hi = 0;                                               \
         StatsPass out = {0.0, INFINITY, -INFINITY, 0};                                  \
-        Py_ssize_t i = 0;                                                               \
         (void)knee;                                                                     \
-        while (i < n) {  /* blocks of LANES, then the tail one by one into lane 0 */        \
-            int lanes = i + LANES <= n ? LANES : 1;                                     \
-            for (int k = 0; k < lanes; k++) {                                           \
-                T d = a[i + k] - b[i + k];                                              \
-                double x = (double)(VALUE);                                             \
-                acc[k] += x;                                                            \
-                if (!isfinite(x)) {                                                     \
-                    out.bad = 1;                                                        \
-                    return out;                                                         \
-                }                                                                       \
-                out.min = x < out.min ? x : out.min;                                    \
-                out.max = x > out.max ? x : out.max;                                    \
-                hist[(int64_t)(as_bits(fabs(x)) >> SKETCH_SHIFT) + SKETCH_HALF]++;      \
-                if (heap->n < heap->k || x >= heap->v[0]) {                             \
-                    heap_offer(heap, x, first + i + k);                                 \
+        for (Py_ssize_t start = 0; start < n; start += STATS_BLOCK) {                   \
+            Py_ssize_t stop = n - start > STATS_BLOCK ? start + STATS_BLOCK : n;        \
+            Py_ssize_t m = stop - start, i = start;                                     \
+            for (; i + LANES <= stop; i += LANES) {                                     \
+                for (int k = 0; k < LANES; k++) {                                       \
+                    T d = a[i + k] - b[i + k];                                          \
+                    double x = (double)(VALUE);                                         \
+                    acc[k] += x;                                                        \
+                    vals[i - start + k] = x;                                            \
                 }                                                                       \
             }                                                                           \
-            i += lanes;                                                                 \
+            for (; i < stop; i++) {  /* the last few values of all: lane 0 */           \
+                T d = a[i] - b[i];                                                      \
+                double x = (double)(VALUE);                                             \
+                acc[0] += x;                                                            \
+                vals[i - start] = x;                                                    \
+            }                                                                           \
+            double root = heap->n < heap->k ? -INFINITY : heap->v[0];                   \
+            for (Py_ssize_t j = 0; j < m; j++) {                                        \
+                double x = vals[j];                                                     \
+                uint64_t bits = as_bits(fabs(x));                                       \
+                hist[(int64_t)(bits >> SKETCH_SHIFT) + SKETCH_HALF]++;                  \
+                lo = bits < lo ? bits : lo;                                             \
+                hi = bits > hi ? bits : hi;                                             \
+                if (x >= root) {                                                        \
+                    heap_offer(heap, x, first + start + j);                             \
+                    root = heap->n < heap->k ? -INFINITY : heap->v[0];                  \
+                }                                                                       \
+            }                                                                           \
+            if (hi >= INF_BITS) {                                                       \
+                out.bad = 1;                                                            \
+                return out;                                                             \
+            }                                                                           \
         }                                                                               \
         out.total = add_lanes(acc);                                                     \
+        if (n) {                                                                        \
+            out.min = as_double(lo);                                                    \
+            out.max = as_double(hi);                                                    \
+        }                                                                               \
         return out;                                                                     \
     }                                                                                   \
     static double NAME##_m2(const T *a, const T *b, Py_ssize_t n, T knee, double mean)  \
