@@ -42,8 +42,10 @@ ALGORITHMS = ("xxh3", "sha256", "none")
 #: resident pages it adds. Large because between two updates the thread takes the GIL back, which
 #: waits up to the 5 ms switch interval while another thread runs Python (the CLI importing NumPy):
 #: 400 MB hashed beside a busy Python thread took 2.9 s in 1 MB pieces, 313 ms in 16 MB, 88 ms in
-#: 128 MB (53 ms alone). Between windows a cancelled hash stops.
-_WINDOW = 1 << 26
+#: 128 MB (53 ms alone). 32 MB keeps two hashing threads' windows under 64 MB of resident memory
+#: (with 64 MB, --worst on two 2 GB files peaked at 240 MB; with 32 MB at 163 MB, and the 400 MB
+#: end-to-end run was no slower). Between windows a cancelled hash stops.
+_WINDOW = 1 << 25
 #: sha256 is ten times slower than memory: it reads a file into a buffer that stays in cache
 #: (two 400 MB files on two threads: 276 ms in 4 MB reads, 347 ms through memory maps).
 _BUFFER = 1 << 22
