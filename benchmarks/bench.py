@@ -619,10 +619,25 @@ def big_rss(args: Any, env: dict[str, str], widths: list[int]) -> list[dict[str,
             os.replace(path + ".tmp.npy", path)
         paths.append(path)
     rows = []
-    for loss in ("mse", "huber", "log_cosh"):
-        wall, rss, out = run_measured([*lossctl_cmd(), "evaluate", *paths, "--loss", loss, "--format", "csv"], env)
-        row = dict(size=n, loss=f"{loss} (2x2GB)", impl="cli", time=wall, gbs=4.0 / wall, x_floor=None, x_torch=None,
-                   rss=rss, value=float(out.splitlines()[1].split(",")[3]))
+    # the reference: a whole process that imports NumPy and sums both files in float64 chunks
+    floor_code = ("import sys, numpy as np\n"
+                  "a, b = (np.load(p, mmap_mode='r') for p in sys.argv[1:3])\n"
+                  "print(sum(float(x[s:s + (1 << 20)].sum(dtype=np.float64)) for x in (a, b)\n"
+                  "          for s in range(0, x.shape[0], 1 << 20)))\n")
+    wall, rss, _ = run_measured([sys.executable, "-c", floor_code, *paths], env)
+    floor = wall
+    row = dict(size=n, loss="floor process (2x2GB)", impl="numpy", time=wall, gbs=4.0 / wall, x_floor=1.0,
+               x_torch=None, rss=rss, value=None)
+    rows.append(row)
+    _print(row, widths)
+    for loss, extra in (("mse", []), ("mse", ["--worst", "5"]), ("huber", []), ("huber", ["--worst", "5"]),
+                        ("log_cosh", []), ("mse", ["--format", "json"]), ("mse", ["--format", "json", "--worst", "5"])):
+        fmt = [] if "--format" in extra else ["--format", "csv"]
+        wall, rss, out = run_measured([*lossctl_cmd(), "evaluate", *paths, "--loss", loss, *fmt, *extra], env)
+        label = " ".join([loss, *extra]).replace("--format ", "")
+        value = float(out.splitlines()[1].split(",")[3]) if not extra else None
+        row = dict(size=n, loss=f"{label} (2x2GB)", impl="cli", time=wall, gbs=4.0 / wall, x_floor=wall / floor,
+                   x_torch=None, rss=rss, value=value)
         rows.append(row)
         _print(row, widths)
     if not args.keep:
