@@ -208,7 +208,8 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     releases the GIL in its kernels); results are added up in sample order, so the value does not
     depend on the thread count. Losses registered with a fused fast path (:mod:`lossctl.fast`) are
     summed straight from zero-copy windows of the inputs; everything else goes through the kernels.
-    ``on_progress(samples)`` is called after each chunk, in order.
+    ``on_progress(samples)`` is called after each chunk of each pass, in order, once that chunk's
+    per-sample values (kept by plans with ``keep_values``) are in the plans.
     """
     if nan_policy not in NAN_POLICIES:
         raise UsageError(f"{option('nan_policy')} must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
@@ -231,11 +232,10 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     tracker = _progress_tracker(passes)
     try:
         for kind, n, group, fused, rows in passes:
-            report = on_progress if kind == "slow" or not any(p[0] == "slow" and p[1] == n for p in passes) else None
             if kind == "fast":
-                _run_fast(group, fused, n, rows, nan_policy, report, tracker, workers)
+                _run_fast(group, fused, n, rows, nan_policy, on_progress, tracker, workers)
             else:
-                _run_slow(group, n, rows, nan_policy, report, tracker, workers)
+                _run_slow(group, n, rows, nan_policy, on_progress, tracker, workers)
     finally:
         if tracker is not None:
             tracker.close()
