@@ -12,7 +12,7 @@ from typing import Any
 
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
-from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
+from lossctl.engine import NAN_POLICIES, Sources, TermPlan, check_named_inputs, run
 from lossctl.errors import UsageError, option
 from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink
@@ -83,8 +83,8 @@ def evaluate(
     texts = [loss] if isinstance(loss, str) else list(loss)
     if not texts:
         raise UsageError(f"no loss given; pass {option('loss', 'NAME')} (see 'lossctl losses')")
-    for text in texts:  # all expression errors before any file is read
-        bind(text)
+    bound = [term for text in texts for term in bind(text)]  # all expression errors before any file is read
+    check_named_inputs(list(inputs or {}), [term.spec for term in bound])
 
     sources = Sources(preds=_open(preds, "preds"), targets=_open(targets, "targets"))
     for name, value in (inputs or {}).items():

@@ -24,6 +24,7 @@ from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import DomainError, InputError, UsageError, option
 from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
+from lossctl.words import did_you_mean
 from lossctl.accumulators import SampleStats, TermAccumulator
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
@@ -82,6 +83,23 @@ def _missing_input_message(spec: LossSpec, name: str, sources: Sources) -> str:
     keys = sources.bundle_keys()
     found = f" (the .npz has keys: {', '.join(keys)})" if keys else ""
     return f"{spec.name} needs input {name!r}: give {' or '.join(ways)}{found}"
+
+
+def check_named_inputs(names: Sequence[str], specs: Sequence[LossSpec]) -> None:
+    """Every explicitly named input (``--input NAME=PATH``, ``inputs={...}``) must be one that a
+    requested loss takes: a misspelt name (``input_length`` for ctc's ``input_lengths``) would
+    otherwise be silently ignored. (Extra keys of an .npz PREDS are not named explicitly.)"""
+    taken: dict[str, None] = {}
+    for spec in specs:
+        for name in spec.all_inputs():
+            taken.setdefault(name, None)
+    for name in names:
+        if name not in taken:
+            hint = did_you_mean(name, taken)
+            by_name = {s.name: s for s in specs}
+            losses = "; ".join(f"{s.name} takes {', '.join(s.all_inputs())}" for s in by_name.values())
+            raise UsageError(f"unknown input {name!r}{hint}: no requested loss takes an input of that name "
+                             f"({losses})")
 
 
 def _strip_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -28,7 +28,8 @@ import numpy as np
 
 from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
-from lossctl.engine import NAN_POLICIES, Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
+from lossctl.engine import (NAN_POLICIES, Sources, TermPlan, check_named_inputs, normalize_shapes, resolve_inputs,
+                            run, sample_count)
 from lossctl.errors import InputError, UsageError, option
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
@@ -118,6 +119,7 @@ class LossState:
         ``start`` is the index of the first sample (for the worst samples' indices; default: right after
         the samples this state has seen). Returns the state itself.
         """
+        check_named_inputs(list(inputs), [term.spec for term in self.bound])
         sources = Sources(preds=_wrap(preds, "preds"), targets=_wrap(targets, "targets"),
                           named={k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()})
         first = self.rows if start is None else int(start)
