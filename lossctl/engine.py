@@ -20,7 +20,7 @@ import numpy as np
 
 from lossctl import fast
 from lossctl import workers as workers_module
-from lossctl.arrays import LazyArray, reshaped
+from lossctl.arrays import LazyArray, first_bad, reshaped
 from lossctl.errors import DomainError, InputError, UsageError, option
 from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
@@ -469,8 +469,26 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
     except DomainError as exc:
         arr = plan.arrays.get(exc.input_name)
         label = arr.label if arr is not None else exc.input_name
-        raise InputError(f"{spec.name}: {label} {exc.detail}") from None
+        detail = _count_domain(plan, exc, rows) if exc.bad is not None and arr is not None else exc.detail
+        raise InputError(f"{spec.name}: {label} {detail}") from None
     return _ChunkResult(part=part, index=index, omitted=omitted)
+
+
+def _count_domain(plan: TermPlan, exc: DomainError, rows: int) -> str:
+    """The DomainError's message for the whole input: a second pass counts the bad values of every
+    chunk (the kernel saw one chunk) and finds the first, as :func:`_raise_nan` does for NaN."""
+    spec, name = plan.spec, exc.input_name
+    count, first, value = 0, -1, None
+    for s in range(0, plan.n, rows):
+        e = min(plan.n, s + rows)
+        chunk = {k: _prepare_chunk(a.read(s, e, spec.sample_axis(k))) for k, a in plan.arrays.items()}
+        c, i, v = first_bad(chunk[name], exc.bad(chunk), spec.sample_axis(name))
+        if c and first < 0:
+            first, value = s + i, v
+        count += c
+    if not count:  # (cannot happen: the chunk that raised is among them)
+        return exc.detail
+    return exc.describe(count, first, value)
 
 
 def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
