@@ -150,5 +150,6 @@ def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:
     used: dict[str, LazyArray] = {}
     for tp in terms:
         for name, arr in tp.arrays.items():
-            used.setdefault(name, arr)
+            if name in tp.spec.all_inputs():  # (not what a loss derives from its parameters)
+                used.setdefault(name, arr)
     return used
