@@ -74,6 +74,8 @@ def test_weighted_split_merge_equals_one_shot(case):
     w = rng.uniform(0, 3, n)
     w[rng.uniform(size=n) < 0.2] = 0.0
     ref = LossState(case.expr, worst=3).update(**inputs, weights=w).result()
+    unweighted = LossState(case.expr).update(**inputs).result().value
+    assert abs(ref.value - unweighted) > 1e-9 * abs(unweighted)  # the weights count
     for trial in range(2):
         cuts = [0, *sorted(rng.choice(np.arange(1, n), size=3, replace=False).tolist()), n]
         states = []
