@@ -102,6 +102,8 @@ def check_named_inputs(names: Sequence[str], specs: Sequence[LossSpec]) -> None:
             hint = did_you_mean(name, taken)
             by_name = {s.name: s for s in specs}
             losses = "; ".join(f"{s.name} takes {', '.join(s.all_inputs())}" for s in by_name.values())
+            if not hint and name.lower().rstrip("s") in ("weight", "sample_weight"):
+                hint = f"; per-sample weights are {option('weights', 'PATH')}"
             raise UsageError(f"unknown input {name!r}{hint}: no requested loss takes an input of that name "
                              f"({losses})")
 

@@ -43,7 +43,7 @@ def test_cli_weights_input_for_mse_is_exit_2(tmp_path, runner):
     code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), "--loss", "mse",
                                       "--input", f"weights={tmp_path / 'w.npy'}"])
     assert code == 2 and out == ""
-    assert "unknown input 'weights'" in err and "mse takes preds, targets" in err
+    assert "unknown input 'weights'; per-sample weights are --weights PATH" in err and "mse takes preds, targets" in err
 
 
 def test_cli_input_taken_by_one_of_several_losses_is_fine(tmp_path, runner):

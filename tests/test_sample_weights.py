@@ -248,3 +248,27 @@ def test_weights_and_nan_omit_drop_together():
     got = lossctl.evaluate(p, t, "mse", weights=w, nan_policy="omit", chunk_size=2, provenance=False)
     keep = ~np.isnan(p)
     assert got.results[0].value == pytest.approx(np.average(p[keep] ** 2, weights=w[keep]), rel=1e-12)
+
+
+def test_plugin_loss_with_unweighted_statistics_is_refused(monkeypatch):
+    """A loss whose kernel sums statistics over samples (``Part.stats``) and takes no ``sample_weight``
+    cannot be weighted: exit 2, not a silently unweighted value."""
+    from lossctl import registry
+    from lossctl.registry import Part, register_loss
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+
+    def global_mean(stats, reduction, params):
+        return stats["s"] / stats["n"] if reduction == "mean" else None
+
+    @register_loss("pooled_abs", formula="sum|p - t| / n", summary="test", use_when="test", reference="test",
+                   finalize=global_mean)
+    def pooled_abs(preds, targets):
+        d = np.abs(preds - targets)
+        return Part(values=d, stats={"s": float(d.sum()), "n": float(d.size)})
+
+    p, t = np.arange(4.0), np.zeros(4)
+    assert lossctl.evaluate(p, t, "pooled_abs", provenance=False).results[0].value == 1.5
+    with pytest.raises(UsageError, match="pooled_abs cannot be weighted per sample.*sample_weight"):
+        lossctl.evaluate(p, t, "pooled_abs", weights=[1, 2, 3, 4], provenance=False)
