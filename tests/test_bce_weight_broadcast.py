@@ -84,7 +84,7 @@ def test_per_sample_weights_follow_nan_omit():
 ])
 def test_lengths_torch_refuses_are_errors(tmp_path, runner, loss, shape, n, needle):
     p, t, *_ = _inputs(0, shape)
-    with pytest.raises(InputError, match="has %d entries but preds have shape" % n) as info:
+    with pytest.raises(InputError, match=f"has {n} entries but preds have shape") as info:
         lossctl.evaluate(p, t, f"{loss}(weight={_lst(np.ones(n))})", provenance=False)
     assert needle in str(info.value)
     np.save(tmp_path / "p.npy", p); np.save(tmp_path / "t.npy", t)

@@ -16,14 +16,22 @@ the Python API and the scoring file, with their errors.
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 
 import numpy as np
 import pytest
 from family_support import run_cli
-from test_state_invariance import ALL, SPLITTABLE, Case, _need, close, n_samples, roundtrip, take
+from test_state_invariance import (
+    ALL,
+    SPLITTABLE,
+    Case,
+    _need,
+    close,
+    n_samples,
+    roundtrip,
+    take,
+)
 
 import lossctl
 import lossctl.functional
@@ -118,7 +126,12 @@ def _sk_inputs():
 
 def _sk_golden():
     p, t, w, y, prob, labels, logits = _sk_inputs()
-    from sklearn.metrics import log_loss, mean_absolute_error, mean_pinball_loss, mean_squared_error
+    from sklearn.metrics import (
+        log_loss,
+        mean_absolute_error,
+        mean_pinball_loss,
+        mean_squared_error,
+    )
 
     soft = np.exp(logits - logits.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
