@@ -84,3 +84,10 @@ def test_msle_million_values_cli(tmp_path, runner):
     assert code == 2 and out == ""
     assert err.count("\n") == 1, err
     assert f"has {expected} values <= -1 (the first at sample {first}: {preds[first]:g})" in err, err
+
+
+def test_nan_class_indices_under_propagate_are_counted_too():
+    t = np.zeros((30, 4))
+    t[[3, 17, 29], 1] = np.nan
+    with pytest.raises(InputError, match=r"found 3 NaNs \(the first at sample 3\)"):
+        lossctl.evaluate(np.full((30, 2, 4), 0.5), t, "dice", nan_policy="propagate", chunk_size=5, provenance=False)

@@ -92,9 +92,11 @@ def check_range(name: str, x: np.ndarray, low: float, high: float, what: str, fi
 def class_indices(name: str, t: np.ndarray, n_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """Targets as int64 class indices in [0, C) (or ignore_index); DomainError otherwise."""
     idx, nan = class_indices_nan(name, t, n_classes, ignore_index)
-    if nan is not None:
-        raise DomainError(name, f"must hold integer class indices, found nan; give class indices "
-                                f"0..{n_classes - 1}")
+    if nan is not None:  # (reached with --nan-policy propagate)
+        raise domain_error(name, {name: t}, lambda chunk: np.isnan(chunk[name]),
+                           lambda count, first, value: (
+                               f"must hold integer class indices, found {plural(count, 'NaN', 'NaNs')} (the first "
+                               f"at sample {first}); give class indices 0..{n_classes - 1}"))
     return idx
 
 
