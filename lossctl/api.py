@@ -12,7 +12,7 @@ from typing import Any
 
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
-from lossctl.engine import NAN_POLICIES, Sources, TermPlan, run
+from lossctl.engine import NAN_POLICIES, WEIGHTS, Sources, TermPlan, check_named_inputs, check_weights, run
 from lossctl.errors import UsageError, option
 from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink
@@ -56,6 +56,7 @@ def evaluate(
     loss: str | Sequence[str] = "mse",
     *,
     inputs: Mapping[str, Any] | None = None,
+    weights: Any = None,
     reduction: str = "mean",
     nan_policy: str = "raise",
     chunk_size: int | None = None,
@@ -67,7 +68,9 @@ def evaluate(
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
     ``preds``/``targets`` are paths (``p.npy``, ``p.npz:KEY``, ``p.csv:col``) or arrays; ``inputs``
-    maps extra input names (``anchor``, ``x1``, ``log_probs``…) to paths or arrays. Returns the
+    maps extra input names (``anchor``, ``x1``, ``log_probs``…) to paths or arrays. ``weights`` (a path
+    ``w.npy`` / ``w.csv:COL`` or an array): one non-negative weight per sample, for every loss
+    (scikit-learn's ``sample_weight``: the mean is Σ wᵢ·ℓᵢ / Σ wᵢ, the sum Σ wᵢ·ℓᵢ). Returns the
     :class:`~lossctl.result.Report` that the CLI renders. ``hash`` is the inputs' digest in the
     provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
     """
@@ -83,14 +86,19 @@ def evaluate(
     texts = [loss] if isinstance(loss, str) else list(loss)
     if not texts:
         raise UsageError(f"no loss given; pass {option('loss', 'NAME')} (see 'lossctl losses')")
-    for text in texts:  # all expression errors before any file is read
-        bind(text)
+    bound = [term for text in texts for term in bind(text)]  # all expression errors before any file is read
+    check_named_inputs(list(inputs or {}), [term.spec for term in bound])
 
     sources = Sources(preds=_open(preds, "preds"), targets=_open(targets, "targets"))
     for name, value in (inputs or {}).items():
         opened = value if isinstance(value, LazyArray) else (
             open_input(os.fspath(value), name) if isinstance(value, (str, os.PathLike)) else from_array(value, name))
         sources.named[name] = opened
+    if weights is not None:
+        sources.weights = weights if isinstance(weights, LazyArray) else (
+            open_input(os.fspath(weights), WEIGHTS) if isinstance(weights, (str, os.PathLike))
+            else from_array(weights, WEIGHTS))
+        check_weights(sources.weights)
 
     with diagnostics.collecting() as warnings:
         plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts))
@@ -150,5 +158,6 @@ def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:
     used: dict[str, LazyArray] = {}
     for tp in terms:
         for name, arr in tp.arrays.items():
-            used.setdefault(name, arr)
+            if name in tp.spec.all_inputs() or name == WEIGHTS:  # (not what a loss derives from its parameters)
+                used.setdefault(name, arr)
     return used

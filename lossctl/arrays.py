@@ -138,6 +138,20 @@ class ReshapedArray(LazyArray):
         return self.base.content()
 
 
+def first_bad(x: np.ndarray, mask: np.ndarray, axis: int = 0) -> tuple[int, int, Any]:
+    """``(count, first sample, its first bad value)`` of the True entries of ``mask`` (shape of
+    ``x``), samples along ``axis``; ``(0, -1, None)`` when there are none."""
+    count = int(np.count_nonzero(mask))
+    if not count:
+        return 0, -1, None
+    if x.ndim == 0:
+        return count, 0, x[()]
+    m, v = np.moveaxis(mask, axis, 0), np.moveaxis(x, axis, 0)
+    per_sample = m.reshape(m.shape[0], -1).any(axis=1)
+    i = int(np.flatnonzero(per_sample)[0])
+    return count, i, v[i][m[i]].flat[0]
+
+
 def no_release() -> None:
     """The ``release()`` of a :meth:`LazyArray.view` window that maps nothing."""
 

@@ -20,14 +20,18 @@ import numpy as np
 
 from lossctl import fast
 from lossctl import workers as workers_module
-from lossctl.arrays import LazyArray, reshaped
+from lossctl.arrays import LazyArray, first_bad, reshaped
 from lossctl.errors import DomainError, InputError, UsageError, option
 from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
+from lossctl.words import did_you_mean
 from lossctl.accumulators import SampleStats, TermAccumulator
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 NAN_POLICIES = ("raise", "omit", "propagate")
+#: the key of the per-sample weights (``--weights``) among a plan's arrays: one more per-sample input
+#: of every term, read in chunks with the others; the kernels never see it (see :func:`weighted_sums`)
+WEIGHTS = "weights"
 
 
 # ------------------------------------------------------------------------------ input resolution
@@ -40,6 +44,7 @@ class Sources:
     preds: LazyArray | dict[str, LazyArray] | None = None
     targets: LazyArray | dict[str, LazyArray] | None = None
     named: dict[str, LazyArray] = field(default_factory=dict)
+    weights: LazyArray | None = None  # one non-negative weight per sample (--weights)
 
     def bundle_keys(self) -> list[str]:
         keys: list[str] = []
@@ -82,6 +87,92 @@ def _missing_input_message(spec: LossSpec, name: str, sources: Sources) -> str:
     keys = sources.bundle_keys()
     found = f" (the .npz has keys: {', '.join(keys)})" if keys else ""
     return f"{spec.name} needs input {name!r}: give {' or '.join(ways)}{found}"
+
+
+def check_named_inputs(names: Sequence[str], specs: Sequence[LossSpec]) -> None:
+    """Every explicitly named input (``--input NAME=PATH``, ``inputs={...}``) must be one that a
+    requested loss takes: a misspelt name (``input_length`` for ctc's ``input_lengths``) would
+    otherwise be silently ignored. (Extra keys of an .npz PREDS are not named explicitly.)"""
+    taken: dict[str, None] = {}
+    for spec in specs:
+        for name in spec.all_inputs():
+            taken.setdefault(name, None)
+    for name in names:
+        if name not in taken:
+            hint = did_you_mean(name, taken)
+            by_name = {s.name: s for s in specs}
+            losses = "; ".join(f"{s.name} takes {', '.join(s.all_inputs())}" for s in by_name.values())
+            if not hint and name.lower().rstrip("s") in ("weight", "sample_weight"):
+                hint = f"; per-sample weights are {option('weights', 'PATH')}"
+            raise UsageError(f"unknown input {name!r}{hint}: no requested loss takes an input of that name "
+                             f"({losses})")
+
+
+def weights_for(spec: LossSpec, weights: LazyArray, arrays: Mapping[str, LazyArray], n: int) -> LazyArray:
+    """``weights`` as one value per sample of this term, (N,) (an (N, 1) column counts as (N,))."""
+    shape = _strip_trailing_ones(weights.shape)
+    if len(shape) != 1:
+        raise InputError(f"{weights.label} has shape {weights.shape}; {option('weights')} takes one weight per "
+                         f"sample, shape (N,) or (N, 1) (select a column with PATH:COL)")
+    if shape[0] != n:
+        shapes = ", ".join(f"{a.label} has shape {a.shape}" for a in arrays.values())
+        axes = [f"axis {spec.sample_axis(k)} of {k}" for k in arrays if spec.sample_axis(k)]
+        where = f" ({', '.join(axes)})" if axes else ""
+        raise InputError(f"{spec.name}: {weights.label} has {shape[0]} weights but the loss has {n} samples{where} "
+                         f"({shapes}); give one weight per sample")
+    return dataclasses.replace(reshaped(weights, shape), name=WEIGHTS)
+
+
+def check_weights(weights: LazyArray, *, allow_all_zero: bool = False, rows: int = 1 << 20) -> None:
+    """Sample weights must be finite and >= 0, and (unless ``allow_all_zero``: one batch of a
+    streaming state) not all zero. One pass in chunks; the message counts over the whole input."""
+    counts = {"non-finite": 0, "negative": 0}
+    firsts: dict[str, tuple[int, Any]] = {}
+    positive = False
+    n = weights.shape[0] if weights.shape else 1
+    for s in range(0, n, rows):
+        w = np.asarray(weights.read(s, min(n, s + rows)))
+        w = w.reshape(len(w), -1) if w.ndim else w.reshape(1, 1)
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(w) if w.dtype.kind == "f" else np.ones(w.shape, dtype=bool)
+            masks = {"non-finite": ~finite, "negative": finite & (w < 0)}
+            positive = positive or bool(np.any(w > 0))
+        for kind, mask in masks.items():
+            c, i, v = first_bad(w, mask)
+            counts[kind] += c
+            if c and kind not in firsts:
+                firsts[kind] = (s + i, v)
+    for kind, count in counts.items():
+        if count:
+            i, v = firsts[kind]
+            raise InputError(f"{weights.label} has {count} {kind} value{'s' if count != 1 else ''} (the first at "
+                             f"sample {i}: {float(v):g}); sample weights must be finite and >= 0")
+    if not positive and not allow_all_zero:
+        raise InputError(f"{weights.label}: every weight is 0; at least one sample needs a positive weight")
+
+
+def weighted_sums(spec: LossSpec, part: Part, w: np.ndarray) -> tuple[float, float, float]:
+    """``(Σ wᵢ·values, Σ wᵢ·mean numerators, Σ wᵢ·mean denominators)`` of one chunk: every value of
+    sample i (all its elements) counts wᵢ times, in the sum and in both sums of the mean."""
+    values = np.asarray(part.values, dtype=np.float64)
+    n = len(w)
+    if values.ndim == 0 or values.shape[0] != n:
+        raise UsageError(f"{spec.name}: its values are not one per sample ({values.shape} for {n} samples), so "
+                         f"{option('weights')} cannot weight them; evaluate it without weights")
+
+    def by_sample(x: Any) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return w.reshape((n,) + (1,) * (x.ndim - 1)) * x if x.ndim else x
+
+    total = float(np.sum(by_sample(values)))
+    numerator = total if part.mean_values is None else float(np.sum(by_sample(part.mean_values)))
+    if part.weight is None:
+        denominator = float(np.sum(w)) * (values.size // max(n, 1))
+    elif np.ndim(part.weight) == 0:  # a chunk's count: spread evenly over its samples
+        denominator = float(part.weight) * float(np.sum(w)) / max(n, 1)
+    else:
+        denominator = float(np.sum(by_sample(part.weight)))
+    return total, numerator, denominator
 
 
 def _strip_trailing_ones(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -144,7 +235,11 @@ class TermPlan:
     def spec(self) -> LossSpec:
         return self.bound.spec
 
-    def add(self, part: Part) -> None:
+    def add(self, part: Part, weights: np.ndarray | None = None) -> None:
+        if weights is not None:  # --weights: every sum weighted per sample
+            total, numerator, weight = weighted_sums(self.spec, part, weights)
+            self.acc.add_sums(total, numerator, weight, part.stats)
+            return
         values = part.values
         chunk_sum = float(np.sum(values, dtype=np.float64)) if values is not None else 0.0
         numerator = chunk_sum if part.mean_values is None else float(np.sum(part.mean_values, dtype=np.float64))
@@ -219,7 +314,8 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     workers = workers_module.worker_count(threads)
     passes = []
     for n, group in groups.items():
-        fused = {id(p): f for p in group if FAST_PATHS and (f := fast.fused_for(p)) is not None}
+        fused = {id(p): f for p in group  # (the fused sums are unweighted: weighted plans take the kernels)
+                 if FAST_PATHS and WEIGHTS not in p.arrays and (f := fast.fused_for(p)) is not None}
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
@@ -308,6 +404,7 @@ class _ChunkResult:
     part: Part
     index: np.ndarray
     omitted: int
+    weights: np.ndarray | None = None  # the chunk's sample weights (--weights)
 
 
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
@@ -440,6 +537,12 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
         chunk, index, omitted = _apply_nan_policy(plan, chunk, index, nan_policy, start, rows)
         if chunk is None:
             return _ChunkResult(part=None, index=index, omitted=omitted)  # type: ignore[arg-type]
+    weights = chunk.pop(WEIGHTS, None)
+    kwargs = dict(plan.bound.params)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64)
+        if _takes_sample_weight(spec.kernel):  # a loss whose statistics are not per sample (global Dice)
+            kwargs["sample_weight"] = weights
     if plan.observe is not None:
         if lock is None:
             plan.observe(chunk)
@@ -447,12 +550,50 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
             with lock:
                 plan.observe(chunk)
     try:
-        part = _as_part(spec.kernel(**chunk, **plan.bound.params))
+        part = _as_part(spec.kernel(**chunk, **kwargs))
     except DomainError as exc:
         arr = plan.arrays.get(exc.input_name)
         label = arr.label if arr is not None else exc.input_name
-        raise InputError(f"{spec.name}: {label} {exc.detail}") from None
-    return _ChunkResult(part=part, index=index, omitted=omitted)
+        detail = _count_domain(plan, exc, rows) if exc.bad is not None and arr is not None else exc.detail
+        raise InputError(f"{spec.name}: {label} {detail}") from None
+    if weights is not None and part.stats and "sample_weight" not in kwargs:
+        raise UsageError(f"{spec.name} cannot be weighted per sample: its kernel sums statistics over samples "
+                         f"without taking sample_weight; evaluate it without {option('weights')}")
+    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights)
+
+
+_TAKES_SAMPLE_WEIGHT: dict[Any, bool] = {}
+
+
+def _takes_sample_weight(kernel: Any) -> bool:
+    """Whether a kernel weights its own statistics: it has a ``sample_weight`` keyword."""
+    known = _TAKES_SAMPLE_WEIGHT.get(kernel)
+    if known is None:
+        import inspect
+
+        try:
+            known = "sample_weight" in inspect.signature(kernel).parameters
+        except (TypeError, ValueError):
+            known = False
+        _TAKES_SAMPLE_WEIGHT[kernel] = known
+    return known
+
+
+def _count_domain(plan: TermPlan, exc: DomainError, rows: int) -> str:
+    """The DomainError's message for the whole input: a second pass counts the bad values of every
+    chunk (the kernel saw one chunk) and finds the first, as :func:`_raise_nan` does for NaN."""
+    spec, name = plan.spec, exc.input_name
+    count, first, value = 0, -1, None
+    for s in range(0, plan.n, rows):
+        e = min(plan.n, s + rows)
+        chunk = {k: _prepare_chunk(a.read(s, e, spec.sample_axis(k))) for k, a in plan.arrays.items()}
+        c, i, v = first_bad(chunk[name], exc.bad(chunk), spec.sample_axis(name))
+        if c and first < 0:
+            first, value = s + i, v
+        count += c
+    if not count:  # (cannot happen: the chunk that raised is among them)
+        return exc.detail
+    return exc.describe(count, first, value)
 
 
 def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
@@ -463,7 +604,7 @@ def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
     if part is None:
         return
     plan.acc.samples += len(res.index)
-    plan.add(part)
+    plan.add(part, res.weights)
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
         plan.indices.append(res.index + plan.start)

@@ -7,6 +7,7 @@ Every error a user can cause is a :class:`LossctlError`; the CLI prints its mess
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -78,10 +79,16 @@ class ExprError(LossctlError):
 class DomainError(LossctlError):
     """A value outside a loss's domain, raised by a kernel about one of its named inputs.
 
-    The engine adds the file that input came from before the user sees it.
+    The engine adds the file that input came from before the user sees it. A kernel that can say
+    which values are bad gives ``bad`` (one chunk's inputs ``{name: array}`` -> a boolean mask of
+    the shape of ``input_name``'s chunk) and ``describe(count, first_sample, first_value)`` (the
+    message for that many bad values): the engine then counts over the whole input, not just the
+    chunk that raised (lossctl.losses._common.domain_error builds both).
     """
 
-    def __init__(self, input_name: str, message: str) -> None:
+    def __init__(self, input_name: str, message: str, *, bad: Any = None, describe: Any = None) -> None:
         self.input_name = input_name
         self.detail = message
+        self.bad = bad
+        self.describe = describe
         super().__init__(f"{input_name}: {message}")

@@ -13,6 +13,7 @@ the same format as a JSON Schema (tests keep the two in agreement)::
     inputs:                      # preds/targets are the positional PREDS/TARGETS;
       preds: ../sample_data/regression_preds.npy      # any other key is a named input
       targets: ../sample_data/regression_targets.npy  # (= --input NAME=PATH)
+    weights: ../sample_data/weights.csv:w   # one weight per sample (= --weights PATH[:COL])
     losses: [mse, "huber(delta=0.5)"]
     reduction: mean              # mean | sum | none
     nan_policy: raise            # raise | omit | propagate
@@ -49,7 +50,7 @@ REDUCTIONS = ("mean", "sum", "none")
 NAN_POLICIES = ("raise", "omit", "propagate")
 HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which imports NumPy; a test keeps them equal)
 
-TOP_KEYS = ("version", "inputs", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins", "fail_above",
+TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins", "fail_above",
             "baseline", "report", "no_fail", "github", "strict")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
 REPORT_KEYS = ("format", "output", "worst", "per_sample")
@@ -62,6 +63,7 @@ class ScoringConfig:
     preds: str | None = None
     targets: str | None = None
     inputs: dict[str, str] = field(default_factory=dict)
+    weights: str | None = None
     losses: list[str] = field(default_factory=list)
     reduction: str | None = None
     nan_policy: str | None = None
@@ -176,6 +178,8 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
                 cfg.targets = value
             else:
                 cfg.inputs[name] = value
+    if "weights" in doc:
+        cfg.weights = r.path_value(doc, "weights", "weights")
     if "losses" in doc:
         losses = doc["losses"]
         if isinstance(losses, str):

@@ -28,7 +28,8 @@ import numpy as np
 
 from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
-from lossctl.engine import NAN_POLICIES, Sources, TermPlan, normalize_shapes, resolve_inputs, run, sample_count
+from lossctl.engine import (NAN_POLICIES, WEIGHTS, Sources, TermPlan, check_named_inputs, check_weights,
+                            normalize_shapes, resolve_inputs, run, sample_count, weights_for)
 from lossctl.errors import InputError, UsageError, option
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
@@ -89,6 +90,8 @@ class LossState:
             if n == 0:
                 shapes = ", ".join(f"{a.label} {a.shape}" for a in arrays.values())
                 raise InputError(f"{term.spec.name}: no samples to evaluate ({shapes}); give non-empty inputs")
+            if sources.weights is not None:  # one more per-sample input of every term
+                arrays = {**arrays, WEIGHTS: weights_for(term.spec, sources.weights, arrays, n)}
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
                                 acc=self.terms[i], keep_values=self.samples is not None, start=start,
                                 observe=observers[i] if observers else None))
@@ -111,14 +114,21 @@ class LossState:
         self.samples.update(score, index)
         return values, index
 
-    def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None,
+    def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None, weights: Any = None,
                **inputs: Any) -> LossState:
         """Add samples (along axis 0; CTC: its batch axis) given as arrays by input name.
 
-        ``start`` is the index of the first sample (for the worst samples' indices; default: right after
-        the samples this state has seen). Returns the state itself.
+        ``weights``: one non-negative weight per sample (scikit-learn's ``sample_weight``): the mean
+        becomes Σ wᵢ·ℓᵢ / Σ wᵢ, the sum Σ wᵢ·ℓᵢ (a batch may be all zero; the value of a state whose
+        weights sum to 0 is NaN). ``start`` is the index of the first sample (for the worst samples'
+        indices; default: right after the samples this state has seen). Returns the state itself.
         """
-        sources = Sources(preds=_wrap(preds, "preds"), targets=_wrap(targets, "targets"),
+        check_named_inputs(list(inputs), [term.spec for term in self.bound])
+        w = None
+        if weights is not None:
+            w = weights if isinstance(weights, LazyArray) else from_array(weights, WEIGHTS)
+            check_weights(w, allow_all_zero=True)
+        sources = Sources(preds=_wrap(preds, "preds"), targets=_wrap(targets, "targets"), weights=w,
                           named={k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()})
         first = self.rows if start is None else int(start)
         plans = self.plans(sources, start=first)

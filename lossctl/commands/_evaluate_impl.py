@@ -108,14 +108,15 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
 
     provenance = fmt_ in ("json", "markdown", "junit") or s.output is not None or base is not None or s.github
     # the input files' digests start now, on the core that is idle while NumPy and the plugins import
-    stop_prefetch = prefetch([s.preds, s.targets, *s.inputs.values()], hash_algorithm if provenance else "none")
+    stop_prefetch = prefetch([s.preds, s.targets, *s.inputs.values(), s.weights], hash_algorithm if provenance else "none")
     try:
         from lossctl.plugins import load_plugins
 
         load_plugins(s.plugins)
         from lossctl.api import evaluate
 
-        report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, reduction=s.reduction or "mean",
+        report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, weights=s.weights,
+                          reduction=s.reduction or "mean",
                           nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
                           worst=s.worst or 0, hash=hash_algorithm, provenance=provenance)
     finally:

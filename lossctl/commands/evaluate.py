@@ -17,6 +17,8 @@ def evaluate(
     targets: Annotated[str | None, typer.Argument(help="Targets (optional when the loss takes named inputs).")] = None,
     loss: Annotated[list[str] | None, typer.Option("--loss", "-l", help="Loss expression, e.g. 'huber(delta=0.5)' or 'mse + 2*mae'. Repeatable.")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="Named input NAME=PATH (anchor, x1, log_probs, ...). Repeatable.")] = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", help="PATH[:COL]: one non-negative weight per sample; mean = sum(w*loss)/sum(w), sum = sum(w*loss).")] = None,
     reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). Default: mean.")] = None,
     nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. Default: raise.")] = None,
     format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " Default: table.")] = None,

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, reshaped
+from lossctl.arrays import LazyArray, first_bad, reshaped
 from lossctl.errors import DomainError, InputError
 
 
@@ -48,26 +48,68 @@ def log_softmax(x: np.ndarray, axis: int = 1) -> np.ndarray:
     return out
 
 
-def check_range(name: str, x: np.ndarray, low: float, high: float, what: str, fix: str) -> None:
-    """DomainError when ``x`` (ignoring NaN) leaves ``[low, high]``."""
-    if x.size == 0:
-        return
+def plural(count: int, word: str, many: str | None = None) -> str:
+    return f"{count} {word if count == 1 else (many or word + 's')}"
+
+
+def shown(value: Any) -> str:
+    """A bad value as messages show it: ``1.5``, ``-3``, ``nan``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value)).lower()
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):g}"
+
+
+def domain_error(name: str, chunk: dict[str, np.ndarray], bad: Any, describe: Any, axis: int = 0) -> DomainError:
+    """A :class:`DomainError` about input ``name`` whose bad values ``bad(chunk)`` the engine can count
+    over the whole input; its message counts them in ``chunk`` (the whole input when a kernel is
+    called directly). ``describe(count, first_sample, first_value)`` words it."""
+    count, first, value = first_bad(chunk[name], bad(chunk), axis)
+    return DomainError(name, describe(count, first, value), bad=bad, describe=describe)
+
+
+def _outside(x: np.ndarray, low: float, high: float) -> np.ndarray:
     with np.errstate(invalid="ignore"):
-        bad = (x < low) | (x > high)
-    if bad.any():
-        count = int(bad.sum())
-        first = x[bad].flat[0]
-        raise DomainError(name, f"has {count} value{'s' if count != 1 else ''} outside [{low:g}, {high:g}] "
-                                f"(e.g. {float(first):g}); {what}; {fix}")
+        return (x < low) | (x > high)  # NaN is neither (the NaN policy deals with it)
+
+
+def check_range(name: str, x: np.ndarray, low: float, high: float, what: str, fix: str) -> None:
+    """DomainError when ``x`` (input ``name``, ignoring NaN) leaves ``[low, high]``."""
+    if x.size == 0 or not _outside(x, low, high).any():
+        return
+
+    def bad(chunk: dict[str, np.ndarray]) -> np.ndarray:
+        return _outside(chunk[name], low, high)
+
+    def describe(count: int, first: int, value: Any) -> str:
+        return (f"has {plural(count, 'value')} outside [{low:g}, {high:g}] (the first at sample {first}: "
+                f"{shown(value)}); {what}; {fix}")
+
+    raise domain_error(name, {name: x}, bad, describe)
 
 
 def class_indices(name: str, t: np.ndarray, n_classes: int, ignore_index: int | None = None) -> np.ndarray:
     """Targets as int64 class indices in [0, C) (or ignore_index); DomainError otherwise."""
     idx, nan = class_indices_nan(name, t, n_classes, ignore_index)
-    if nan is not None:
-        raise DomainError(name, f"must hold integer class indices, found nan; give class indices "
-                                f"0..{n_classes - 1}")
+    if nan is not None:  # (reached with --nan-policy propagate)
+        raise domain_error(name, {name: t}, lambda chunk: np.isnan(chunk[name]),
+                           lambda count, first, value: (
+                               f"must hold integer class indices, found {plural(count, 'NaN', 'NaNs')} (the first "
+                               f"at sample {first}); give class indices 0..{n_classes - 1}"))
     return idx
+
+
+def _not_class_index(t: np.ndarray, n_classes: int, ignore_index: int | None) -> np.ndarray:
+    """Where ``t`` holds no class index in [0, C) nor ``ignore_index`` (NaN is not flagged)."""
+    if t.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            ok = np.isnan(t) | ((t == np.round(t)) & (t >= 0) & (t < n_classes))
+    else:
+        ok = (t >= 0) & (t < n_classes)  # before any int64 cast: 1e30 or 2^63 must not wrap around
+    if ignore_index is not None:
+        ok |= t == ignore_index
+    return ~ok
 
 
 def class_indices_nan(name: str, t: np.ndarray, n_classes: int,
@@ -77,30 +119,30 @@ def class_indices_nan(name: str, t: np.ndarray, n_classes: int,
     Returns ``(idx, nan_mask)``: NaN positions hold index 0 in ``idx`` and are flagged in
     ``nan_mask`` (``None`` when there are none) so the kernel can make their loss NaN.
     """
+    if t.dtype.kind not in "iubf":
+        raise DomainError(name, f"must hold integer class indices, got dtype {t.dtype}; "
+                                f"give class indices 0..{n_classes - 1}")
     nan = None
     if t.dtype.kind == "f":
         isnan = np.isnan(t)
         if isnan.any():
             nan = isnan
-            t = np.where(isnan, 0, t)
-        with np.errstate(invalid="ignore"):
-            integral = np.isfinite(t) & (t == np.round(t))
-        if not integral.all():
-            bad = t[~integral].flat[0]
-            raise DomainError(name, f"must hold integer class indices, found {float(bad):g}; "
-                                    f"give class indices 0..{n_classes - 1} (or probabilities with the "
-                                    f"same shape as preds)")
-    elif t.dtype.kind not in "iub":
-        raise DomainError(name, f"must hold integer class indices, got dtype {t.dtype}; "
-                                f"give class indices 0..{n_classes - 1}")
-    valid = (t >= 0) & (t < n_classes)  # before the int64 cast: 1e30 or 2^63 must not wrap around
-    if ignore_index is not None:
-        valid |= t == ignore_index
-    if not valid.all():
-        bad = t[~valid].flat[0]
-        shown = f"{float(bad):g}" if t.dtype.kind == "f" else str(int(bad))
-        raise DomainError(name, f"has class index {shown} outside [0, {n_classes - 1}] "
-                                f"for preds with {n_classes} classes on axis 1; fix the labels or the preds")
+    invalid = _not_class_index(t, n_classes, ignore_index)
+    if invalid.any():
+        def bad(chunk: dict[str, np.ndarray]) -> np.ndarray:
+            return _not_class_index(chunk[name], n_classes, ignore_index)
+
+        def describe(count: int, first: int, value: Any) -> str:
+            v = float(value)
+            what = f"class index {shown(value)}" if np.isfinite(v) and v == np.round(v) else shown(value)
+            return (f"has {plural(count, 'value')} that {'is' if count == 1 else 'are'} not among the integer "
+                    f"class indices 0..{n_classes - 1} for preds with {n_classes} classes on axis 1 (the first at "
+                    f"sample {first}: {what}); fix the labels or the preds, or give probabilities with the same "
+                    f"shape as preds")
+
+        raise domain_error(name, {name: t}, bad, describe)
+    if nan is not None:
+        t = np.where(nan, 0, t)
     return t.astype(np.int64, copy=False), nan
 
 

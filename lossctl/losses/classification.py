@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels
-from lossctl.arrays import LazyArray, reshaped
+from lossctl.arrays import LazyArray, from_array, reshaped
 from lossctl.errors import DomainError, InputError
 from lossctl.fast import (
     Block,
@@ -37,7 +37,8 @@ from lossctl.losses._common import (
 )
 from lossctl.registry import Param, Part, register_loss
 
-_WEIGHT = Param("weight", "float_or_floats", None, "rescaling weight, broadcast over the last axis", nullable=True)
+_WEIGHT = Param("weight", "float_or_floats", None, "rescaling weight, broadcast against preds' last axis as in "
+                "torch: one per column, or one per sample for (N,) preds", nullable=True)
 _CLASS_WEIGHT = Param("weight", "floats", None, "one weight per class", nullable=True, ge=0)
 _IGNORE = Param("ignore_index", "int", -100, "target value that contributes nothing")
 
@@ -54,22 +55,29 @@ def _broadcast_last(weight: Any) -> np.ndarray | float:
 
 
 def _check_column_params(loss: str, names: tuple[str, ...]) -> Any:
-    """Same-shape inputs; list parameters (``weight``, ``pos_weight``) have one entry per column.
+    """Same-shape inputs; list parameters (``weight``, ``pos_weight``) broadcast against preds as torch
+    broadcasts them: one value, or one per element of the last axis, i.e. one per column of (N, C, ...)
+    inputs and one per sample of (N,) inputs ((N, 1) counts as (N,)).
 
-    Checked once on the whole shapes, so the answer cannot depend on the chunk size. For 1-D inputs
-    ``(N,)`` every element is its own sample, so only a single value makes sense.
+    Checked once on the whole shapes, so the answer cannot depend on the chunk size. A per-sample
+    list becomes the input ``NAME_per_sample``, read in chunks along the samples with the others.
     """
 
     def check(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
         p = arrays["preds"]
-        columns = p.shape[-1] if p.ndim >= 2 else 1
+        last = p.shape[-1] if p.ndim >= 1 else 1
         for name in names:
             value = params.get(name)
-            if isinstance(value, list) and len(value) not in (1, columns):
-                where = (f"preds have {columns} columns (last axis of shape {p.shape})" if p.ndim >= 2
-                         else f"preds of shape {p.shape} have no column axis")
-                raise InputError(f"{loss}: {name}={value} has {len(value)} entries but {where}; "
-                                 f"give one value, or one per column of (N, C) inputs")
+            if not isinstance(value, list) or len(value) in (1, last) and p.ndim >= 2:
+                continue
+            if len(value) not in (1, last):
+                axis = "one per column" if p.ndim >= 2 else "one per sample"
+                raise InputError(f"{loss}: {name}=[...] has {len(value)} entries but preds have shape {p.shape}; "
+                                 f"{name} broadcasts against the last axis of preds, as in torch: give one "
+                                 f"value, or {last} ({axis})")
+            if p.ndim == 1 and len(value) > 1:  # (N,) preds: one value per sample
+                arrays = {**arrays, f"{name}_per_sample": from_array(np.asarray(value, dtype=np.float64),
+                                                                      f"{name}_per_sample")}
         return arrays
 
     return check
@@ -127,7 +135,8 @@ def _unweighted_pair(plan: Any) -> bool:
                     (("target 1", lambda p, **_: -np.log(p)), ("target 0", lambda p, **_: -np.log1p(-p))))),
     fused=Fused(_fused_bce, _unweighted_pair),
 )
-def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
+def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None,
+        weight_per_sample: np.ndarray | None = None) -> Part:
     """As torch: ``-(t max(log p, -100) + (1 - t) max(log1p(-p), -100))``, times ``weight``.
 
     >>> from lossctl.functional import bce
@@ -143,6 +152,8 @@ def bce(preds: np.ndarray, targets: np.ndarray, *, weight: Any = None) -> Part:
         nlog_p = np.minimum(np.negative(np.log(p)), 100.0)
         nlog_q = np.minimum(np.negative(np.log1p(-p)), 100.0)
     loss = t * nlog_p + (1.0 - t) * nlog_q
+    if weight_per_sample is not None:  # this chunk's part of a per-sample list (see _check_column_params)
+        weight = weight_per_sample
     return Part(values=loss * _broadcast_last(weight) if weight is not None else loss)
 
 
@@ -174,7 +185,8 @@ def _fused_bce_with_logits(blk: Block, p: Any, t: Any, params: dict[str, Any]) -
     "bce_with_logits", aliases=("bce_logits", "binary_cross_entropy_with_logits", "sigmoid_cross_entropy"),
     family="classification", elementwise=True,
     params=[
-        Param("pos_weight", "float_or_floats", None, "weight of positive examples (scalar or per column)",
+        Param("pos_weight", "float_or_floats", None, "weight of positive examples (scalar or per column; "
+                                                     "per sample for (N,) preds)",
               nullable=True, ge=0),
         _WEIGHT,
     ],
@@ -195,7 +207,9 @@ def _fused_bce_with_logits(blk: Block, p: Any, t: Any, params: dict[str, Any]) -
                                    ("target 0", lambda z, **_: _curve_softplus(z))))),
     fused=Fused(_fused_bce_with_logits, _unweighted_pair),
 )
-def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any = None, weight: Any = None) -> Part:
+def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any = None, weight: Any = None,
+                    pos_weight_per_sample: np.ndarray | None = None,
+                    weight_per_sample: np.ndarray | None = None) -> Part:
     """``pw t softplus(-x) + (1 - t) softplus(x)``, times ``weight``.
 
     Torch writes this as ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)``; the two are equal, but the
@@ -210,6 +224,10 @@ def bce_with_logits(preds: np.ndarray, targets: np.ndarray, *, pos_weight: Any =
     dt = float_dtype(preds, targets)
     x, t = _as_float(preds, dt), _as_float(targets, dt)
     check_range("targets", t, 0.0, 1.0, "bce_with_logits expects targets in [0, 1]", "rescale the labels to 0/1")
+    if pos_weight_per_sample is not None:  # this chunk's part of per-sample lists (see _check_column_params)
+        pos_weight = pos_weight_per_sample
+    if weight_per_sample is not None:
+        weight = weight_per_sample
     nlog_p, nlog_q = softplus_pair(x)  # -log sigmoid(x), -log(1 - sigmoid(x))
     pos = t * nlog_p if pos_weight is None else (_broadcast_last(pos_weight) * t) * nlog_p
     loss = pos + (1.0 - t) * nlog_q

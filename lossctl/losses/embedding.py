@@ -31,10 +31,10 @@ import numpy as np
 
 from lossctl import ckernels
 from lossctl.arrays import LazyArray, reshaped
-from lossctl.errors import DomainError, ExprError, InputError, option
+from lossctl.errors import ExprError, InputError, option
 from lossctl.fast import FLOATS, Block, Fused, f64_of, row_dot, rows64, same_float
 from lossctl.knowledge import Curve, Knowledge
-from lossctl.losses._common import shape_error
+from lossctl.losses._common import domain_error, plural, shape_error, shown
 from lossctl.registry import Param, Part, register_loss
 
 _BLOCK_ELEMENTS = 1 << 20
@@ -459,6 +459,11 @@ def _contrastive_pairs(plan: Any) -> bool:
         and y.dtype in FLOATS and y.shape == (a.shape[0],)
 
 
+def _not_zero_one(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    return ~np.isin(y, (0.0, 1.0)) & ~np.isnan(y)
+
+
 @register_loss(
     "contrastive", aliases=("contrastive_loss",), family="embedding",
     inputs=(), optional_inputs=("x1", "x2", "targets", "embeddings"),
@@ -495,10 +500,12 @@ def contrastive(x1: np.ndarray | None = None, x2: np.ndarray | None = None, targ
     if mining != "none":
         return Part(values=embeddings[:, 0], weight=embeddings[:, 1])
     a, b, y = _f64(x1), _f64(x2), _f64(targets)
-    bad = ~np.isin(y, (0.0, 1.0)) & ~np.isnan(y)
-    if bad.any():
-        raise DomainError("targets", f"must be 0 (similar) or 1 (dissimilar), found {float(y[bad][0]):g}; "
-                                     f"relabel the pairs")
+    if _not_zero_one(y).any():
+        raise domain_error("targets", {"targets": y}, lambda chunk: _not_zero_one(chunk["targets"]),
+                           lambda count, first, value: (
+                               f"must be 0 (similar) or 1 (dissimilar): {plural(count, 'value')} "
+                               f"{'is' if count == 1 else 'are'} not (the first at sample {first}: {shown(value)}); "
+                               f"relabel the pairs"))
     diff = a - b
     d = np.sqrt(np.sum(diff * diff, axis=1))
     return Part(values=(1.0 - y) * d * d + y * np.maximum(margin - d, 0.0) ** 2)

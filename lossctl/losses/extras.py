@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
-from lossctl.errors import DomainError
 from lossctl.fast import (
     FLOATS,
     Block,
@@ -25,7 +24,7 @@ from lossctl.fast import (
     sum64,
 )
 from lossctl.knowledge import RESIDUAL, Curve, Knowledge
-from lossctl.losses._common import check_range, shape_error
+from lossctl.losses._common import check_range, domain_error, plural, shape_error, shown
 from lossctl.registry import Param, Part, register_loss
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -203,9 +202,9 @@ def gaussian_nll(preds: np.ndarray, targets: np.ndarray, var: np.ndarray, *, ful
     """
     x, t, v = _f64(preds), _f64(targets), _f64(var)
     if v.size and (v < 0).any():
-        count = int((v < 0).sum())
-        raise DomainError("var", f"has {count} negative value{'s' if count != 1 else ''} "
-                                 f"(e.g. {float(v[v < 0].flat[0]):g}); variances must be >= 0")
+        raise domain_error("var", {"var": v}, lambda chunk: np.asarray(chunk["var"]) < 0,
+                           lambda count, first, value: f"has {plural(count, 'negative value')} (the first at "
+                                                       f"sample {first}: {shown(value)}); variances must be >= 0")
     v = np.maximum(v, eps)
     d = x - t
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
@@ -264,6 +263,11 @@ def _cosine_pairs(plan: Any) -> bool:
         and y.dtype in FLOATS and y.shape == (a.shape[0],)
 
 
+def _not_pm_one(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    return ~np.isin(y, (1.0, -1.0)) & ~np.isnan(y)
+
+
 @register_loss(
     "cosine_embedding", aliases=("cosine_embedding_loss",), family="embedding",
     inputs=("x1", "x2", "targets"), positional=("", "targets"), check_shapes=_check_cosine,
@@ -290,10 +294,12 @@ def cosine_embedding(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray, *, mar
     0.292893
     """
     a, b, y = _f64(x1), _f64(x2), _f64(targets)
-    bad = ~np.isin(y, (1.0, -1.0)) & ~np.isnan(y)
-    if bad.any():
-        raise DomainError("targets", f"must be 1 (similar) or -1 (dissimilar), found {float(y[bad][0]):g}; "
-                                     f"relabel the pairs (0 → -1)")
+    if _not_pm_one(y).any():
+        raise domain_error("targets", {"targets": y}, lambda chunk: _not_pm_one(chunk["targets"]),
+                           lambda count, first, value: (
+                               f"must be 1 (similar) or -1 (dissimilar): {plural(count, 'value')} "
+                               f"{'is' if count == 1 else 'are'} not (the first at sample {first}: {shown(value)}); "
+                               f"relabel the pairs (0 → -1)"))
     eps = 1e-12  # torch's EPSILON: zero vectors give cos = 0
     with np.errstate(over="ignore", invalid="ignore"):
         cos = np.sum(a * b, axis=1) / np.sqrt((np.sum(a * a, axis=1) + eps) * (np.sum(b * b, axis=1) + eps))

@@ -12,10 +12,9 @@ from typing import Any
 import numpy as np
 
 from lossctl.ckernels import KIND_ABS, KIND_HUBER, KIND_SQUARE
-from lossctl.errors import DomainError
 from lossctl.fast import Block, Fused, c_residual_sum, range_of, same_float_pair, sum64
 from lossctl.knowledge import RESIDUAL, Curve, Knowledge
-from lossctl.losses._common import float_dtype
+from lossctl.losses._common import domain_error, float_dtype, plural, shown
 from lossctl.registry import Param, register_loss
 
 _LOG2 = float(np.log(2.0))
@@ -388,6 +387,11 @@ def _fused_msle(blk: Block, p: Any, t: Any, params: dict[str, Any]) -> tuple[flo
     return sum64(a), n
 
 
+def _at_most_minus_one(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return x <= -1
+
+
 @register_loss(
     "msle", aliases=("mean_squared_log_error", "mean_squared_logarithmic_error"), family="regression",
     elementwise=True,
@@ -417,11 +421,11 @@ def msle(preds: np.ndarray, targets: np.ndarray) -> np.ndarray:
     0.5
     """
     for name, x in (("preds", preds), ("targets", targets)):
-        with np.errstate(invalid="ignore"):
-            bad = x <= -1
-        if np.any(bad):
-            raise DomainError(name, f"has {int(np.sum(bad))} value(s) <= -1 (e.g. {float(x[bad].flat[0]):g}); "
-                                    f"msle takes log(1 + x), so values must be > -1")
+        if np.any(_at_most_minus_one(x)):
+            raise domain_error(name, {name: x}, lambda chunk, name=name: _at_most_minus_one(chunk[name]),
+                               lambda count, first, value: (
+                                   f"has {plural(count, 'value')} <= -1 (the first at sample {first}: "
+                                   f"{shown(value)}); msle takes log(1 + x), so values must be > -1"))
     dt = np.result_type(preds, targets, np.float32)
     d = np.log1p(np.asarray(preds, dtype=dt)) - np.log1p(np.asarray(targets, dtype=dt))
     return np.multiply(d, d, out=d)

@@ -112,12 +112,16 @@ def _sums(loss: str, preds: np.ndarray, targets: np.ndarray, from_logits: bool,
 
 def _overlap_loss(loss: str, score: Callable[..., np.ndarray]) -> tuple[Callable[..., Part], Callable[..., Any]]:
     def kernel(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
-               per_sample: bool = False, per_class: bool = False, **extra: float) -> Part:
+               per_sample: bool = False, per_class: bool = False, sample_weight: np.ndarray | None = None,
+               **extra: float) -> Part:
         inter, p_sum, t_sum, by_class = _sums(loss, preds, targets, from_logits, per_class)
         with np.errstate(invalid="ignore", divide="ignore"):
             values = 1.0 - score(inter, p_sum, t_sum, smooth, **extra)
         if by_class:
             values = values.mean(axis=1)
+        if sample_weight is not None:  # --weights: each sample's share of the three sums, weighted
+            w = sample_weight.reshape((-1,) + (1,) * (inter.ndim - 1))
+            inter, p_sum, t_sum = inter * w, p_sum * w, t_sum * w
         stats = {"i": inter.sum(axis=0), "p": p_sum.sum(axis=0), "t": t_sum.sum(axis=0)}
         return Part(values=values, stats=stats)
 
@@ -236,7 +240,8 @@ _FUSED_OVERLAP = Fused(_fused_overlap_stats, _overlap_plain, stats=True)
     fused=_FUSED_OVERLAP,
 )
 def dice(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
-         per_sample: bool = False, per_class: bool = False) -> Part:
+         per_sample: bool = False, per_class: bool = False,
+         sample_weight: np.ndarray | None = None) -> Part:
     """Soft Dice loss ``1 - (2 Σpt + smooth) / (Σp + Σt + smooth)``.
 
     >>> from lossctl.functional import dice
@@ -244,7 +249,7 @@ def dice(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_lo
     0.083333
     """
     return _dice_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
-                        per_class=per_class)
+                        per_class=per_class, sample_weight=sample_weight)
 
 
 def _curve_iou(p, smooth=1.0, **_):
@@ -270,7 +275,8 @@ def _curve_iou(p, smooth=1.0, **_):
     fused=_FUSED_OVERLAP,
 )
 def iou(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
-        per_sample: bool = False, per_class: bool = False) -> Part:
+        per_sample: bool = False, per_class: bool = False,
+        sample_weight: np.ndarray | None = None) -> Part:
     """Soft Jaccard loss ``1 - (Σpt + smooth) / (Σp + Σt - Σpt + smooth)``.
 
     >>> from lossctl.functional import iou
@@ -278,7 +284,7 @@ def iou(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_log
     0.129032
     """
     return _iou_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
-                       per_class=per_class)
+                       per_class=per_class, sample_weight=sample_weight)
 
 
 def _curve_tversky(p, alpha=0.5, beta=0.5, smooth=1.0, **_):
@@ -310,7 +316,8 @@ def _curve_tversky(p, alpha=0.5, beta=0.5, smooth=1.0, **_):
     fused=_FUSED_OVERLAP,
 )
 def tversky(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from_logits: bool = False,
-            per_sample: bool = False, per_class: bool = False, alpha: float = 0.5, beta: float = 0.5) -> Part:
+            per_sample: bool = False, per_class: bool = False, alpha: float = 0.5, beta: float = 0.5,
+            sample_weight: np.ndarray | None = None) -> Part:
     """Tversky loss ``1 - (Σpt + smooth) / (Σpt + α Σp(1-t) + β Σ(1-p)t + smooth)``.
 
     >>> from lossctl.functional import tversky
@@ -319,4 +326,4 @@ def tversky(preds: np.ndarray, targets: np.ndarray, *, smooth: float = 1.0, from
     0.081633
     """
     return _tversky_kernel(preds, targets, smooth=smooth, from_logits=from_logits, per_sample=per_sample,
-                           per_class=per_class, alpha=alpha, beta=beta)
+                           per_class=per_class, alpha=alpha, beta=beta, sample_weight=sample_weight)

@@ -18,9 +18,9 @@ import numpy as np
 
 from lossctl import ckernels
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
-from lossctl.errors import DomainError, InputError
+from lossctl.errors import InputError
 from lossctl.knowledge import Knowledge
-from lossctl.losses._common import shape_error
+from lossctl.losses._common import domain_error, plural, shape_error, shown
 from lossctl.registry import Param, Part, register_loss
 
 _NAMES = ("log_probs", "targets", "input_lengths", "target_lengths")
@@ -181,6 +181,21 @@ def ctc_forward(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.nd
     return -loglik
 
 
+def _bad_labels(tg: np.ndarray, tl: np.ndarray, n_classes: int, blank: int) -> np.ndarray:
+    """Labels that are no class of log_probs other than the blank (within each target length), and
+    non-integers anywhere; the shape of ``tg`` (N, S)."""
+    bad = np.zeros(tg.shape, dtype=bool)
+    if tg.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad |= ~(np.isfinite(tg) & (tg == np.round(tg)))
+    width = min(int(tl.max()) if tl.size else 0, tg.shape[1] if tg.ndim == 2 else 0)
+    labels = tg[:, :width]
+    used = np.arange(width)[None, :] < tl[:, None]
+    with np.errstate(invalid="ignore"):
+        bad[:, :width] |= used & ((labels < 0) | (labels >= n_classes) | (labels == blank))
+    return bad
+
+
 @register_loss(
     "ctc", aliases=("ctc_loss",), family="sequence", inputs=_NAMES, positional=("log_probs", "targets"),
     sample_axes={"log_probs": 1}, check_shapes=_check_ctc, prepare=_prepare_ctc,
@@ -220,21 +235,23 @@ def ctc(log_probs: np.ndarray, targets: np.ndarray, input_lengths: np.ndarray, t
     il = np.asarray(input_lengths).astype(np.int64)
     tl = np.asarray(target_lengths).astype(np.int64)
     tg = np.asarray(targets)
-    if tg.dtype.kind == "f":
-        ok = np.isfinite(tg) & (tg == np.round(tg))
-        if not ok.all():
-            raise DomainError("targets", f"must hold integer labels, found {float(tg[~ok].flat[0]):g}")
-    tg = tg.astype(np.int64)
     n_classes = lp.shape[2]
+    if _bad_labels(tg, tl, n_classes, blank).any():
+        def describe(count: int, first: int, value: Any) -> str:
+            v = float(value)
+            which = ("not an integer" if not (np.isfinite(v) and v == np.round(v)) else
+                     "the blank" if v == blank else f"outside [0, {n_classes - 1}]")
+            return (f"has {plural(count, 'bad label')} (the first at sequence {first}: {shown(value)}, which is "
+                    f"{which}); labels must be integer classes of log_probs other than blank={blank}")
+
+        raise domain_error("targets", {"targets": tg, "target_lengths": tl},
+                           lambda chunk: _bad_labels(np.asarray(chunk["targets"]),
+                                                     np.asarray(chunk["target_lengths"]).astype(np.int64),
+                                                     n_classes, blank), describe)
+    tg = tg.astype(np.int64)
     width = int(tl.max()) if tl.size else 0
     used = np.arange(width)[None, :] < tl[:, None]
     labels = tg[:, :width]
-    bad = used & ((labels < 0) | (labels >= n_classes) | (labels == blank))
-    if bad.any():
-        value = int(labels[bad][0])
-        raise DomainError("targets", f"has label {value}, which is "
-                                     + ("the blank" if value == blank else f"outside [0, {n_classes - 1}]")
-                                     + f"; labels must be classes of log_probs other than blank={blank}")
     padded = np.where(used, labels, blank)
     kernels = ckernels.kernels
     if kernels is None:
