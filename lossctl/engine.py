@@ -452,6 +452,12 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
         arr = plan.arrays.get(exc.input_name)
         label = arr.label if arr is not None else exc.input_name
         raise InputError(f"{spec.name}: {label} {exc.detail}") from None
+    except Exception as exc:  # a user's plugin loss failing is their error (exit 2), not lossctl's bug
+        from lossctl.errors import LossctlError, PluginError
+
+        if spec.plugin is None or isinstance(exc, LossctlError):
+            raise
+        raise PluginError(spec.plugin, spec.name, exc) from exc
     return _ChunkResult(part=part, index=index, omitted=omitted)
 
 
