@@ -22,7 +22,7 @@ def stdout_json(text: str) -> None:
     except UnicodeEncodeError:
         import re
 
-        def escape(match: "re.Match[str]") -> str:
+        def escape(match: re.Match[str]) -> str:
             data = match.group().encode("utf-16-be")
             return "".join(f"\\u{int.from_bytes(data[i:i + 2], 'big'):04x}" for i in range(0, len(data), 2))
 
