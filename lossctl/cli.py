@@ -109,7 +109,7 @@ class _LossctlGroup(TyperGroup):
 
 app = typer.Typer(
     cls=_LossctlGroup,
-    add_completion=True,  # --install-completion / --show-completion (typer imports them only when used)
+    add_completion=True,  # --install-completion / --show-completion (typer loads its completion code anyway)
     context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -107,6 +107,14 @@ def test_shell_completion_is_available(runner):
     assert script.exit_code == 0 and "_completion()" in script.stdout and "complete -o default" in script.stdout
 
 
+def test_shell_completion_completes_commands_and_options():
+    for words, cword, expected in (("lossctl ev", "1", "evaluate"), ("lossctl evaluate --nan", "2", "--nan-policy")):
+        proc = subprocess.run([sys.executable, "-m", "lossctl"], check=False, capture_output=True, text=True,
+                              env=_env(_LOSSCTL_COMPLETE="complete_bash", COMP_WORDS=words, COMP_CWORD=cword),
+                              cwd=ROOT, timeout=60)
+        assert proc.returncode == 0 and proc.stdout.split() == [expected], (words, proc.stdout, proc.stderr)
+
+
 def test_subcommand_help_stays_lean():
     """typer escaped the help for rich, importing it (~65 ms) for every `recommend --help`."""
     code = ("import sys\nfrom lossctl.cli import app\n"
