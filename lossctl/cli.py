@@ -16,16 +16,49 @@ try:  # typer >= 0.20 vendors click
     from typer._click import exceptions as click_exc
 except ImportError:  # pragma: no cover
     from click import exceptions as click_exc
-from typer.core import TyperGroup
+import typer.core
+from typer.core import TyperCommand, TyperGroup
 
 from lossctl.version import __version__
 from lossctl.errors import ExitCode, LossctlError
 
 REPORT_URL = "https://github.com/lossctl/lossctl/issues"
 
+# Typer escapes the "[default: ...]"/"[required]" in help for rich whenever rich is installed, even
+# with rich_markup_mode=None, which then prints a literal "\[required]" (and imports rich, ~65 ms).
+# Help here is plain text: tell typer.core there is no rich to escape for.
+typer.core.HAS_RICH = False
+
+#: shown in every command's help; the group strips it from the arguments before parsing
+DEBUG_HELP = "Show the traceback of an error (may go anywhere on the command line)."
+
+
+def _with_debug(params: list[Any]) -> list[Any]:
+    """``params`` with ``--debug`` listed before the help option (which click puts last)."""
+    try:
+        from typer._click import Option
+    except ImportError:  # pragma: no cover
+        from click import Option
+    debug = Option(["--debug"], is_flag=True, expose_value=False, help=DEBUG_HELP)
+    return [*params[:-1], debug, params[-1]] if params else [debug]
+
+
+#: click >= 8.2 raises this (a UsageError carrying the whole help) for no_args_is_help
+_NO_ARGS_IS_HELP = getattr(click_exc, "NoArgsIsHelpError", ())
+
+
+class _LossctlCommand(TyperCommand):
+    """A command whose help also lists ``--debug`` (handled by :class:`_LossctlGroup`)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _with_debug(super().get_params(ctx))
+
 
 class _LossctlGroup(TyperGroup):
     """Runs a command and maps every outcome onto SPEC §2's exit codes and streams."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _with_debug(super().get_params(ctx))
 
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
              standalone_mode: bool = True, **extra: Any) -> Any:
@@ -34,6 +67,7 @@ class _LossctlGroup(TyperGroup):
         args = [a for a in args if a != "--debug"]
         from lossctl import console
 
+        console.make_stdio_safe()
         try:
             result = super().main(args=args, prog_name=prog_name or "lossctl",
                                   complete_var=complete_var, standalone_mode=False, **extra)
@@ -45,6 +79,9 @@ class _LossctlGroup(TyperGroup):
         except (typer.Abort, KeyboardInterrupt):
             console.error("interrupted")
             code = ExitCode.INTERRUPTED
+        except _NO_ARGS_IS_HELP as exc:  # the usage itself, as typer formats it
+            sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
+            code = ExitCode.USAGE
         except click_exc.UsageError as exc:
             hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
             console.error(f"{exc.format_message()}{hint}")
@@ -72,7 +109,8 @@ class _LossctlGroup(TyperGroup):
 
 app = typer.Typer(
     cls=_LossctlGroup,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (typer loads its completion code anyway)
+    context_settings={"help_option_names": ["-h", "--help"]},
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,  # plain help: rich would add ~70 ms to every `--help`
@@ -98,10 +136,10 @@ def _root(
 def _register() -> None:
     from lossctl.commands import evaluate, explain, losses, recommend
 
-    app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
-    app.command("recommend", no_args_is_help=True)(recommend.recommend)
-    app.command("losses")(losses.losses)
-    app.command("explain", no_args_is_help=True)(explain.explain)
+    app.command("evaluate", no_args_is_help=True, cls=_LossctlCommand)(evaluate.evaluate)
+    app.command("recommend", no_args_is_help=True, cls=_LossctlCommand)(recommend.recommend)
+    app.command("losses", cls=_LossctlCommand)(losses.losses)
+    app.command("explain", no_args_is_help=True, cls=_LossctlCommand)(explain.explain)
 
 
 _register()

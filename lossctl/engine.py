@@ -21,7 +21,7 @@ import numpy as np
 from lossctl import fast
 from lossctl import workers as workers_module
 from lossctl.arrays import LazyArray, first_bad, reshaped
-from lossctl.errors import DomainError, InputError, UsageError, option
+from lossctl.errors import DomainError, InputError, LossctlError, PluginError, UsageError, option
 from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
 from lossctl.words import did_you_mean
@@ -556,6 +556,10 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
         label = arr.label if arr is not None else exc.input_name
         detail = _count_domain(plan, exc, rows) if exc.bad is not None and arr is not None else exc.detail
         raise InputError(f"{spec.name}: {label} {detail}") from None
+    except Exception as exc:  # a user's plugin loss failing is their error (exit 2), not lossctl's bug
+        if spec.plugin is None or isinstance(exc, LossctlError):
+            raise
+        raise PluginError(spec.plugin, spec.name, exc) from exc
     if weights is not None and part.stats and "sample_weight" not in kwargs:
         raise UsageError(f"{spec.name} cannot be weighted per sample: its kernel sums statistics over samples "
                          f"without taking sample_weight; evaluate it without {option('weights')}")

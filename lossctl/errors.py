@@ -76,6 +76,21 @@ class ExprError(LossctlError):
         super().__init__(f"{prefix}{message}{where}")
 
 
+class PluginError(LossctlError):
+    """An exception raised inside a user's plugin loss: their code failed, not lossctl (exit 2)."""
+
+    def __init__(self, module: str, loss: str, exc: BaseException) -> None:
+        import os
+        import sys
+
+        path = getattr(sys.modules.get(module), "__file__", None)
+        self.plugin = os.path.basename(path) if path else module
+        self.loss = loss
+        detail = " ".join(str(exc).split())
+        super().__init__(f"plugin {self.plugin}: loss {loss!r} raised {type(exc).__name__}"
+                         + (f": {detail}" if detail else ""))
+
+
 class DomainError(LossctlError):
     """A value outside a loss's domain, raised by a kernel about one of its named inputs.
 

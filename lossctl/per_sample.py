@@ -25,6 +25,14 @@ def _npy_header(shape: tuple[int, ...]) -> bytes:
     return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + text.encode("latin1")
 
 
+def csv_header(row_shape: tuple[int, ...]) -> str:
+    """The CSV header for rows of that shape: ``index,value`` for one value per sample, else one
+    column per value, ``index,value_0,...,value_{C-1}`` (``value_i_j`` for (C, D) rows, C order)."""
+    if not row_shape:
+        return "index,value"
+    return "index," + ",".join("value_" + "_".join(map(str, ix)) for ix in np.ndindex(*row_shape))
+
+
 class PerSampleSink:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -39,15 +47,18 @@ class PerSampleSink:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise UsageError(f"{option('per_sample', path)}: directory {directory} does not exist")
-        self._tmp = f"{path}.lossctl-tmp"  # written from the first values on, renamed by finish()
+        self._tmp: str | None = None  # a unique name beside path, from the first values on; renamed by finish()
 
     def _open(self) -> None:
         """Start the temporary file (on the first values, inside the evaluation's clean-up scope)."""
-        self._fh = open(self._tmp, "wb")  # type: ignore[arg-type]
+        from lossctl.userfiles import temp_beside
+
+        fd, self._tmp = temp_beside(self.path)
+        self._fh = os.fdopen(fd, "wb")
         if self._kind == ".npy":
             self._fh.write(b"\0" * _NPY_HEADER_BYTES)
         else:
-            self._fh.write(b"index,value\n")
+            self._fh.write((csv_header(self.row_shape or ()) + "\n").encode())
 
     def write(self, values: np.ndarray, index: np.ndarray) -> None:
         """Append one chunk of per-sample values (``index``: their sample indices, for CSV rows)."""
@@ -76,7 +87,7 @@ class PerSampleSink:
                 self._fh.write(_npy_header((self.rows,) + (self.row_shape or ())))
             self._fh.close()
             self._fh = None
-            os.replace(self._tmp, self.path)
+            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
 
     def abort(self) -> None:
         """Drop the temporary file, however far its writing got (an interrupt may land mid-open)."""
@@ -84,5 +95,5 @@ class PerSampleSink:
         fh, self._fh = self._fh, None
         if fh is not None:
             fh.close()
-        if os.path.exists(self._tmp):
+        if self._tmp is not None and os.path.exists(self._tmp):
             os.unlink(self._tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from lossctl.errors import UsageError
@@ -20,3 +21,74 @@ def read_text(path: str | Path, label: str, kind: str, missing: str | None = Non
         raise UsageError(f"{label} is not UTF-8 text; give {kind}") from None
     except OSError as exc:
         raise UsageError(f"cannot read {label}: {exc.strerror or exc}") from None
+
+
+def is_stream(path: str) -> bool:
+    """Whether ``path`` exists and is not a regular file (``/dev/stdout``, a terminal, a FIFO): such a
+    file is written in place, never replaced by a renamed temporary file."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def temp_beside(path: str) -> tuple[int, str]:
+    """A new temporary file (descriptor, name) in the directory of ``path``, for an atomic write
+    that ends with ``os.replace(tmp, path)``; its name is unique, so concurrent runs never share it.
+    Its permissions are those a plain ``open(path, "w")`` would give (an existing file's, else
+    0666 minus the umask)."""
+    import tempfile
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".lossctl-tmp")
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        os.fchmod(fd, mode)
+    except (AttributeError, OSError):  # pragma: no cover - Windows
+        pass
+    return fd, tmp
+
+
+def replace_target(path: str) -> str:
+    """The file an atomic write of ``path`` replaces: a symlink's target (the link itself stays)."""
+    return os.path.realpath(path) if os.path.islink(path) else path
+
+
+def write_atomic(path: str, text: str, label: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one:
+    a unique temporary file in the same directory, renamed over ``path``; missing parent
+    directories are created. A device, FIFO or terminal (``/dev/stdout``) is written in place, and a
+    symlink keeps pointing where it did. ``label`` names the file in errors (``--output x``)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{label}: is a directory; give a file name")
+    try:
+        if is_stream(path):
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            return
+        target = replace_target(path)
+        directory = os.path.dirname(os.path.abspath(target))
+        try:
+            os.makedirs(directory, exist_ok=True)  # like pytest --junitxml: CI report dirs need not exist
+        except OSError as exc:
+            raise UsageError(f"{label}: cannot create directory {directory}: {exc.strerror or exc}") from None
+        fd, tmp = temp_beside(target)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, target)
+        except BaseException:  # an error or Ctrl-C: no temporary file left behind
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    except OSError as exc:
+        raise UsageError(f"{label}: cannot write: {exc.strerror or exc}") from None

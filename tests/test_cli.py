@@ -179,21 +179,46 @@ def test_output_file_matches_stdout(runner, pair, tmp_path):
     assert json.loads(out.read_text()) == json.loads(result.stdout)
 
 
-def test_internal_error_is_exit_4_without_traceback_unless_debug(runner, pair, tmp_path):
+def test_internal_error_is_exit_4_without_traceback_unless_debug(runner, pair, monkeypatch):
     p, t, *_ = pair
-    plugin = tmp_path / "broken.py"
+    from lossctl.commands import _evaluate_impl
+
+    def broken_render(report, fmt, **options):  # a bug in lossctl itself
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(_evaluate_impl, "render", broken_render)
+    args = ["evaluate", p, t, "--loss", "mse"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 4
+    line = _one_error_line(result)
+    assert "internal error" in line and "ZeroDivisionError" in line and "please report it" in line
+    debug = runner.invoke(app, [*args, "--debug"])
+    assert debug.exit_code == 4 and "Traceback" in debug.stderr
+
+
+def test_exception_in_a_plugin_loss_is_exit_2_naming_plugin_and_loss(runner, pair, tmp_path):
+    """SPEC §2: the user's plugin failing is their error (exit 2), not lossctl's bug (exit 4)."""
+    p, t, *_ = pair
+    plugin = tmp_path / "my_losses.py"
     plugin.write_text(
         "from lossctl.registry import register_loss\n"
         "@register_loss('broken_loss', formula='x', summary='x', use_when='x', reference='x', replace=True)\n"
         "def broken_loss(preds, targets):\n"
-        "    raise ZeroDivisionError('boom')\n")
-    args = ["evaluate", p, t, "--loss", "broken_loss", "--plugin", str(plugin)]
+        "    return preds[[10**9]]\n")
+    args = ["evaluate", p, t, "--loss", "mse + broken_loss", "--plugin", str(plugin)]
     result = runner.invoke(app, args)
-    assert result.exit_code == 4
+    assert result.exit_code == 2, result.stderr
     line = _one_error_line(result)
-    assert "internal error" in line and "ZeroDivisionError" in line
-    debug = runner.invoke(app, [*args, "--debug"])
-    assert debug.exit_code == 4 and "Traceback" in debug.stderr
+    assert line.startswith("error: plugin my_losses.py: loss 'broken_loss' raised IndexError: index 1000000000"), line
+    assert "internal error" not in line and result.stdout == ""
+    debug = runner.invoke(app, [*args, "--debug"])  # the traceback reaches into the plugin's own line
+    assert debug.exit_code == 2 and "Traceback" in debug.stderr and "my_losses.py" in debug.stderr
+    # the Python API raises the same LossctlError
+    from lossctl import api
+    from lossctl.errors import LossctlError
+
+    with pytest.raises(LossctlError, match=r"plugin my_losses.py: loss 'broken_loss' raised IndexError"):
+        api.evaluate(p, t, ["broken_loss"])
 
 
 def test_help_imports_no_numpy_pandas_or_yaml():
@@ -255,11 +280,11 @@ def test_ctrl_c_is_exit_130_with_one_line_and_no_partial_file(tmp_path):
                              str(tmp_path / "b.npy"), "--loss", "log_cosh", "--reduction", "none",
                              "--per-sample", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
-    while not list(tmp_path.glob("ps.npy*")) and proc.poll() is None and time.time() < deadline:
+    while not list(tmp_path.glob("*ps.npy*")) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)  # wait until it is writing per-sample values
     if proc.poll() is not None:
         pytest.skip("the evaluation finished before it could be interrupted")
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     assert (proc.returncode, stderr.strip(), stdout) == (130, "error: interrupted", "")
-    assert not list(tmp_path.glob("ps.npy*"))  # nothing half-written is left behind
+    assert not list(tmp_path.glob("*ps.npy*"))  # nothing half-written (nor its temporary file) is left behind

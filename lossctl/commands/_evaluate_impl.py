@@ -34,18 +34,31 @@ def parse_named_inputs(items: Sequence[str]) -> dict[str, str]:
     return named
 
 
-def write_output(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise UsageError(f"--output {path}: is a directory; give a file name")
+#: the report format an ``--output`` file name implies when no ``--format`` is given (else table)
+FORMAT_OF_EXTENSION = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".xml": "junit", ".csv": "csv"}
+
+
+def output_format(path: str) -> str:
+    """The format ``--output PATH`` is written in without ``--format``: from its extension."""
+    return FORMAT_OF_EXTENSION.get(os.path.splitext(path)[1].lower(), "table")
+
+
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is the file stdout already writes to (``--output /dev/stdout``)."""
+    import sys
+
     try:
-        os.makedirs(directory, exist_ok=True)  # like pytest --junitxml: CI report dirs need not exist
-    except OSError as exc:
-        raise UsageError(f"--output {path}: cannot create directory {directory}: {exc.strerror or exc}") from None
-    tmp = f"{path}.lossctl-tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+        here, there = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False  # (a stdout without a file: io.UnsupportedOperation is both)
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def write_output(path: str, text: str) -> None:
+    """``--output``: atomically (see :func:`lossctl.userfiles.write_atomic`)."""
+    from lossctl.userfiles import write_atomic
+
+    write_atomic(path, text, f"--output {path}")
 
 
 #: ``lossctl evaluate`` parameters whose option (ScoringConfig field) is named differently
@@ -129,7 +142,9 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
         console.warn(w.message)
     text = render(report, fmt_)
     if s.output:
-        write_output(s.output, text)
+        out_fmt = s.format or output_format(s.output)
+        if not _is_stdout(s.output):  # the report goes to stdout anyway: once is enough
+            write_output(s.output, text if out_fmt == fmt_ else render(report, out_fmt))
     console.stdout_write(text)
     if s.github:
         from lossctl.github import annotations, append_step_summary

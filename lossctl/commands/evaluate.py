@@ -10,11 +10,15 @@ import typer
 
 FORMAT_HELP = "Report format: table, json, csv, markdown or junit."
 GATES = "Gates (CI)"
+PREDS_HELP = ("Predictions: p.npy; f.npz (one array, or named inputs) or f.npz:KEY; f.csv, f.csv:COL or "
+              "f.csv:COL1,COL2 (columns by name or 0-based index); - reads stdin (NPY or CSV), -:COL.")
+TARGETS_HELP = ("Targets, in the same forms: t.npy, f.npz:KEY, f.csv:COL, or - for stdin. Optional when the "
+                "loss takes named inputs (from --input or an .npz).")
 
 
 def evaluate(
-    preds: Annotated[str | None, typer.Argument(help="Predictions: .npy, .npz[:KEY], .csv[:COLS] (or an .npz of named inputs).")] = None,
-    targets: Annotated[str | None, typer.Argument(help="Targets (optional when the loss takes named inputs).")] = None,
+    preds: Annotated[str | None, typer.Argument(help=PREDS_HELP)] = None,
+    targets: Annotated[str | None, typer.Argument(help=TARGETS_HELP)] = None,
     loss: Annotated[list[str] | None, typer.Option("--loss", "-l", help="Loss expression, e.g. 'huber(delta=0.5)' or 'mse + 2*mae'. Repeatable.")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="Named input NAME=PATH (anchor, x1, log_probs, ...). Repeatable.")] = None,
     weights: Annotated[str | None, typer.Option(

@@ -31,7 +31,7 @@ def explain(
     import json
 
     from lossctl.advisor.explain import lookup, print_explain, to_json
-    from lossctl.console import stdout_write
+    from lossctl.console import stdout_json
 
     info = lookup(name)
     if plot is not None:
@@ -41,7 +41,7 @@ def explain(
 
         save_png(info["_curve"], f"{info['name']}: loss and gradient", plot)
     if fmt == "json":
-        stdout_write(json.dumps(to_json(info), allow_nan=False, indent=2, ensure_ascii=False))
+        stdout_json(json.dumps(to_json(info), allow_nan=False, indent=2, ensure_ascii=False))
     else:
         print_explain(info)
     if plot is not None and fmt != "json":

@@ -40,13 +40,13 @@ def recommend(
 
     from lossctl.advisor import advise
     from lossctl.advisor.output import print_table, to_json_text
-    from lossctl.console import stdout_write
+    from lossctl.console import stdout_json
 
     advice = advise(task, rules_path=rules, targets=targets, preds=preds, top=top)
     if why_not is not None:
         advice.why_not(why_not)  # validate the name before printing anything
     if fmt == "json":
-        stdout_write(to_json_text(advice, explain=explain, why_not=why_not))
+        stdout_json(to_json_text(advice, explain=explain, why_not=why_not))
     else:
         print_table(advice, explain=explain, why_not=why_not)
     return 0
