@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
@@ -53,7 +54,7 @@ _SYN_GROUPS: dict[str, list[str]] = {
     "poisson_nll": ["poisson", "poisson_deviance", "count_poisson", "poisson_nll_loss", "poisson_regression"],
     "gamma": ["gamma_deviance", "gamma_nll", "reg_gamma", "gamma_regression"],
     "tweedie": ["tweedie_deviance", "reg_tweedie", "tweedie_nll", "compound_poisson", "tweedie_regression"],
-    "negative_binomial": ["negative_binomial_nll", "negbin", "negbinom", "nb_nll", "neg_binomial",
+    "negative_binomial": ["negative_binomial_nll", "negbin", "negbinom", "nb_nll", "neg_binomial", "neg_binomial_nll",
                           "negative_binomial_deviance", "negbin_nll", "nb"],
     "student_t_nll": ["student_t", "studentt", "studentt_nll", "t_nll", "student_nll"],
     "gaussian_nll": ["heteroscedastic", "gaussian_nll_loss", "normal_nll", "heteroscedastic_nll"],
@@ -63,7 +64,7 @@ _SYN_GROUPS: dict[str, list[str]] = {
     "msle": ["mean_squared_log_error", "mean_squared_logarithmic_error", "rmsle", "reg_squaredlogerror",
              "squaredlogerror", "squared_log_error", "log_mse", "mse_log", "mse_log1p", "log1p_mse",
              "mse_on_log1p", "lognormal_nll", "log_normal"],
-    "mape": ["mean_absolute_percentage_error", "weighted_l1", "mape_l1"],
+    "mape": ["mean_absolute_percentage_error", "mape_l1", "mape_weighted_l1", "mape_objective"],
     "frequency_severity": ["hurdle", "poisson_gamma", "zero_inflated", "hurdle_gamma"],
     # classification
     "bce_with_logits": ["bce_logits", "binary_cross_entropy_with_logits", "sigmoid_cross_entropy",
@@ -95,8 +96,7 @@ _SYN_GROUPS: dict[str, list[str]] = {
     "asl": ["asymmetric_loss", "asymmetric"],
     "corn": ["corn_loss"],
     "coral": ["coral_loss"],
-    "ordinal_threshold": ["all_threshold", "cumulative_link", "ordinal_logistic", "proportional_odds",
-                          "ordinal_regression"],
+    "ordinal_threshold": ["all_threshold", "cumulative_link", "ordinal_logistic", "proportional_odds"],
     "weighted_kappa": ["qwk_loss", "kappa_loss", "weighted_kappa_loss"],
     "adaptive_softmax": ["adaptivelogsoftmaxwithloss", "adaptive_log_softmax"],
     "sampled_softmax": ["sampled_softmax_loss", "nce_sampled"],
@@ -181,16 +181,23 @@ SYNONYMS.update({
     "bce_dice": [("bce_with_logits", {}), ("dice", {})],
     "dice_bce": [("bce_with_logits", {}), ("dice", {})],
     "focal_dice": [("focal", {}), ("dice", {})],
+    "focal_giou": [("focal", {}), ("giou", {})],
+    "focal_smooth_l1": [("focal", {}), ("smooth_l1", {})],
+    "ce_smooth_l1": [("cross_entropy", {}), ("smooth_l1", {})],
+    "ce_iou": [("cross_entropy", {}), ("iou", {})],
+    "bce_weighted": [("bce_with_logits", {"pos_weight": ANY})],
+    "ce_weighted": [("cross_entropy", {"weight": ANY})],
+    "ce_label_smoothing": [("cross_entropy", {"label_smoothing": ANY})],
+    "vae_bce": [("bce", {}), ("gaussian_kl", {})],
     "dice_focal": [("focal", {}), ("dice", {})],
 })
 
 PARAM_ALIASES = {
-    "alpha_quantile": "q", "quantile_alpha": "q", "tau": "q", "quantile": "q",
     "scale_pos_weight": "pos_weight", "class_weight": "weight", "class_weights": "weight",
     "ls": "label_smoothing", "smoothing": "label_smoothing",
 }
 # per-loss parameter aliases (alpha means the quantile level only for quantile)
-LOSS_PARAM_ALIASES = {"quantile": {"alpha": "q"}}
+LOSS_PARAM_ALIASES = {"quantile": {"alpha": "q", "quantile_alpha": "q", "tau": "q", "quantile": "q"}}
 DEFAULTS = {("quantile", "q"): 0.5}
 NEUTRAL = {"pos_weight": (None, 1, 1.0), "label_smoothing": (None, 0, 0.0)}
 
@@ -288,18 +295,52 @@ def parse_expr(expr: str) -> list[tuple[str, dict]] | None:
     return terms or None
 
 
+def _paren_params(text: str) -> dict:
+    return {k: _value(v) for k, v in re.findall(r"([A-Za-z_]\w*)\s*=\s*([-+\w.]+)", text)}
+
+
+def text_terms(text: str) -> list[tuple[str, dict]]:
+    """Known loss names in free text: per top-level '+' part, the longest known name (up to five
+    words joined by '_') at each position of the part's head (parenthetical asides removed); the
+    part's 'k=v' pairs go to the first name found."""
+    out = []
+    for part in _split_top(text, "+"):
+        head = re.sub(r"\([^()]*\)", " ", part)
+        words = re.findall(r"[A-Za-z0-9_]+", head)
+        found, i = [], 0
+        while i < len(words):
+            for n in range(min(5, len(words) - i), 0, -1):
+                cand = norm_name("_".join(words[i:i + n]))
+                if cand in SYNONYMS:
+                    found.append(cand)
+                    i += n
+                    break
+            else:
+                i += 1
+        params = _paren_params(part)
+        for j, name in enumerate(found):
+            out.extend(canon_terms(name, params if j == 0 else {}))
+    return out
+
+
 def rec_terms(rec: dict) -> list[tuple[str, dict]]:
-    """A recommendation's terms: its `loss` expression, parameters from `params` merged in; free text
-    that is not an expression falls back to every known loss name mentioned in it."""
+    """A recommendation's terms (canonical name, params).
+
+    - `loss` that parses as a loss expression (always so when `evaluable` is true): its terms,
+      with `params` merged in (what the expression spells wins);
+    - otherwise the catalogue `id` when the synonym table knows it, plus, for a compound text
+      ('a + b'), the names found in each part of the text;
+    - otherwise the loss names found in the text (`text_terms`)."""
     loss = str(rec.get("loss", ""))
     terms = parse_expr(loss)
     if terms is None:
-        found = []
-        for tok in re.findall(r"[A-Za-z_][\w:\-]*", loss):
-            n = norm_name(tok)
-            if n in SYNONYMS:
-                found.extend(canon_terms(tok, {}))
-        terms = found
+        rid = norm_name(str(rec.get("id") or ""))
+        if rid in SYNONYMS:
+            terms = canon_terms(rid, _paren_params(loss))
+            if len(_split_top(loss, "+")) > 1:
+                terms += [t for t in text_terms(loss) if t[0] not in {n for n, _ in terms}]
+        else:
+            terms = text_terms(loss) or text_terms(str(rec.get("name") or ""))
     params = rec.get("params")
     if isinstance(params, dict) and params:
         nested = all(isinstance(v, dict) for v in params.values())
@@ -397,6 +438,7 @@ def run_case(path: Path, args) -> dict:
     except subprocess.TimeoutExpired:
         return {"status": "error", "detail": f"timeout after {args.timeout}s"}
     first_err = next((l for l in p.stderr.splitlines() if l.strip()), "")
+    first_err = re.sub(r" \(allowed: [^)]*\)", "", first_err.replace(str(path.parent) + os.sep, ""))
     if p.returncode == 2:
         return {"status": "unsupported", "detail": first_err}
     if p.returncode != 0:
@@ -408,6 +450,25 @@ def run_case(path: Path, args) -> dict:
     return {"status": "ok", "doc": doc}
 
 
+def run_degraded(path: Path, args) -> tuple[dict, list[str]]:
+    """--degrade: drop what today's lossctl refuses (an unknown key, or a key with an unknown value)
+    and run again, as a user would who edits the file until it is accepted."""
+    import tempfile
+    task = yaml.safe_load(path.read_text()) or {}
+    dropped: list[str] = []
+    res = run_case(path, args)
+    with tempfile.TemporaryDirectory() as tmp:
+        while res["status"] == "unsupported" and len(dropped) < 6:
+            m = re.search(r"unknown key '(\w+)'", res["detail"]) or re.search(r"unknown (\w+) '", res["detail"])
+            if not m or m.group(1) not in task or m.group(1) == "task":
+                break
+            dropped.append(f"{m.group(1)}: {task.pop(m.group(1))}")
+            p = Path(tmp) / path.name
+            p.write_text(yaml.safe_dump(task, sort_keys=False))
+            res = run_case(p, args)
+    return res, dropped
+
+
 def score_case(cid: str, task: dict, ans: dict, res: dict) -> dict:
     accepted = [(a, parse_expr(str(a))) for a in ans.get("accepted") or []]
     harmful = [(h, parse_expr(str(h))) for h in ans.get("harmful") or []]
@@ -417,7 +478,7 @@ def score_case(cid: str, task: dict, ans: dict, res: dict) -> dict:
                 raise SystemExit(f"error: answers.yaml: {cid}: {label} entry {raw!r} is not an expression")
     row = {"id": cid, "family": ans["family"], "tags": ans.get("tags") or [], "status": res["status"],
            "accepted": [a for a, _ in accepted], "harmful_answers": [h for h, _ in harmful],
-           "top1": False, "top3": False, "harmful": False, "harm_reason": None, "recommended": [],
+           "top1": False, "top3": False, "harmful": False, "no_code": False, "harm_reason": None, "recommended": [],
            "support": None, "detail": res.get("detail")}
     if res["status"] != "ok":
         return row
@@ -434,6 +495,10 @@ def score_case(cid: str, task: dict, ans: dict, res: dict) -> dict:
         ok = any(expr_matches(t, terms) for _, t in accepted)
         return terms, ok, harm
 
+    fw = task.get("framework")
+    code1 = recs[0].get("code")
+    if fw and fw != "any" and not (isinstance(code1, dict) and code1.get(fw)):
+        row["no_code"] = True
     terms1, ok1, harm1 = judge(recs[0])
     contra = head_contradiction(task.get("head"), recs[0], terms1)
     if harm1:
@@ -462,6 +527,7 @@ def aggregate(rows: list[dict], key) -> "OrderedDict[str, dict]":
                   "top1_pct": round(100.0 * sum(r["top1"] for r in rs) / n, 1),
                   "top3_pct": round(100.0 * sum(r["top3"] for r in rs) / n, 1),
                   "harmful": sum(r["harmful"] for r in rs),
+                  "no_code": sum(r["no_code"] for r in rs),
                   "unsupported": sum(r["status"] == "unsupported" for r in rs),
                   "errors": sum(r["status"] == "error" for r in rs)}
     return out
@@ -479,6 +545,9 @@ def main(argv=None) -> int:
     ap.add_argument("--case", action="append", default=[], help="only these case ids (repeatable)")
     ap.add_argument("--top", type=int, default=5, help="--top passed to recommend (>= 3)")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="recommend processes at once")
+    ap.add_argument("--degrade", action="store_true",
+                    help="when recommend refuses a key or value, drop it and score what the rest gives")
     ap.add_argument("-v", "--verbose", action="store_true", help="show every case, not only the misses")
     args = ap.parse_args(argv)
     args.repo = args.repo.resolve()
@@ -496,16 +565,22 @@ def main(argv=None) -> int:
     if args.case:
         case_files = [p for p in case_files if p.stem in set(args.case)]
 
+    runner = (lambda p: run_degraded(p, args)) if args.degrade else (lambda p: (run_case(p, args), []))
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        results = list(pool.map(runner, case_files))
     rows = []
-    for p in case_files:
+    for p, (res, dropped) in zip(case_files, results):
         task = yaml.safe_load(p.read_text()) or {}
-        rows.append(score_case(p.stem, task, answers[p.stem], run_case(p, args)))
+        row = score_case(p.stem, task, answers[p.stem], res)
+        row["dropped"] = dropped
+        rows.append(row)
 
     fam_order = {f: i for i, f in enumerate(FAMILY_ORDER)}
     by_family = aggregate(sorted(rows, key=lambda r: fam_order.get(r["family"], 99)), lambda r: [r["family"]])
     by_tag = aggregate(rows, lambda r: r["tags"])
     total = aggregate(rows, lambda r: ["all"])["all"] if rows else {}
-    report = {"cases": len(rows), "total": total, "by_family": by_family, "by_tag": by_tag,
+    supported = aggregate([r for r in rows if r["status"] == "ok"], lambda r: ["supported"]).get("supported")
+    report = {"mode": "degrade" if args.degrade else "as-written", "cases": len(rows), "total": total, "supported_only": supported, "by_family": by_family, "by_tag": by_tag,
               "misses": [r for r in rows if not r["top1"]], "harmful": [r for r in rows if r["harmful"]],
               "rows": rows}
     if args.json:
@@ -515,21 +590,23 @@ def main(argv=None) -> int:
 
     def line(name, s):
         return (f"| {name:<16} | {s['cases']:>5} | {s['top1_pct']:>5.1f} ({s['top1']:>2}) | {s['top3_pct']:>5.1f} ({s['top3']:>2}) |"
-                f" {s['harmful']:>7} | {s['unsupported']:>11} | {s['errors']:>6} |")
+                f" {s['harmful']:>7} | {s['no_code']:>7} | {s['unsupported']:>11} | {s['errors']:>6} |")
 
-    head = ("| slice            | cases | top-1 %    | top-3 %    | harmful | unsupported | errors |\n"
-            "|------------------|------:|-----------:|-----------:|--------:|------------:|-------:|")
+    head = ("| slice            | cases | top-1 %    | top-3 %    | harmful | no code | unsupported | errors |\n"
+            "|------------------|------:|-----------:|-----------:|--------:|--------:|------------:|-------:|")
     print(head)
     for f, s in by_family.items():
         print(line(f, s))
     if total:
         print(line("**all**", total))
+    if supported:
+        print(line("supported only", supported))
     print()
     print(head.replace("slice           ", "tag             "))
     for t, s in sorted(by_tag.items()):
         print(line(t, s))
     print()
-    shown = rows if args.verbose else [r for r in rows if not r["top1"] or r["harmful"]]
+    shown = rows if args.verbose else [r for r in rows if not r["top1"] or r["harmful"] or r["no_code"]]
     print(f"### {'All cases' if args.verbose else 'Misses and harmful rank-1 answers'} ({len(shown)})\n")
     for r in shown:
         mark = "HARM" if r["harmful"] else ("ok  " if r["top1"] else ("top3" if r["top3"] else "miss"))
@@ -537,10 +614,13 @@ def main(argv=None) -> int:
             got = f"[{r['status']}] {r['detail']}"
         else:
             got = " | ".join(r["recommended"]) or "(no recommendations)"
-        print(f"- {mark} {r['id']}: got {got}")
+        drop = f" (dropped {'; '.join(r['dropped'])})" if r.get("dropped") else ""
+        print(f"- {mark} {r['id']}{drop}: got {got}")
         print(f"       accepted: {', '.join(map(str, r['accepted']))}")
         if r["harm_reason"]:
             print(f"       harmful: {r['harm_reason']}")
+        if r["no_code"]:
+            print("       no code snippet for the task's framework in the rank-1 recommendation")
     return 0
 
 
