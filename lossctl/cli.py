@@ -98,7 +98,7 @@ def _root(
 def _register() -> None:
     from lossctl.commands import evaluate, explain, losses, recommend
 
-    app.command("evaluate", no_args_is_help=True)(evaluate.evaluate)
+    app.command("evaluate", no_args_is_help=True, cls=evaluate.EvaluateCommand)(evaluate.evaluate)
     app.command("recommend", no_args_is_help=True)(recommend.recommend)
     app.command("losses")(losses.losses)
     app.command("explain", no_args_is_help=True)(explain.explain)

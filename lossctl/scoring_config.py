@@ -79,6 +79,9 @@ class ScoringConfig:
     no_fail: bool = False
     github: bool = False
     strict: bool = False
+    header: str | None = None  # CSV inputs (SPEC §5): auto | yes | no
+    delimiter: str | None = None
+    classes: str | None = None  # "a,b,c": string class labels -> index
 
 
 class _Reader:

@@ -7,9 +7,23 @@ Only typer is imported here; the work happens in ``_evaluate_impl`` (imported wh
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 FORMAT_HELP = "Report format: table, json, csv, markdown or junit."
 GATES = "Gates (CI)"
+
+
+class EvaluateCommand(TyperCommand):
+    """Takes ``-:COL`` (CSV columns of standard input) as an argument, not as an unknown option ``-:``."""
+
+    _MARK = "\x00"
+
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        rest = super().parse_args(ctx, [self._MARK + a if a.startswith("-:") else a for a in args])
+        for key, value in ctx.params.items():
+            if isinstance(value, str) and value.startswith(self._MARK):
+                ctx.params[key] = value[1:]
+        return rest
 
 
 def evaluate(
@@ -17,6 +31,12 @@ def evaluate(
     targets: Annotated[str | None, typer.Argument(help="Targets (optional when the loss takes named inputs).")] = None,
     loss: Annotated[list[str] | None, typer.Option("--loss", "-l", help="Loss expression, e.g. 'huber(delta=0.5)' or 'mse + 2*mae'. Repeatable.")] = None,
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="Named input NAME=PATH (anchor, x1, log_probs, ...). Repeatable.")] = None,
+    header: Annotated[str | None, typer.Option(
+        "--header", help="CSV header: auto (a first row with text, or pandas' 0,1,...,k-1, is a header), yes or no. Default: auto.")] = None,
+    delimiter: Annotated[str | None, typer.Option(
+        "--delimiter", help="CSV field separator (one character, or 'tab'). Default: ',' (.csv), tab (.tsv), or ';'/'|' when the header splits better on it.")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="String class labels in a CSV column, in the order of the logits' columns: 'cat,dog,bird' (index = position).")] = None,
     reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). Default: mean.")] = None,
     nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. Default: raise.")] = None,
     format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " Default: table.")] = None,
