@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lossctl.arrays import LazyArray
-from lossctl.errors import InputError
+from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
 from lossctl.readers.npz import open_npz
@@ -145,3 +145,21 @@ def stdin_file(name: str = "") -> str:
     atexit.register(shutil.rmtree, folder, True)
     _STDIN_FILES.update(stream=stream, path=path)
     return path
+
+
+def selection_hint(found: LazyArray | dict[str, LazyArray] | None) -> str:
+    """``; p.csv has columns a, b: select ... with p.csv:COL`` for an input opened whole where a part
+    of it was wanted (a CSV of several columns without ``:COL``, an ``.npz`` of several arrays without
+    ``:KEY``); empty otherwise. Messages about missing inputs and mismatched shapes end with it."""
+    if isinstance(found, dict) and found:
+        first = next(iter(found.values()))
+        where = first.shown or first.path
+        keys = list(found)
+        return (f"; {where} holds {', '.join(keys)}: pick one with {where}:KEY (e.g. {where}:{keys[0]}), "
+                f"or name each with {option('input', f'NAME={where}:KEY')}")
+    columns = getattr(found, "columns", ())
+    if isinstance(found, LazyArray) and found.key is None and len(columns) > 1:
+        where = found.shown or found.path
+        return (f"; {where} has columns {', '.join(columns)}: select them with {where}:COL "
+                f"(e.g. {where}:{columns[0]} {where}:{columns[1]})")
+    return ""

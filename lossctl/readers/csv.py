@@ -458,15 +458,13 @@ def _column_dtype(col: Any) -> np.dtype | None:
 
 def _class_indices(col: Any, classes: Sequence[str], name: str, label: str, first_line: int) -> np.ndarray:
     """String class labels as their positions in ``classes`` (int64); an unknown label is an error."""
-    import pandas as pd
-
     text = col.astype(str).str.strip().where(col.notna(), "")
-    codes = pd.Categorical(text, categories=list(classes)).codes
+    codes = text.map({c: i for i, c in enumerate(classes)}).fillna(-1).to_numpy(dtype=np.int64)
     if (codes < 0).any():
         bad = int(np.flatnonzero(codes < 0)[0])
         raise InputError(f"{label}: column {name!r} has the label {text.iloc[bad]!r} at line {bad + first_line}, "
                          f"which is not in {option('classes', ','.join(classes))}; add it to the list")
-    return codes.astype(np.int64)
+    return codes
 
 
 def _convert_column(col: Any, dtype: np.dtype, name: str, label: str, first_line: int) -> np.ndarray:
