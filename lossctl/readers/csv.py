@@ -290,7 +290,7 @@ class _CsvSource:
         try:
             self._restart()
             first = self._next_frame()
-            if first is None:
+            if first is None or first[0] == 0:
                 raise InputError(f"{label}: the file has a header but no rows")
             self._store(*first)
         except KeyboardInterrupt:
@@ -351,8 +351,9 @@ class _CsvSource:
                 return self._next_frame()
             if not self.columns:
                 self.columns = list(self._simple[1])
-                for col, first in zip(self.columns, first_float):
-                    whole = first < 0 or first >= self.chunk_rows
+                for col, first, column in zip(self.columns, first_float, values):
+                    # int64 for integer literals that a float64 holds exactly (|v| < 2**53)
+                    whole = (first < 0 or first >= self.chunk_rows) and bool(np.all(np.abs(column) < 2.0 ** 53))
                     self.dtypes[col] = np.dtype(np.int64 if whole else np.float64)
             return rows, dict(zip(self.columns, values))
         frame = self._next_pandas_frame()
@@ -483,10 +484,12 @@ def _convert_column(col: Any, dtype: np.dtype, name: str, label: str, first_line
         return values
     if dtype.kind == "i" and values.dtype.kind == "f":
         with np.errstate(invalid="ignore"):
-            whole = np.isfinite(values) & (values == np.round(values))
+            whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0 ** 53)
         if not whole.all():
             bad = int(np.flatnonzero(~whole)[0])
-            raise InputError(f"{label}: column {name!r} has the non-integer value {float(values[bad]):g} at line "
+            what = "non-integer" if values[bad] != np.round(values[bad]) or not np.isfinite(values[bad]) else \
+                "(beyond 2**53, inexact) integer"
+            raise InputError(f"{label}: column {name!r} has the {what} value {float(values[bad]):g} at line "
                              f"{bad + first_line}, but the rows read before it are all integers; "
                              f"write every value of the column as a float (e.g. 1.0)")
     return values.astype(dtype)
