@@ -222,40 +222,99 @@ class _CsvBlocks:
             self._stream.close()
 
 
+_QUOTED_RE = re.compile(rb'"[^"]*"')
+
+
 class _RowCheck:
     """Each row of the file has exactly the header's number of fields, checked in step with the
     pandas parser (which pads a short row with NaN, and takes an extra field in every row for an
-    index): a ragged row is an error naming its line, never a silent shift."""
+    index): a ragged row is an error naming its line, never a silent shift. Blocks without a quote
+    are checked by NumPy (separators counted per line); from the first quote on, by the csv module."""
+
+    BLOCK = 1 << 22
 
     def __init__(self, path: str, sep: str, ncols: int, has_header: bool, label: str) -> None:
-        import csv as stdcsv
-        import io
-
-        self.ncols, self.label = ncols, label
+        self.ncols, self.label, self.sep = ncols, label, sep
         self.first = "header" if has_header else "first row"
-        self._fh = io.TextIOWrapper(open_binary(path), encoding="utf-8-sig", errors="replace", newline="")
-        self._rows = stdcsv.reader(self._fh, delimiter=sep)
+        self._fh = open_binary(path)
+        self._line = 0  # file lines consumed
         if has_header:
-            next(self._rows, None)
+            self._fh.readline()
+            self._line = 1
+        self._carry = b""
+        self._checked = 0  # rows checked (blank lines are no rows)
+        self._rows: Any = None  # the csv module's reader, once a quote was met
+        self._done = False
+
+    def _fail(self, line: int, fields: int) -> None:
+        raise InputError(f"{self.label}: malformed row at line {line} ({fields} field{'s' if fields != 1 else ''} "
+                         f"where the {self.first} has {self.ncols}); every row needs the same number of fields")
 
     def advance(self, n: int) -> None:
-        """Check the next ``n`` rows (blank lines skipped, as pandas does)."""
-        seen = 0
-        while seen < n:
+        """Check at least the next ``n`` rows (blank lines skipped, as pandas does)."""
+        target = self._checked + n
+        while self._checked < target and not self._done:
+            if self._rows is not None:
+                self._advance_csv(target)
+                continue
+            data = self._carry + self._fh.read(self.BLOCK)
+            if len(data) == len(self._carry):
+                block, self._carry = data, b""
+                self._done = not block
+                if block and not block.endswith(b"\n"):
+                    block += b"\n"
+            else:
+                cut = data.rfind(b"\n") + 1
+                block, self._carry = data[:cut], data[cut:]
+            if not block:
+                continue
+            if b'"' in block:  # quoted fields dropped (separators in them are no separators)...
+                bare = _QUOTED_RE.sub(b"q", block)
+                if block.count(b'"') % 2 or bare.count(b"\n") != block.count(b"\n") or b'"' in bare:
+                    self._start_csv(block)  # ...unless one holds a line end (or is cut): the csv module
+                    continue
+                block = bare
+            self._check_block(block)
+
+    def _check_block(self, block: bytes) -> None:
+        raw = np.frombuffer(block, dtype=np.uint8)
+        ends = np.flatnonzero(raw == 10)
+        starts = np.concatenate(([0], ends[:-1] + 1))
+        before = np.searchsorted(np.flatnonzero(raw == ord(self.sep)), ends)  # separators before each line end
+        fields = np.diff(before, prepend=0) + 1
+        length = ends - starts
+        blank = (length == 0) | ((length == 1) & (raw[np.minimum(starts, len(raw) - 1)] == 13))
+        bad = np.flatnonzero(~blank & (fields != self.ncols))
+        if bad.size:
+            self._fail(self._line + int(bad[0]) + 1, int(fields[bad[0]]))
+        self._line += len(ends)
+        self._checked += int(np.count_nonzero(~blank))
+
+    def _start_csv(self, block: bytes) -> None:
+        import csv as stdcsv
+        import io
+        import itertools
+
+        rest = io.TextIOWrapper(self._fh, encoding="utf-8", errors="replace", newline="")
+        head = io.StringIO(block.decode("utf-8", errors="replace") + self._carry.decode("utf-8", errors="replace"),
+                           newline="")
+        self._carry = b""
+        self._rows = stdcsv.reader(itertools.chain(head, rest), delimiter=self.sep)
+
+    def _advance_csv(self, target: int) -> None:
+        while self._checked < target:
             try:
                 row = next(self._rows, None)
             except Exception:  # noqa: BLE001 - what pandas reads, pandas judges
-                return
+                row = None
             if row is None:
-                self._fh.close()
+                self._done = True
                 return
             if not row:
                 continue
             if len(row) != self.ncols:
-                raise InputError(f"{self.label}: malformed row at line {self._rows.line_num} ({len(row)} field"
-                                 f"{'s' if len(row) != 1 else ''} where the {self.first} has {self.ncols}); "
-                                 f"every row needs the same number of fields")
-            seen += 1
+                self._fail(self._line + self._rows.line_num, len(row))
+            self._checked += 1
 
 
 class _CsvSource:
