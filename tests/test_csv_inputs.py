@@ -260,3 +260,16 @@ def test_messages_name_the_selector_that_fixes_them(tmp_path, runner, csv_parser
     np.savez(tmp_path / "tri.npz", anc=np.zeros((2, 3)), pos=np.ones((2, 3)), neg=np.ones((2, 3)))
     assert_usage_error(runner.invoke(app, ["evaluate", str(tmp_path / "tri.npz"), "--loss", "triplet"]),
                        "--input anchor=FILE.npz:KEY")
+
+
+def test_scoring_file_reads_csv_options(tmp_path, runner):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("label\ncat\nbird\n")
+    np.save(tmp_path / "logits.npy", np.zeros((2, 3)))
+    (tmp_path / "s.yaml").write_text("version: 1\ninputs: {preds: logits.npy, targets: labels.csv}\n"
+                                     "losses: [cross_entropy]\nclasses: [cat, dog, bird]\nheader: yes\n")
+    result = runner.invoke(app, ["evaluate", "--config", str(tmp_path / "s.yaml"), "-f", "json"])
+    assert _json_value(result) == pytest.approx(np.log(3))
+    (tmp_path / "bad.yaml").write_text("version: 1\ninputs: {preds: logits.npy, targets: labels.csv}\n"
+                                       "losses: [cross_entropy]\ndelimiter: ';;'\n")
+    assert_usage_error(runner.invoke(app, ["evaluate", "--config", str(tmp_path / "bad.yaml")]), "delimiter")
