@@ -273,3 +273,13 @@ def test_scoring_file_reads_csv_options(tmp_path, runner):
     (tmp_path / "bad.yaml").write_text("version: 1\ninputs: {preds: logits.npy, targets: labels.csv}\n"
                                        "losses: [cross_entropy]\ndelimiter: ';;'\n")
     assert_usage_error(runner.invoke(app, ["evaluate", "--config", str(tmp_path / "bad.yaml")]), "delimiter")
+
+
+def test_the_header_note_is_plain_text_in_the_report_and_no_strict_failure(tmp_path, runner):
+    p, t = tmp_path / "p.csv", tmp_path / "t.npy"
+    pd.DataFrame(PREDS).to_csv(p, index=False)
+    np.save(t, TARGETS)
+    result = runner.invoke(app, ["evaluate", str(p), str(t), "--loss", "mse", "-f", "json", "--strict"])
+    assert result.exit_code == 0, result.stderr
+    [note] = json.loads(result.stdout)["warnings"]
+    assert note["level"] == "info" and "--header no" in note["message"] and "\ue000" not in note["message"]

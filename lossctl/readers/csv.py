@@ -585,6 +585,7 @@ class CsvArray(LazyArray):
 
 
 HEADER_CHOICES = ("auto", "yes", "no")
+_HEADER_NO = "--header no (Python: header='no')"  # (a note is kept in the report as plain text)
 _SNIFFED = (";", "|")  # separators a .csv may use instead of ",", told by its first line
 
 
@@ -637,10 +638,10 @@ def header_rule(fields: list[str], header: str) -> tuple[bool, bool, str | None]
         return True, index, index_note if index else None
     if fields == bare:
         return True, False, (f"first row {','.join(bare)} read as a header (pandas' default column names); "
-                             f"pass {option('header', 'no')} if it is data")
+                             f"if it is data, pass {_HEADER_NO}")
     if index and fields[1:] == bare[:-1]:
         return True, True, (f"first row {','.join(fields)} read as a header (pandas' default column names); "
-                            f"{index_note}; pass {option('header', 'no')} if it is data")
+                            f"{index_note}; if it is data, pass {_HEADER_NO}")
     if any(not _is_number(f) for f in fields):
         return True, index, index_note if index else None
     return False, False, None
