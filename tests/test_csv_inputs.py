@@ -283,3 +283,19 @@ def test_the_header_note_is_plain_text_in_the_report_and_no_strict_failure(tmp_p
     assert result.exit_code == 0, result.stderr
     [note] = json.loads(result.stdout)["warnings"]
     assert note["level"] == "info" and "--header no" in note["message"] and "\ue000" not in note["message"]
+
+
+def test_python_api_takes_the_csv_options(tmp_path):
+    import lossctl
+    from lossctl.errors import UsageError
+
+    path = tmp_path / "d.csv"
+    path.write_text("p|label\n0.5|dog\n0.25|cat\n")
+    np.save(tmp_path / "logits.npy", np.zeros((2, 2)))
+    report = lossctl.evaluate(str(tmp_path / "logits.npy"), f"{path}:label", "cross_entropy",
+                              classes=["cat", "dog"], delimiter="|")
+    assert report.results[0].value == pytest.approx(np.log(2))
+    with pytest.raises(UsageError, match=r"header='maybe'"):
+        lossctl.evaluate(f"{path}:p", f"{path}:p", "mse", header="maybe", delimiter="|")
+    with pytest.raises(InputError, match=r"classes="):
+        lossctl.evaluate(str(tmp_path / "logits.npy"), f"{path}:label", "cross_entropy", delimiter="|")
