@@ -17,7 +17,7 @@ from lossctl.errors import UsageError, option
 from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink
 from lossctl.provenance import check_algorithm, provenance_block, start_hashing
-from lossctl.readers import open_input, open_source
+from lossctl.readers import ReadOptions, open_input, open_source
 from lossctl.version import __version__
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Report
@@ -38,13 +38,13 @@ class _ExprPlan:
             self.sink.write(*chunk)
 
 
-def _open(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:
+def _open(value: Any, name: str, read: ReadOptions | None = None) -> LazyArray | dict[str, LazyArray] | None:
     if value is None:
         return None
     if isinstance(value, LazyArray):
         return value
     if isinstance(value, (str, os.PathLike)):
-        return open_source(os.fspath(value), name)
+        return open_source(os.fspath(value), name, read)
     if isinstance(value, Mapping):
         return {k: (v if isinstance(v, LazyArray) else from_array(v, k)) for k, v in value.items()}
     return from_array(value, name)
@@ -64,6 +64,9 @@ def evaluate(
     worst: int = 0,
     provenance: bool = True,
     hash: str = "xxh3",
+    header: str = "auto",
+    delimiter: str | None = None,
+    classes: str | Sequence[str] | None = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -73,6 +76,8 @@ def evaluate(
     (scikit-learn's ``sample_weight``: the mean is Σ wᵢ·ℓᵢ / Σ wᵢ, the sum Σ wᵢ·ℓᵢ). Returns the
     :class:`~lossctl.result.Report` that the CLI renders. ``hash`` is the inputs' digest in the
     provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
+    ``header`` (auto | yes | no), ``delimiter`` and ``classes`` (string class labels in the order of
+    the logits' columns, a list or ``"a,b,c"``) say how CSV inputs are read (SPEC §5).
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -89,10 +94,11 @@ def evaluate(
     bound = [term for text in texts for term in bind(text)]  # all expression errors before any file is read
     check_named_inputs(list(inputs or {}), [term.spec for term in bound])
 
-    sources = Sources(preds=_open(preds, "preds"), targets=_open(targets, "targets"))
+    read = ReadOptions(header, _delimiter(delimiter), _classes(classes))
+    sources = Sources(preds=_open(preds, "preds", read), targets=_open(targets, "targets", read))
     for name, value in (inputs or {}).items():
         opened = value if isinstance(value, LazyArray) else (
-            open_input(os.fspath(value), name) if isinstance(value, (str, os.PathLike)) else from_array(value, name))
+            open_input(os.fspath(value), name, read) if isinstance(value, (str, os.PathLike)) else from_array(value, name))
         sources.named[name] = opened
     if weights is not None:
         sources.weights = weights if isinstance(weights, LazyArray) else (
@@ -105,6 +111,8 @@ def evaluate(
                  for text in texts]
         all_terms = [t for p in plans for t in p.terms]
         used = _used_inputs(all_terms)
+        for note in dict.fromkeys(n for a in used.values() for n in getattr(a, "notes", ())):
+            diagnostics.warn("input-note", note, level="info")  # (a CSV header read as pandas' column names)
         hashing = start_hashing(used, hash) if provenance else None  # overlaps the evaluation
 
         def after_chunk(_: int) -> None:
@@ -131,6 +139,30 @@ def evaluate(
         if provenance:
             report.provenance = provenance_block(used, hashing)
     return report
+
+
+def _delimiter(value: str | None) -> str | None:
+    """``--delimiter``: one character; ``tab`` or ``\\t`` for a tab."""
+    if value is None:
+        return None
+    sep = "\t" if value in ("tab", "\\t", "TAB") else value
+    if len(sep) != 1 or sep in "\r\n\"":
+        raise UsageError(f"{option('delimiter', repr(value))}: give one character (e.g. ';', '|', or 'tab')")
+    return sep
+
+
+def _classes(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
+    """``--classes a,b,c`` (or a list): the class labels, in order; a repeat or an empty one is an error."""
+    if value is None:
+        return None
+    labels = [c.strip() for c in (value.split(",") if isinstance(value, str) else value)]
+    if not labels or "" in labels:
+        raise UsageError(f"{option('classes', ','.join(labels))}: give the class labels in order, comma-separated, "
+                         f"e.g. {option('classes', 'cat,dog,bird')}")
+    repeated = sorted({c for c in labels if labels.count(c) > 1})
+    if repeated:
+        raise UsageError(f"{option('classes', ','.join(labels))}: {', '.join(repeated)} given twice")
+    return tuple(labels)
 
 
 def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: str, per_sample: str | None,

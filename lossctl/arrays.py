@@ -33,10 +33,11 @@ class LazyArray:
     dtype: np.dtype
     key: str | None = None
     name: str = ""
+    shown: str | None = None  # how messages and reports name the file, when not by path ("-": stdin)
 
     @property
     def label(self) -> str:
-        return input_label(self.name, self.path + (f":{self.key}" if self.key else ""))
+        return input_label(self.name, (self.shown or self.path) + (f":{self.key}" if self.key else ""))
 
     @property
     def ndim(self) -> int:
@@ -73,7 +74,7 @@ class LazyArray:
         return self.path
 
     def describe(self) -> dict[str, Any]:
-        return {"path": self.path + (f":{self.key}" if self.key else ""), "shape": list(self.shape),
+        return {"path": (self.shown or self.path) + (f":{self.key}" if self.key else ""), "shape": list(self.shape),
                 "dtype": str(self.dtype)}
 
 
@@ -161,8 +162,9 @@ def reshaped(arr: LazyArray, shape: tuple[int, ...]) -> LazyArray:
     if tuple(shape) == tuple(arr.shape):
         return arr
     if isinstance(arr, MemoryArray):
-        return MemoryArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, data=arr.data.reshape(shape))
-    return ReshapedArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, base=arr)
+        return MemoryArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, arr.shown,
+                           data=arr.data.reshape(shape))
+    return ReshapedArray(arr.path, tuple(shape), arr.dtype, arr.key, arr.name, arr.shown, base=arr)
 
 
 def from_array(data: Any, name: str = "") -> MemoryArray:

@@ -136,7 +136,10 @@ def _root(
 def _register() -> None:
     from lossctl.commands import evaluate, explain, losses, recommend
 
-    app.command("evaluate", no_args_is_help=True, cls=_LossctlCommand)(evaluate.evaluate)
+    class EvaluateCommand(_LossctlCommand, evaluate.EvaluateCommand):
+        """``evaluate``: ``--debug`` in its help, and ``-:COL`` taken as an argument."""
+
+    app.command("evaluate", no_args_is_help=True, cls=EvaluateCommand)(evaluate.evaluate)
     app.command("recommend", no_args_is_help=True, cls=_LossctlCommand)(recommend.recommend)
     app.command("losses", cls=_LossctlCommand)(losses.losses)
     app.command("explain", no_args_is_help=True, cls=_LossctlCommand)(explain.explain)

@@ -86,7 +86,10 @@ def _missing_input_message(spec: LossSpec, name: str, sources: Sources) -> str:
     ways.append(f"an .npz PREDS with key {name!r}")
     keys = sources.bundle_keys()
     found = f" (the .npz has keys: {', '.join(keys)})" if keys else ""
-    return f"{spec.name} needs input {name!r}: give {' or '.join(ways)}{found}"
+    from lossctl.readers import selection_hint  # (p.csv:COL, p.npz:KEY)
+
+    hint = selection_hint(sources.preds) or selection_hint(sources.targets)
+    return f"{spec.name} needs input {name!r}: give {' or '.join(ways)}{found}{hint}"
 
 
 def check_named_inputs(names: Sequence[str], specs: Sequence[LossSpec]) -> None:
@@ -189,9 +192,11 @@ def normalize_shapes(spec: LossSpec, arrays: dict[str, LazyArray], params: Mappi
         if a.shape != b.shape:
             sa, sb = _strip_trailing_ones(a.shape), _strip_trailing_ones(b.shape)
             if sa != sb:
+                from lossctl.readers import selection_hint  # (p.csv:COL, p.npz:KEY)
+
                 raise InputError(f"{spec.name}: shapes do not match: {a.label} has shape {a.shape}, "
                                  f"{b.label} has shape {b.shape}; {spec.name} needs the same shape "
-                                 f"((N,) and (N,1) count as the same)")
+                                 f"((N,) and (N,1) count as the same){selection_hint(a) or selection_hint(b)}")
             arrays = {**arrays, spec.inputs[0]: reshaped(a, sa), spec.inputs[1]: reshaped(b, sb)}
     if spec.check_shapes is not None:
         arrays = spec.check_shapes(dict(arrays), params) or arrays

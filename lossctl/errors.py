@@ -41,6 +41,11 @@ def _worded(message: str, cli: bool) -> str:
     return "".join(out) + rest
 
 
+def worded(message: str, cli: bool) -> str:
+    """A message with :func:`option` markers in the CLI's words (``--header no``) or Python's (``header='no'``)."""
+    return _worded(message, cli)
+
+
 class LossctlError(Exception):
     """A problem with what the user gave us; the message says what is wrong and what to do.
 

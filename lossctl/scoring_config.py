@@ -50,8 +50,8 @@ REDUCTIONS = ("mean", "sum", "none")
 NAN_POLICIES = ("raise", "omit", "propagate")
 HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which imports NumPy; a test keeps them equal)
 
-TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins", "fail_above",
-            "baseline", "report", "no_fail", "github", "strict")
+TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins",
+            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
 REPORT_KEYS = ("format", "output", "worst", "per_sample")
 
@@ -81,6 +81,9 @@ class ScoringConfig:
     no_fail: bool = False
     github: bool = False
     strict: bool = False
+    header: str | None = None  # CSV inputs (SPEC §5): auto | yes | no
+    delimiter: str | None = None
+    classes: str | None = None  # "a,b,c": string class labels -> index
 
 
 class _Reader:
@@ -153,6 +156,28 @@ def _mapping(value: Any) -> bool:
     return isinstance(value, dict)
 
 
+def _read_csv_keys(r: _Reader, doc: Any, cfg: ScoringConfig) -> None:
+    """``header`` (auto | yes | no; YAML's bare yes/no are booleans), ``delimiter`` (one character or
+    ``tab``), ``classes`` (a list of labels or ``"a,b,c"``): how CSV inputs are read (SPEC §5)."""
+    if "header" in doc:
+        if isinstance(doc["header"], bool):
+            cfg.header = "yes" if doc["header"] else "no"
+        else:
+            cfg.header = r.choice(doc, "header", "header", ("auto", "yes", "no"))
+    if "delimiter" in doc:
+        value = doc["delimiter"]
+        if not isinstance(value, str) or not (len(value) == 1 or value in ("tab", "\\t")):
+            raise r.fail(doc, "delimiter", f"delimiter must be one character or 'tab', got {value!r}")
+        cfg.delimiter = value
+    if "classes" in doc:
+        value = doc["classes"]
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        if not isinstance(value, str) or not value.strip():
+            raise r.fail(doc, "classes", "classes must be a list of class labels or 'a,b,c', in the logits' order")
+        cfg.classes = value
+
+
 def parse_config(doc: Any, path: str) -> ScoringConfig:
     """Validate a parsed scoring document; every problem is a UsageError naming file, line and key."""
     r = _Reader(path)
@@ -197,6 +222,7 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
         cfg.chunk_size = r.integer(doc, "chunk_size", "chunk_size", 1)
     if "hash" in doc:
         cfg.hash = r.choice(doc, "hash", "hash", HASHES)
+    _read_csv_keys(r, doc, cfg)
     if "plugins" in doc:
         plugins = doc["plugins"]
         if isinstance(plugins, str):

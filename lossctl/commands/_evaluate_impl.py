@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lossctl import console
-from lossctl.errors import ExitCode, LossctlError, UsageError
+from lossctl.errors import ExitCode, LossctlError, UsageError, worded
 from lossctl.report import FORMATS, render
 from lossctl.scoring_config import ScoringConfig
 
@@ -131,7 +131,8 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
         report = evaluate(s.preds, s.targets, list(s.losses), inputs=s.inputs, weights=s.weights,
                           reduction=s.reduction or "mean",
                           nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
-                          worst=s.worst or 0, hash=hash_algorithm, provenance=provenance)
+                          worst=s.worst or 0, hash=hash_algorithm, provenance=provenance,
+                          header=s.header or "auto", delimiter=s.delimiter, classes=s.classes)
     finally:
         stop_prefetch()
     if base is not None:
@@ -139,7 +140,10 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
     apply_gates(report, gates, base, tolerance, s.allow_missing)
 
     for w in report.warnings:
-        console.warn(w.message)
+        if w.level == "info":  # a note (how an input was read), not a warning: --strict lets it pass
+            console.note(f"note: {worded(w.message, cli=True)}")
+        else:
+            console.warn(w.message)
     text = render(report, fmt_)
     if s.output:
         out_fmt = s.format or output_format(s.output)
@@ -156,8 +160,8 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
             append_step_summary(summary)
         except OSError as exc:
             console.warn(f"could not append to $GITHUB_STEP_SUMMARY: {exc.strerror or exc}")
-    if s.strict and report.warnings:
-        n = len(report.warnings)
+    if s.strict and any(w.level != "info" for w in report.warnings):
+        n = sum(w.level != "info" for w in report.warnings)
         raise UsageError(f"--strict: {n} warning{'s' if n != 1 else ''} (see above); fix the inputs or the "
                          f"loss, or drop --strict")
     if not report.passed:

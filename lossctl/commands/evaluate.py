@@ -7,6 +7,7 @@ Only typer is imported here; the work happens in ``_evaluate_impl`` (imported wh
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand
 
 FORMAT_HELP = "Report format: table, json, csv, markdown or junit."
 GATES = "Gates (CI)"
@@ -16,6 +17,19 @@ TARGETS_HELP = ("Targets, in the same forms: t.npy, f.npz:KEY, f.csv:COL, or - f
                 "loss takes named inputs (from --input or an .npz).")
 
 
+class EvaluateCommand(TyperCommand):
+    """Takes ``-:COL`` (CSV columns of standard input) as an argument, not as an unknown option ``-:``."""
+
+    _MARK = "\x00"
+
+    def parse_args(self, ctx, args):  # type: ignore[no-untyped-def]
+        rest = super().parse_args(ctx, [self._MARK + a if a.startswith("-:") else a for a in args])
+        for key, value in ctx.params.items():
+            if isinstance(value, str) and value.startswith(self._MARK):
+                ctx.params[key] = value[1:]
+        return rest
+
+
 def evaluate(
     preds: Annotated[str | None, typer.Argument(help=PREDS_HELP)] = None,
     targets: Annotated[str | None, typer.Argument(help=TARGETS_HELP)] = None,
@@ -23,6 +37,12 @@ def evaluate(
     input_: Annotated[list[str] | None, typer.Option("--input", "-i", help="Named input NAME=PATH (anchor, x1, log_probs, ...). Repeatable.")] = None,
     weights: Annotated[str | None, typer.Option(
         "--weights", help="PATH[:COL]: one non-negative weight per sample; mean = sum(w*loss)/sum(w), sum = sum(w*loss).")] = None,
+    header: Annotated[str | None, typer.Option(
+        "--header", help="CSV header: auto (a first row with text, or pandas' 0,1,...,k-1, is a header), yes or no. Default: auto.")] = None,
+    delimiter: Annotated[str | None, typer.Option(
+        "--delimiter", help="CSV field separator (one character, or 'tab'). Default: ',' (.csv), tab (.tsv), or ';'/'|' when the header splits better on it.")] = None,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="String class labels in a CSV column, in the order of the logits' columns: 'cat,dog,bird' (index = position).")] = None,
     reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). Default: mean.")] = None,
     nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. Default: raise.")] = None,
     format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " Default: table.")] = None,

@@ -70,7 +70,8 @@ def _need(loss: str, arrays: dict[str, LazyArray], names: tuple[str, ...], how: 
         found = ", ".join(sorted(arrays)) or "none"
         name = missing[0]
         raise InputError(f"{loss} needs input {name!r} {how}: give {option('input', f'{name}=PATH')} or an .npz PREDS "
-                         f"with key {name!r} (missing: {', '.join(missing)}; found: {found}{_npz_keys(arrays)})")
+                         f"with key {name!r} (missing: {', '.join(missing)}; found: {found}{_npz_keys(arrays)}); an array "
+                         f"of an .npz with other keys is {option('input', f'{name}=FILE.npz:KEY')}")
 
 
 def _npz_keys(arrays: dict[str, LazyArray]) -> str:

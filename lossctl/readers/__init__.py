@@ -1,5 +1,5 @@
-"""Opening an input by its spec (``p.npy``, ``p.npz:KEY``, ``p.csv:col1,col2``): the dispatch to
-the reader of each format (one module per format in this package).
+"""Opening an input by its spec (``p.npy``, ``p.npz:KEY``, ``p.csv:col1,col2``, ``-`` for stdin):
+the dispatch to the reader of each format (one module per format in this package).
 
 Nothing reads more than a chunk of an ``.npy`` file at a time, and nothing ever unpickles
 (``allow_pickle=False`` everywhere).
@@ -8,12 +8,26 @@ Nothing reads more than a chunk of an ``.npy`` file at a time, and nothing ever 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from lossctl.arrays import LazyArray
-from lossctl.errors import InputError
-from lossctl.readers.csv import open_csv
+from lossctl.errors import InputError, option
+from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
 from lossctl.readers.npz import open_npz
+
+STDIN = "-"
+_CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """How text inputs are read: ``--header``, ``--delimiter``, ``--classes`` (SPEC §5)."""
+
+    header: str = "auto"
+    delimiter: str | None = None
+    classes: tuple[str, ...] | None = None
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -24,38 +38,128 @@ def split_spec(spec: str) -> tuple[str, str | None]:
     return path, selector
 
 
-def open_input(spec: str, name: str = "") -> LazyArray:
-    """Open one array from ``spec`` (``p.npy``, ``p.npz``, ``p.npz:KEY``, ``p.csv:col1,col2``)."""
-    found = open_source(spec, name)
+def open_input(spec: str, name: str = "", options: ReadOptions | None = None) -> LazyArray:
+    """Open one array from ``spec`` (``p.npy``, ``p.npz``, ``p.npz:KEY``, ``p.csv:col1,col2``, ``-``)."""
+    found = open_source(spec, name, options)
     if isinstance(found, LazyArray):
         return found
     keys = ", ".join(found)
     path, _ = split_spec(spec)
     raise InputError(f"{name + ': ' if name else ''}{path} holds several arrays ({keys}); "
-                     f"pick one with {path}:KEY")
+                     f"pick one with {path}:KEY (e.g. {path}:{next(iter(found))})")
 
 
-def open_source(spec: str, name: str = "") -> LazyArray | dict[str, LazyArray]:
+def open_source(spec: str, name: str = "", options: ReadOptions | None = None) -> LazyArray | dict[str, LazyArray]:
     """Open ``spec``: one array, or for an ``.npz`` of several arrays without a key, all of them."""
+    found = _open_source(spec, name, options or ReadOptions())
+    for arr in found.values() if isinstance(found, dict) else [found]:
+        if 0 in arr.shape[1:]:  # (0 samples: the engine says "no samples")
+            raise InputError(f"{arr.label}: the input has no elements (shape {tuple(arr.shape)}): "
+                             f"no samples to evaluate")
+    return found
+
+
+def _open_source(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[str, LazyArray]:
+    found = _open_path(spec, name, options)
+    if split_spec(spec)[0] == STDIN:
+        for arr in found.values() if isinstance(found, dict) else [found]:
+            arr.shown = STDIN
+    return found
+
+
+def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[str, LazyArray]:
     path, selector = split_spec(spec)
     who = f"{name}: " if name else ""
+    shown = None
+    if path == STDIN and not os.path.exists(path):
+        path, shown = stdin_file(name), STDIN
     if not os.path.exists(path):
         raise InputError(f"{who}no such file: {path}")
     if os.path.isdir(path):
         raise InputError(f"{who}{path} is a directory; give a .npy, .npz, .csv or .tsv file")
-    suffix = os.path.splitext(path)[1].lower()
+    root, suffix = os.path.splitext(path.lower())
+    packed = compression(path)
+    if packed is not None:
+        root, suffix = os.path.splitext(root)
     try:
         if suffix == ".npy":
             if selector:
-                raise InputError(f"{who}{path} is a single array; drop ':{selector}'")
+                raise InputError(f"{who}{shown or path} is a single array; drop ':{selector}'")
+            if packed is not None:
+                from lossctl.readers.npy import open_npy_stream
+
+                return open_npy_stream(path, name)
             return open_npy(path, name)
-        if suffix == ".npz":
+        if suffix == ".npz" and packed is None:
             return open_npz(path, selector, name)
-        if suffix in (".csv", ".tsv", ".txt"):
-            return open_csv(path, selector, name, sep="\t" if suffix == ".tsv" else None)
+        if suffix in _CSV_SUFFIXES:
+            sep = options.delimiter if options.delimiter is not None else "\t" if suffix == ".tsv" else None
+            return open_csv(path, selector, name, sep, header=options.header, classes=options.classes, shown=shown)
     except PermissionError:
         raise InputError(f"{who}cannot read {path}: permission denied") from None
+    except EOFError as exc:
+        raise InputError(f"{who}cannot read {path}: the compressed data ends early ({exc})") from None
     except OSError as exc:
         raise InputError(f"{who}cannot read {path}: {exc.strerror or exc}") from None
-    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; "
-                     f"use .npy, .npz, .csv or .tsv")
+    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv or .tsv "
+                     f"(.csv/.tsv/.npy also .gz, .bz2 or .xz compressed)")
+
+
+_STDIN_FILES: dict[str, object] = {}  # the stream read, and the file it was copied to
+
+
+def stdin_file(name: str = "") -> str:
+    """Standard input, copied once (in blocks) to a temporary file named for what it holds
+    (``stdin.npy`` when it starts with the NPY magic, else ``stdin.csv``), so every input given
+    as ``-`` (``-:p`` and ``-:t``) reads the same bytes, and an ``.npy`` is still read lazily."""
+    import atexit
+    import shutil
+    import sys
+    import tempfile
+
+    stream = getattr(sys.stdin, "buffer", sys.stdin)
+    if _STDIN_FILES.get("stream") is stream:
+        return str(_STDIN_FILES["path"])
+    if stream is None or (hasattr(stream, "isatty") and stream.isatty()):
+        raise InputError(f"{name + ': ' if name else ''}'-' reads standard input, but nothing is piped in; "
+                         f"e.g. cat preds.csv | lossctl evaluate - targets.npy ...")
+    head = stream.read(6)
+    if isinstance(head, str):  # a text stdin without a buffer (tests)
+        head = head.encode()
+    suffix = ".npy" if head == b"\x93NUMPY" else ".gz" if head[:2] == b"\x1f\x8b" else ".csv"
+    folder = tempfile.mkdtemp(prefix="lossctl-stdin-")
+    path = os.path.join(folder, "stdin" + (".csv.gz" if suffix == ".gz" else suffix))
+    with open(path, "wb") as out:
+        out.write(head)
+        while True:
+            block = stream.read(1 << 20)
+            if not block:
+                break
+            out.write(block.encode() if isinstance(block, str) else block)
+    if suffix == ".gz":
+        import gzip
+
+        with gzip.open(path, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                os.rename(path, path := os.path.join(folder, "stdin.npy.gz"))
+    atexit.register(shutil.rmtree, folder, True)
+    _STDIN_FILES.update(stream=stream, path=path)
+    return path
+
+
+def selection_hint(found: LazyArray | dict[str, LazyArray] | None) -> str:
+    """``; p.csv has columns a, b: select ... with p.csv:COL`` for an input opened whole where a part
+    of it was wanted (a CSV of several columns without ``:COL``, an ``.npz`` of several arrays without
+    ``:KEY``); empty otherwise. Messages about missing inputs and mismatched shapes end with it."""
+    if isinstance(found, dict) and found:
+        first = next(iter(found.values()))
+        where = first.shown or first.path
+        keys = list(found)
+        return (f"; {where} holds {', '.join(keys)}: pick one with {where}:KEY (e.g. {where}:{keys[0]}), "
+                f"or name each with {option('input', f'NAME={where}:KEY')}")
+    columns = getattr(found, "columns", ())
+    if isinstance(found, LazyArray) and found.key is None and len(columns) > 1:
+        where = found.shown or found.path
+        return (f"; {where} has columns {', '.join(columns)}: select them with {where}:COL "
+                f"(e.g. {where}:{columns[0]} {where}:{columns[1]})")
+    return ""
