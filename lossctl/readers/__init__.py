@@ -8,7 +8,6 @@ Nothing reads more than a chunk of an ``.npy`` file at a time, and nothing ever 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lossctl.arrays import LazyArray
