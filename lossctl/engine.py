@@ -21,7 +21,7 @@ import numpy as np
 from lossctl import fast
 from lossctl import workers as workers_module
 from lossctl.arrays import LazyArray, first_bad, reshaped
-from lossctl.errors import DomainError, InputError, LossctlError, PluginError, UsageError, option
+from lossctl.errors import DomainError, InputError, UsageError, blamed_on_plugin, option
 from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
 from lossctl.words import did_you_mean
@@ -198,10 +198,11 @@ def normalize_shapes(spec: LossSpec, arrays: dict[str, LazyArray], params: Mappi
                                  f"{b.label} has shape {b.shape}; {spec.name} needs the same shape "
                                  f"((N,) and (N,1) count as the same){selection_hint(a) or selection_hint(b)}")
             arrays = {**arrays, spec.inputs[0]: reshaped(a, sa), spec.inputs[1]: reshaped(b, sb)}
-    if spec.check_shapes is not None:
-        arrays = spec.check_shapes(dict(arrays), params) or arrays
-    if spec.prepare is not None:  # once, before chunking (CTC: concatenated targets → padded)
-        arrays = spec.prepare(dict(arrays), params) or arrays
+    with blamed_on_plugin(spec.plugin, spec.name):
+        if spec.check_shapes is not None:
+            arrays = spec.check_shapes(dict(arrays), params) or arrays
+        if spec.prepare is not None:  # once, before chunking (CTC: concatenated targets → padded)
+            arrays = spec.prepare(dict(arrays), params) or arrays
     for name, arr in arrays.items():
         if arr.ndim == 0:
             raise InputError(f"{spec.name}: {arr.label} is a scalar (shape ()); give an array of samples")
@@ -555,16 +556,13 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
             with lock:
                 plan.observe(chunk)
     try:
-        part = _as_part(spec.kernel(**chunk, **kwargs))
+        with blamed_on_plugin(spec.plugin, spec.name):  # a plugin's failure is exit 2, not lossctl's bug
+            part = _as_part(spec.kernel(**chunk, **kwargs))
     except DomainError as exc:
         arr = plan.arrays.get(exc.input_name)
         label = arr.label if arr is not None else exc.input_name
         detail = _count_domain(plan, exc, rows) if exc.bad is not None and arr is not None else exc.detail
         raise InputError(f"{spec.name}: {label} {detail}") from None
-    except Exception as exc:  # a user's plugin loss failing is their error (exit 2), not lossctl's bug
-        if spec.plugin is None or isinstance(exc, LossctlError):
-            raise
-        raise PluginError(spec.plugin, spec.name, exc) from exc
     if weights is not None and part.stats and "sample_weight" not in kwargs:
         raise UsageError(f"{spec.name} cannot be weighted per sample: its kernel sums statistics over samples "
                          f"without taking sample_weight; evaluate it without {option('weights')}")

@@ -6,6 +6,8 @@ Every error a user can cause is a :class:`LossctlError`; the CLI prints its mess
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import IntEnum
 from typing import Any
 
@@ -112,3 +114,17 @@ class DomainError(LossctlError):
         self.bad = bad
         self.describe = describe
         super().__init__(f"{input_name}: {message}")
+
+
+@contextmanager
+def blamed_on_plugin(module: str | None, loss: str) -> Iterator[None]:
+    """Run a loss's own code (kernel, shape check, prepare, finalize): for a plugin's loss
+    (``module`` set) an exception that is not a LossctlError becomes a :class:`PluginError`."""
+    try:
+        yield
+    except LossctlError:
+        raise
+    except Exception as exc:
+        if module is None:
+            raise
+        raise PluginError(module, loss, exc) from exc

@@ -30,7 +30,7 @@ from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.engine import (NAN_POLICIES, WEIGHTS, Sources, TermPlan, check_named_inputs, check_weights,
                             normalize_shapes, resolve_inputs, run, sample_count, weights_for)
-from lossctl.errors import InputError, UsageError, option
+from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
@@ -175,7 +175,8 @@ class LossState:
             if acc.empty and acc.omitted:
                 raise InputError(f"{term.spec.name}: no valid samples left after {option('nan_policy', 'omit')} "
                                  f"({acc.omitted} dropped); check the inputs for NaN")
-            v = acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
+            with blamed_on_plugin(term.spec.plugin, term.spec.name):
+                v = acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
             terms.append(TermResult(name=term.spec.name, weight=term.weight, params=dict(term.params),
                                     value=v, reduction=term.reduction or self.reduction))
             value += term.weight * v

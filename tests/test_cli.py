@@ -221,6 +221,24 @@ def test_exception_in_a_plugin_loss_is_exit_2_naming_plugin_and_loss(runner, pai
         api.evaluate(p, t, ["broken_loss"])
 
 
+@pytest.mark.parametrize("hook", ["check_shapes", "prepare", "finalize"])
+def test_exception_in_a_plugin_hook_is_exit_2_too(runner, pair, tmp_path, hook):
+    """Not only the kernel: a plugin's shape check, prepare and finalize are the plugin's code too."""
+    p, t, *_ = pair
+    plugin = tmp_path / "hooked.py"
+    body = {"finalize": "def hook(stats, reduction, params):\n    raise KeyError('nope')\n",
+            "check_shapes": "def hook(arrays, params):\n    raise KeyError('nope')\n",
+            "prepare": "def hook(arrays, params):\n    raise KeyError('nope')\n"}[hook]
+    plugin.write_text(
+        "from lossctl.registry import Part, register_loss\n" + body +
+        f"@register_loss('hooked_loss', formula='x', summary='x', use_when='x', reference='x', {hook}=hook)\n"
+        "def hooked_loss(preds, targets):\n"
+        "    return Part(values=preds - targets, stats={'s': 1.0})\n")
+    result = runner.invoke(app, ["evaluate", p, t, "--loss", "hooked_loss", "--plugin", str(plugin)])
+    assert result.exit_code == 2, result.stderr
+    assert _one_error_line(result).startswith("error: plugin hooked.py: loss 'hooked_loss' raised KeyError")
+
+
 def test_help_imports_no_numpy_pandas_or_yaml():
     code = ("import sys\nfrom lossctl.cli import app\n"
             "try:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
