@@ -171,7 +171,15 @@ def from_array(data: Any, name: str = "") -> MemoryArray:
     """Wrap an in-memory array (Python API)."""
     arr = np.asarray(data)
     check_dtype(arr.dtype, name or "array")
-    return MemoryArray(path="<array>", shape=tuple(arr.shape), dtype=arr.dtype, name=name, data=arr)
+    return check_not_empty(MemoryArray(path="<array>", shape=tuple(arr.shape), dtype=arr.dtype, name=name, data=arr))
+
+
+def check_not_empty(arr: LazyArray) -> LazyArray:
+    """Refuse an input whose samples have no elements, shape (N, 0): its mean would be a silent NaN.
+    (0 samples is the engine's to say: CTC's concatenated targets may be empty.)"""
+    if 0 in arr.shape[1:]:
+        raise InputError(f"{arr.label}: the input has no elements (shape {tuple(arr.shape)}): no samples to evaluate")
+    return arr
 
 
 def check_dtype(dtype: np.dtype, label: str) -> None:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from cli_support import assert_usage_error
+import lossctl
 from lossctl.cli import app
 from lossctl.errors import InputError
 from lossctl.readers import ReadOptions, open_input
@@ -238,6 +239,8 @@ def test_inputs_without_elements_are_errors(tmp_path, runner):
     header_only.write_text("p,t\n")
     result = runner.invoke(app, ["evaluate", f"{header_only}:p", f"{header_only}:t", "--loss", "mse"])
     assert_usage_error(result, "no rows")
+    with pytest.raises(InputError, match=r"no elements \(shape \(200, 0\)\)"):  # in-memory arrays too
+        lossctl.evaluate(np.zeros((200, 0)), np.zeros((200, 0)), "mse", provenance=False)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     result = runner.invoke(app, ["evaluate", str(empty), str(empty), "--loss", "mse"])

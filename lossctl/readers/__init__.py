@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lossctl.arrays import LazyArray
+from lossctl.arrays import LazyArray, check_not_empty
 from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
@@ -52,9 +52,7 @@ def open_source(spec: str, name: str = "", options: ReadOptions | None = None) -
     """Open ``spec``: one array, or for an ``.npz`` of several arrays without a key, all of them."""
     found = _open_source(spec, name, options or ReadOptions())
     for arr in found.values() if isinstance(found, dict) else [found]:
-        if 0 in arr.shape[1:]:  # (0 samples: the engine says "no samples")
-            raise InputError(f"{arr.label}: the input has no elements (shape {tuple(arr.shape)}): "
-                             f"no samples to evaluate")
+        check_not_empty(arr)
     return found
 
 
