@@ -12,7 +12,8 @@ from typing import Any
 
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
-from lossctl.engine import NAN_POLICIES, WEIGHTS, Sources, TermPlan, check_named_inputs, check_weights, run
+from lossctl.binding import WEIGHTS, Sources, check_named_inputs, check_weights
+from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import UsageError, option
 from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink

@@ -25,7 +25,8 @@ import numpy as np
 
 import lossctl.losses  # noqa: F401  (registers the built-in losses these functions are named after)
 from lossctl.arrays import from_array
-from lossctl.engine import TermPlan, normalize_shapes, run, sample_count
+from lossctl.binding import normalize_shapes, sample_count
+from lossctl.engine import TermPlan, run
 from lossctl.errors import ExprError, UsageError
 from lossctl.expr import BoundTerm, Call, format_call
 from lossctl.registry import REDUCTIONS, canonical_name, get_spec

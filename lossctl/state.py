@@ -28,8 +28,9 @@ import numpy as np
 
 from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
-from lossctl.engine import (NAN_POLICIES, WEIGHTS, Sources, TermPlan, check_named_inputs, check_weights,
-                            normalize_shapes, resolve_inputs, run, sample_count, weights_for)
+from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights, normalize_shapes, resolve_inputs,
+                             sample_count, weights_for)
+from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
