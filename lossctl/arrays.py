@@ -66,6 +66,14 @@ class LazyArray:
         """
         raise NotImplementedError
 
+    def read_across(self, start: int, stop: int, axis: int) -> np.ndarray:
+        """Samples ``start:stop`` along an ``axis`` other than 0 for an input read forward along
+        axis 0 only (a streamed CSV or compressed file): the whole input, sliced."""
+        whole = self.read(0, self.shape[0])
+        index = [slice(None)] * whole.ndim
+        index[axis] = slice(start, stop)
+        return whole[tuple(index)]
+
     def read_all(self) -> np.ndarray:
         return self.read(0, self.shape[0] if self.shape else 1)
 

@@ -570,10 +570,7 @@ class CsvArray(LazyArray):
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
         if axis != 0:
-            whole = self.read(0, self.shape[0])
-            index = [slice(None)] * whole.ndim
-            index[axis] = slice(start, stop)
-            return whole[tuple(index)]
+            return self.read_across(start, stop, axis)
         stop = max(start, min(stop, self.shape[0]))
         cols = self.source.read(self.columns, start, stop, self.classes)
         if len(cols) == 1:

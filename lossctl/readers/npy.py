@@ -60,10 +60,7 @@ class StreamNpyArray(LazyArray):
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
         if axis != 0:
-            whole = self.read(0, self.shape[0])
-            index = [slice(None)] * whole.ndim
-            index[axis] = slice(start, stop)
-            return whole[tuple(index)]
+            return self.read_across(start, stop, axis)
         stop = max(start, min(stop, self.shape[0] if self.shape else 1))
         row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
         want = self.offset + start * row
