@@ -229,6 +229,7 @@ class Warning_:
     message: str
     refs: list[str]
     forbids: list[str] = field(default_factory=list)  # losses this warning rules out at rank 1
+    about: list[str] = field(default_factory=list)  # shown only when one of these is recommended
 
 
 @dataclass
@@ -546,20 +547,21 @@ def _parse_rule(i: int, node: Any, src: str, losses: dict[str, CatalogueEntry],
     warns = []
     for j, w in enumerate(node.get("warn") or []):
         ww = f"{where}: warn[{j}]"
-        if not isinstance(w, dict) or set(w) - {"level", "message", "refs", "forbids"} \
+        if not isinstance(w, dict) or set(w) - {"level", "message", "refs", "forbids", "about"} \
                 or "message" not in w:
             raise RulesError(f"{ww} must be {{level: info|warn|error, message: TEXT, refs: [...], "
                              "forbids: [...]}}")
         forbids = _str_list(w.get("forbids"), ww, "forbids")
-        for lid in forbids:
+        about = _str_list(w.get("about"), ww, "about")
+        for lid in forbids + about:
             if lid not in losses:
-                raise RulesError(f"{ww}: forbids unknown loss {lid!r}{did_you_mean(lid, losses)}")
+                raise RulesError(f"{ww}: names unknown loss {lid!r}{did_you_mean(lid, losses)}")
         level = w.get("level", "warn")
         if level not in LEVELS:
             raise RulesError(f"{ww}: unknown level {level!r}{did_you_mean(level, LEVELS)}")
         refs = _str_list(w.get("refs"), ww, "refs")
         _check_refs(refs, references, ww)
-        warns.append(Warning_(level, " ".join(str(w["message"]).split()), refs, forbids))
+        warns.append(Warning_(level, " ".join(str(w["message"]).split()), refs, forbids, about))
     if not (recommend or exclude or warns or not_first or require_code or assume) \
             and support == "full":
         raise RulesError(f"{where}: a rule must recommend, exclude, warn or constrain")
@@ -650,7 +652,7 @@ def evaluate(rs: RuleSet, facts: dict[str, Any]) -> Outcome:
             scored[lid].blocked.append((rule.id, reason))
         for w in rule.warn:
             warnings.append({"level": w.level, "message": w.message, "rule": rule.id,
-                             "references": [_ref(rs, r) for r in w.refs]})
+                             "references": [_ref(rs, r) for r in w.refs], "_about": w.about})
             if w.level in _FIRST_BLOCKING_LEVELS:
                 for lid in w.forbids:
                     scored[lid].blocked.append((rule.id, f"contradicted by an {w.level}-level "
@@ -669,13 +671,23 @@ def evaluate(rs: RuleSet, facts: dict[str, Any]) -> Outcome:
         if head in _HEAD_OK and s.entry.input is not None and s.entry.input not in _HEAD_OK[head]:
             s.blocked.append(("head", f"it expects {s.entry.input.replace('_', '-')} and the "
                                       f"model outputs {head.replace('_', '-')}"))
-        if require_code and fw not in (None, "any") and fw not in s.entry.code:
-            s.blocked.append((require_code[0], f"no {fw} objective or code for it"))
     ranked = [s for s in scored.values() if s.applicable and not s.excluded and s.score > 0]
+    if require_code and fw not in (None, "any"):
+        if any(fw in s.entry.code and not s.blocked for s in ranked):
+            for s in ranked:
+                if fw not in s.entry.code:
+                    s.blocked.append((require_code[0], f"no {fw} objective or code for it"))
+        elif ranked:
+            assumptions.append(f"framework {fw}: no candidate loss has a {fw} objective for this "
+                               "task; the code shown is for other frameworks")
+            support = max(support, "partial", key=SUPPORT.index)
     ranked.sort(key=lambda s: (not s.first, -round(s.score, 9), -s.entry.prior, s.entry.id))
     ok = next((i for i, s in enumerate(ranked) if not s.blocked), None)
     if ok:  # not None and not already first
         ranked.insert(0, ranked.pop(ok))
+    shown = {s.entry.id for s in ranked}
+    warnings = [{k: v for k, v in w.items() if k != "_about"} for w in warnings
+                if not w["_about"] or shown & set(w["_about"])]
     order = {"error": 0, "warn": 1, "info": 2}
     warnings.sort(key=lambda w: (order[w["level"]], w["rule"]))
     return Outcome(ranked=ranked, all=scored, fired=fired, warnings=warnings,
