@@ -73,8 +73,11 @@ def test_rank1_is_consistent(path, head, fw):
             rule = RS.rule(w["rule"])
             for rw in rule.warn:
                 assert top.entry.id not in rw.forbids, (top.entry.id, w["message"])
-    # 2. every snippet of rank 1, in every framework, matches the head
+    # 2. every snippet of rank 1, in every framework, matches the head (embedding, ranking and
+    # survival losses are computed from embeddings/scores, not from a class-probability head)
     code = render_code(top.entry, resolve_params(top.params, facts), "any")
+    if facts["task"] in ("embedding", "ranking", "survival"):
+        code = {}
     for fw_name, snippet in code.items():
         bad = _mode_problems(snippet, facts.get("head"))
         assert not bad, f"{top.entry.id} {fw_name} snippet contradicts head={facts.get('head')}: {bad}\n{snippet}"

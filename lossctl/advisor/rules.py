@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossctl.advisor.schema import FACTS, NEUTRAL_VALUES, Fact, TaskError, check_value
+from lossctl.advisor.schema import (DERIVED_FROM, FACTS, NEUTRAL_VALUES, Fact, TaskError,
+                                    check_value)
 from lossctl.errors import UsageError
 from lossctl.words import did_you_mean
 
@@ -457,13 +458,16 @@ def _parse_loss(lid: str, node: Any, src: str, parent: Any, references: dict[str
         _check_keys(v, _VARIANT_KEYS, vw, "variant")
         merged = {k: val for k, val in node.items() if k != "variants"}
         if any(k in v for k in ("call", "expr", "describe")):
-            for k in ("call", "expr", "describe", "evaluable"):
+            for k in ("call", "expr", "describe", "evaluable", "each"):
                 merged.pop(k, None)
+            if "params" not in v:
+                merged.pop("params", None)
         for k, val in v.items():
             if k == "when":
                 continue
-            if k == "params":
-                merged["params"] = {**(node.get("params") or {}), **(val or {})}
+            if k == "params":  # a new form (call/expr/describe) brings its own params
+                merged["params"] = dict(val or {}) if any(f in v for f in ("call", "expr", "describe")) \
+                    else {**(node.get("params") or {}), **(val or {})}
             elif k == "code":
                 merged["code"] = {**(node.get("code") or {}), **(val or {})}
             else:
@@ -643,7 +647,7 @@ def evaluate(rs: RuleSet, facts: dict[str, Any]) -> Outcome:
             s = scored[c.loss]
             s.score += c.score
             s.contributions.append((rule.id, c))
-            s.params.update(c.params)
+            s.params.update({k: v for k, v in c.params.items() if k in s.entry.params})
             if c.first:
                 s.first.append(rule.id)
         for lid, reason in rule.exclude:
@@ -831,6 +835,10 @@ def uncovered_facts(rs: RuleSet, facts: dict[str, Any], written: list[str],
         tasks = _rule_tasks(rule.when)
         if rule.id in fired or tasks is None or task in tasks:
             _mentions(rule.when, seen)
+    for derived, sources in DERIVED_FROM.items():
+        if derived in seen:
+            for src in sources:
+                seen.setdefault(src, set()).add(_ANY)
     out = []
     for k in written:
         if k in _STRUCTURAL or k == "task" or k not in facts:

@@ -138,6 +138,12 @@ _FACT_LIST = [
     Fact("range_high", "float", "upper end of range", derived_only=True),
 ]
 FACTS: dict[str, Fact] = {f.name: f for f in _FACT_LIST}
+# Derived facts and the written facts they come from: a rule over the derived fact covers them.
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "cost_quantile": ("under_cost", "over_cost"), "cost_pos_weight": ("fn_cost", "fp_cost"),
+    "tversky_alpha": ("fn_cost", "fp_cost"), "tversky_beta": ("fn_cost", "fp_cost"),
+    "range_low": ("range",), "range_high": ("range",),
+}
 # Values that say "nothing special": no rule needs to mention them for the answer to cover them.
 NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
     "imbalance": ("none",), "outliers": ("none",), "tails": ("light",), "zeros": ("few",),
@@ -389,10 +395,6 @@ def derive(task: Task) -> Task:
     if under is not None and over is not None and f["task"] == "regression":
         q = _sig(under / (under + over), 3)
         put("cost_quantile", q, f"under_cost / (under_cost + over_cost) = {under:g}/{under + over:g}")
-        if "predict" not in f and "quantiles" not in f:
-            put("predict", "quantiles", "asymmetric under/over costs: the cost-optimal forecast "
-                "is a quantile")
-            put("quantiles", [q], f"cost_quantile {q:g}")
     fn, fp = f.get("fn_cost"), f.get("fp_cost")
     if fn is not None and fp is not None:
         put("cost_pos_weight", _sig(fn / fp), f"fn_cost / fp_cost = {fn:g}/{fp:g}")
