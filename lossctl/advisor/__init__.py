@@ -130,6 +130,7 @@ class Advice:
                 "contributions": [{"rule": rid, "score": _num(c.score), "reason": c.reason}
                                   for rid, c in s.contributions],
                 "excluded_by": [{"rule": rid, "reason": why} for rid, why in s.excluded],
+                "not_first": [{"rule": rid, "reason": why} for rid, why in s.blocked],
                 "applicable": s.applicable,
             }
             item["summary"] = _why_summary(item, self.top, len(self.outcome.ranked))
@@ -213,6 +214,9 @@ def _why_summary(item: dict[str, Any], top: int | None, n_ranked: int) -> str:
     if lowered:
         tail = "; lowered by " + "; ".join(f"{c['rule']} ({c['score']:+g}): {c['reason']}"
                                          for c in lowered)
+    if item.get("not_first") and item["rank"] != 1:
+        tail += "; cannot rank first: " + "; ".join(f"{b['rule']}: {b['reason']}"
+                                                   for b in item["not_first"])
     return f"ranked {item['rank']} of {n_ranked}{shown} with score {item['score']:g}{tail}"
 
 
