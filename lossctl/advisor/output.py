@@ -68,6 +68,8 @@ def print_table(advice: Advice, explain: bool = False, why_not: str | None = Non
         loss = escape(r["loss"])
         if not r["evaluable"]:
             loss += " [dim](not evaluable)[/]"
+        if r.get("not_first") and i > 1:
+            loss += " [dim](not as a first choice here: --why-not)[/]"
         why = escape(r["reasons"][0]) if r["reasons"] else ""
         table.add_row(str(i), loss, f"{r['score']:g}", why)
     con.print(table)
