@@ -311,6 +311,8 @@ def _inputs_for(expr: str):
         return rng.normal(size=n), rng.normal(size=n), {"var": rng.uniform(0.5, 2, size=n)}
     if "poisson_nll" in ns:
         return rng.normal(size=n), rng.poisson(3, size=n).astype(float), {}
+    if ns & {"msle", "mape"}:  # positive targets (and predictions)
+        return rng.uniform(0.5, 5, size=n), rng.uniform(0.5, 5, size=n), {}
     if "kl_div" in ns:
         return (logits if "from_logits=true" in expr else probs), probs, {}
     if "cross_entropy" in ns and "smooth_l1" in ns:

@@ -48,7 +48,7 @@ class Advice:
             if r not in seen:
                 seen.append(r)
         out_params = {k: (v.hint if hasattr(v, "hint") else v) for k, v in params.items()}
-        return {
+        rec = {
             "loss": loss,
             "evaluable": evaluable,
             "score": _num(s.score),
@@ -60,6 +60,9 @@ class Advice:
             "code": render_code(s.entry, params, facts.get("framework")),
             "rules": sorted({rid for rid, c in s.contributions}),
         }
+        if s.blocked:
+            rec["not_first"] = [f"{rid}: {why}" for rid, why in s.blocked]
+        return rec
 
     def _note_unevaluable(self, lid: str, loss: str, problem: str) -> None:
         w = {"level": "info", "rule": "catalogue", "references": [],
@@ -75,6 +78,36 @@ class Advice:
 
     def recommendations(self) -> list[dict[str, Any]]:
         return [self.recommendation(s) for s in self.ranked]
+
+    # -- honesty: what the rules cover ------------------------------------------------------
+    def support(self) -> tuple[str, list[str]]:
+        """``full | partial | none`` and the assumptions behind the answer (SPEC §7)."""
+        from lossctl.advisor.rules import SUPPORT, uncovered_facts
+
+        facts = self.task.facts
+        level = self.outcome.support
+        notes = list(self.outcome.assumptions)
+        written = [k for k, v in self.task.source.items() if not v.startswith("derived")]
+        for k in uncovered_facts(self.rules, facts, written, self.outcome.fired):
+            v = facts[k]
+            v = ("true" if v else "false") if isinstance(v, bool) else v
+            notes.append(f"{k}: {v} is accepted but no rule uses it for task {facts['task']}; "
+                         "the recommendations ignore it")
+            level = max(level, "partial", key=SUPPORT.index)
+        ranked = self.ranked
+        if not ranked:
+            level = "none"
+            notes.append(f"no rule recommends a loss for these facts (task {facts['task']})")
+        else:
+            top = ranked[0]
+            fw = facts.get("framework")
+            if fw not in (None, "any") and fw not in top.entry.code:
+                notes.append(f"no {fw} code for the first recommendation ({top.entry.name})")
+            if top.blocked:
+                level = max(level, "partial", key=SUPPORT.index)
+                notes.append("every candidate is ruled out as a first answer by a constraint; "
+                             f"#1 is shown anyway: {'; '.join(w for _, w in top.blocked)}")
+        return level, notes
 
     @property
     def warnings(self) -> list[dict[str, Any]]:
@@ -97,6 +130,7 @@ class Advice:
                 "contributions": [{"rule": rid, "score": _num(c.score), "reason": c.reason}
                                   for rid, c in s.contributions],
                 "excluded_by": [{"rule": rid, "reason": why} for rid, why in s.excluded],
+                "not_first": [{"rule": rid, "reason": why} for rid, why in s.blocked],
                 "applicable": s.applicable,
             }
             item["summary"] = _why_summary(item, self.top, len(self.outcome.ranked))
@@ -105,8 +139,11 @@ class Advice:
 
     def to_json(self, explain: bool = False, why_not: str | None = None) -> dict[str, Any]:
         recs = self.recommendations()  # first: it may add catalogue warnings
+        support, assumptions = self.support()
         doc: dict[str, Any] = {
             "task": public_facts(self.task),
+            "support": support,
+            "assumptions": assumptions,
             "recommendations": recs,
             "warnings": [{k: w[k] for k in ("level", "message", "rule", "references") if k in w}
                          for w in self.warnings],
@@ -177,6 +214,9 @@ def _why_summary(item: dict[str, Any], top: int | None, n_ranked: int) -> str:
     if lowered:
         tail = "; lowered by " + "; ".join(f"{c['rule']} ({c['score']:+g}): {c['reason']}"
                                          for c in lowered)
+    if item.get("not_first") and item["rank"] != 1:
+        tail += "; cannot rank first: " + "; ".join(f"{b['rule']}: {b['reason']}"
+                                                   for b in item["not_first"])
     return f"ranked {item['rank']} of {n_ranked}{shown} with score {item['score']:g}{tail}"
 
 

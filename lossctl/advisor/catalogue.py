@@ -87,17 +87,21 @@ def binding_problems(rs: RuleSet) -> list[str]:
                        f"expression: {problem}; fix it, or write the entry with describe: for a loss "
                        f"lossctl does not compute")
 
-    for lid, entry in rs.losses.items():
-        if entry.evaluable:
-            check(f"{rs.path}:{entry.line}: loss {lid}" if entry.line else f"{rs.path}: loss {lid}",
-                  entry, entry.params)
+    for lid, base in rs.losses.items():
+        for entry in [base] + [v for _, v in base.variants]:
+            if entry.evaluable:
+                where = f"{rs.path}:{base.line}: loss {lid}" if base.line else f"{rs.path}: loss {lid}"
+                if entry.variant:
+                    where += f" (variant when {entry.variant})"
+                check(where, entry, entry.params)
     for rule in rs.rules:
         for j, c in enumerate(rule.recommend):
-            entry = rs.losses[c.loss]
-            if entry.evaluable and c.params:
-                where = f"{rs.path}:{rule.line}" if rule.line else rs.path
-                check(f"{where}: rule {rule.id}: recommend[{j}] (loss {c.loss})", entry,
-                      {**entry.params, **c.params})
+            for entry in [rs.losses[c.loss]] + [v for _, v in rs.losses[c.loss].variants]:
+                if entry.evaluable and c.params:
+                    known = {k: v for k, v in c.params.items() if k in entry.params}
+                    where = f"{rs.path}:{rule.line}" if rule.line else rs.path
+                    check(f"{where}: rule {rule.id}: recommend[{j}] (loss {c.loss})", entry,
+                          {**entry.params, **known})
     return out
 
 

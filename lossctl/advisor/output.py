@@ -53,6 +53,12 @@ def print_table(advice: Advice, explain: bool = False, why_not: str | None = Non
         con.print("[dim]  (~ derived, * inferred from data; --explain for details)[/]")
 
     recs = advice.recommendations()
+    support, assumptions = advice.support()
+    if support != "full" or assumptions:
+        con.print(f"[bold yellow]Note:[/] support: {support} (outside what the rules cover; "
+                  "check these assumptions)" if support != "full" else "[bold]Note:[/]")
+        for a in assumptions:
+            con.print("  - " + escape(a))
     table = Table(box=box.SIMPLE_HEAD, show_lines=False, expand=False, pad_edge=False)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("loss", overflow="fold")
@@ -62,6 +68,8 @@ def print_table(advice: Advice, explain: bool = False, why_not: str | None = Non
         loss = escape(r["loss"])
         if not r["evaluable"]:
             loss += " [dim](not evaluable)[/]"
+        if r.get("not_first") and i > 1:
+            loss += " [dim](not as a first choice here: --why-not)[/]"
         why = escape(r["reasons"][0]) if r["reasons"] else ""
         table.add_row(str(i), loss, f"{r['score']:g}", why)
     con.print(table)

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lossctl.advisor.schema import FACTS, Fact, TaskError, check_value
+from lossctl.advisor.schema import (DERIVED_FROM, FACTS, NEUTRAL_VALUES, Fact, TaskError,
+                                    check_value)
 from lossctl.errors import UsageError
 from lossctl.words import did_you_mean
 
@@ -201,6 +202,16 @@ class CatalogueEntry:
     each: tuple[str, str] | None = None  # (template param, list param): one term per item
     call: str | None = None
     line: int | None = None
+    input: str | None = None  # what the loss and its code expect: logits | probabilities | log_probabilities
+    variants: list[tuple["Cond", "CatalogueEntry"]] = field(default_factory=list)
+    variant: str = ""  # the condition of the variant this entry is (for --explain)
+
+    def for_facts(self, facts: dict[str, Any]) -> "CatalogueEntry":
+        """The first variant whose condition holds (head, framework, labels ...), else itself."""
+        for cond, entry in self.variants:
+            if cond.matches(facts):
+                return entry
+        return self
 
 
 @dataclass
@@ -210,6 +221,7 @@ class Contribution:
     reason: str
     refs: list[str]
     params: dict[str, Any]
+    first: bool = False  # the loss optimises the task's metric/functional directly: rank it first
 
 
 @dataclass
@@ -217,6 +229,8 @@ class Warning_:
     level: str
     message: str
     refs: list[str]
+    forbids: list[str] = field(default_factory=list)  # losses this warning rules out at rank 1
+    about: list[str] = field(default_factory=list)  # shown only when one of these is recommended
 
 
 @dataclass
@@ -229,6 +243,10 @@ class Rule:
     warn: list[Warning_]
     tests: list[dict[str, Any]]
     line: int | None = None
+    not_first: list[tuple[str, str]] = field(default_factory=list)
+    require_code: bool = False
+    assume: list[str] = field(default_factory=list)
+    support: str = "full"
 
 
 @dataclass
@@ -242,10 +260,15 @@ class RuleSet:
         return next(r for r in self.rules if r.id == rid)
 
 
-_RULE_KEYS = ("id", "title", "when", "recommend", "exclude", "warn", "tests")
+_RULE_KEYS = ("id", "title", "when", "recommend", "exclude", "not_first", "require_code", "warn",
+              "assume", "support", "tests")
 _LOSS_KEYS = ("name", "call", "expr", "describe", "evaluable", "params", "each", "code", "refs",
-              "applies_to", "prior", "note")
-_CONTRIB_KEYS = ("loss", "score", "reason", "refs", "params")
+              "applies_to", "prior", "note", "input", "variants")
+_VARIANT_KEYS = ("when", "name", "call", "expr", "describe", "params", "code", "refs", "input",
+                 "note")
+INPUTS = ("logits", "probabilities", "log_probabilities")
+SUPPORT = ("full", "partial", "none")
+_CONTRIB_KEYS = ("loss", "score", "reason", "refs", "params", "first")
 _TEST_KEYS = ("facts", "expect_top", "expect_in_top", "expect_warnings", "expect_excluded",
               "expect_not_fired", "top")
 
@@ -418,10 +441,42 @@ def _parse_loss(lid: str, node: Any, src: str, parent: Any, references: dict[str
         raise RulesError(f"{where}: prior must be a number")
     applies = compile_condition(node["applies_to"], f"{where}: applies_to") \
         if node.get("applies_to") is not None else None
-    return CatalogueEntry(id=lid, name=str(node.get("name", lid)), evaluable=evaluable,
-                          template=template, params=params, code=code, refs=refs,
-                          applies_to=applies, prior=float(prior), each=each, call=call,
-                          line=getattr(parent, "lines", {}).get(lid))
+    inp = node.get("input")
+    if inp is not None and inp not in INPUTS:
+        raise RulesError(f"{where}: input must be one of {', '.join(INPUTS)}, not {inp!r}")
+    entry = CatalogueEntry(id=lid, name=str(node.get("name", lid)), evaluable=evaluable,
+                           template=template, params=params, code=code, refs=refs,
+                           applies_to=applies, prior=float(prior), each=each, call=call,
+                           line=getattr(parent, "lines", {}).get(lid), input=inp)
+    raw_variants = node.get("variants") or []
+    if not isinstance(raw_variants, list):
+        raise RulesError(f"{where}: variants must be a list of {{when: ..., overrides}}")
+    for j, v in enumerate(raw_variants):
+        vw = f"{where}: variants[{j}]"
+        if not isinstance(v, dict) or "when" not in v:
+            raise RulesError(f"{vw} must be a mapping with 'when' and the keys it overrides")
+        _check_keys(v, _VARIANT_KEYS, vw, "variant")
+        merged = {k: val for k, val in node.items() if k != "variants"}
+        if any(k in v for k in ("call", "expr", "describe")):
+            for k in ("call", "expr", "describe", "evaluable", "each"):
+                merged.pop(k, None)
+            if "params" not in v:
+                merged.pop("params", None)
+        for k, val in v.items():
+            if k == "when":
+                continue
+            if k == "params":  # a new form (call/expr/describe) brings its own params
+                merged["params"] = dict(val or {}) if any(f in v for f in ("call", "expr", "describe")) \
+                    else {**(node.get("params") or {}), **(val or {})}
+            elif k == "code":
+                merged["code"] = {**(node.get("code") or {}), **(val or {})}
+            else:
+                merged[k] = val
+        cond = compile_condition(v["when"], f"{vw}: when")
+        ve = _parse_loss(lid, merged, src, parent, references)
+        ve.variant = cond.describe()
+        entry.variants.append((cond, ve))
+    return entry
 
 
 def _parse_rule(i: int, node: Any, src: str, losses: dict[str, CatalogueEntry],
@@ -464,7 +519,11 @@ def _parse_rule(i: int, node: Any, src: str, losses: dict[str, CatalogueEntry],
                 raise RulesError(f"{cw}: loss {lid} has no param {k!r}"
                                  f"{did_you_mean(k, entry.params)}")
         params = {str(k): _param_value(v, f"{cw}: param {k}") for k, v in params_raw.items()}
-        recommend.append(Contribution(lid, float(score), " ".join(reason.split()), refs, params))
+        first = c.get("first", False)
+        if not isinstance(first, bool):
+            raise RulesError(f"{cw}: first must be true or false")
+        recommend.append(Contribution(lid, float(score), " ".join(reason.split()), refs, params,
+                                      first))
     exclude = []
     for j, e in enumerate(node.get("exclude") or []):
         ew = f"{where}: exclude[{j}]"
@@ -473,19 +532,43 @@ def _parse_rule(i: int, node: Any, src: str, losses: dict[str, CatalogueEntry],
         if e["loss"] not in losses:
             raise RulesError(f"{ew}: unknown loss {e['loss']!r}{did_you_mean(e['loss'], losses)}")
         exclude.append((e["loss"], " ".join(str(e.get("reason", "excluded")).split())))
+    not_first = []
+    for j, e in enumerate(node.get("not_first") or []):
+        ew = f"{where}: not_first[{j}]"
+        if not isinstance(e, dict) or set(e) - {"loss", "reason"} or "loss" not in e \
+                or "reason" not in e:
+            raise RulesError(f"{ew} must be {{loss: ID, reason: TEXT}}")
+        if e["loss"] not in losses:
+            raise RulesError(f"{ew}: unknown loss {e['loss']!r}{did_you_mean(e['loss'], losses)}")
+        not_first.append((e["loss"], " ".join(str(e["reason"]).split())))
+    require_code = node.get("require_code", False)
+    if not isinstance(require_code, bool):
+        raise RulesError(f"{where}: require_code must be true or false")
+    assume = _str_list(node.get("assume"), where, "assume")
+    support = node.get("support", "full")
+    if support not in SUPPORT:
+        raise RulesError(f"{where}: support must be one of {', '.join(SUPPORT)}")
     warns = []
     for j, w in enumerate(node.get("warn") or []):
         ww = f"{where}: warn[{j}]"
-        if not isinstance(w, dict) or set(w) - {"level", "message", "refs"} or "message" not in w:
-            raise RulesError(f"{ww} must be {{level: info|warn|error, message: TEXT, refs: [...]}}")
+        if not isinstance(w, dict) or set(w) - {"level", "message", "refs", "forbids", "about"} \
+                or "message" not in w:
+            raise RulesError(f"{ww} must be {{level: info|warn|error, message: TEXT, refs: [...], "
+                             "forbids: [...]}}")
+        forbids = _str_list(w.get("forbids"), ww, "forbids")
+        about = _str_list(w.get("about"), ww, "about")
+        for lid in forbids + about:
+            if lid not in losses:
+                raise RulesError(f"{ww}: names unknown loss {lid!r}{did_you_mean(lid, losses)}")
         level = w.get("level", "warn")
         if level not in LEVELS:
             raise RulesError(f"{ww}: unknown level {level!r}{did_you_mean(level, LEVELS)}")
         refs = _str_list(w.get("refs"), ww, "refs")
         _check_refs(refs, references, ww)
-        warns.append(Warning_(level, " ".join(str(w["message"]).split()), refs))
-    if not recommend and not exclude and not warns:
-        raise RulesError(f"{where}: a rule must recommend, exclude or warn")
+        warns.append(Warning_(level, " ".join(str(w["message"]).split()), refs, forbids, about))
+    if not (recommend or exclude or warns or not_first or require_code or assume) \
+            and support == "full":
+        raise RulesError(f"{where}: a rule must recommend, exclude, warn or constrain")
     tests = node.get("tests") or []
     if not isinstance(tests, list):
         raise RulesError(f"{where}: tests must be a list")
@@ -500,7 +583,8 @@ def _parse_rule(i: int, node: Any, src: str, losses: dict[str, CatalogueEntry],
                     raise RulesError(f"{tw}: {key} names unknown loss {lid!r}"
                                      f"{did_you_mean(lid, losses)}")
     return Rule(id=rid, title=str(node.get("title", rid)), when=when, recommend=recommend,
-                exclude=exclude, warn=warns, tests=list(tests), line=getattr(node, "line", None))
+                exclude=exclude, warn=warns, tests=list(tests), line=getattr(node, "line", None),
+                not_first=not_first, require_code=require_code, assume=assume, support=support)
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,6 +599,8 @@ class Scored:
     excluded: list[tuple[str, str]] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     applicable: bool = True
+    first: list[str] = field(default_factory=list)  # rules that rank it first (metric/functional)
+    blocked: list[tuple[str, str]] = field(default_factory=list)  # why it cannot be rank 1
 
 
 @dataclass
@@ -523,12 +609,36 @@ class Outcome:
     all: dict[str, Scored]
     fired: list[str]
     warnings: list[dict[str, Any]]
+    assumptions: list[str] = field(default_factory=list)
+    support: str = "full"
+
+
+_HEAD_OK = {  # head -> the loss inputs it can feed
+    "logits": ("logits",), "linear": ("logits",), "probabilities": ("probabilities",),
+    "log_probabilities": ("log_probabilities",),
+}
+_FIRST_BLOCKING_LEVELS = ("error",)
 
 
 def evaluate(rs: RuleSet, facts: dict[str, Any]) -> Outcome:
-    scored = {lid: Scored(entry=e, params=dict(e.params)) for lid, e in rs.losses.items()}
+    """Score every catalogue entry, then order: constraints before preferences.
+
+    1. Excluded or inapplicable entries, and those with a non-positive score, are dropped.
+    2. Entries a fired rule marks ``first`` (the loss the metric or functional asks for) rank
+       above the rest; within a tier, by score, then prior, then id.
+    3. Rank 1 goes to the best entry that nothing blocks: ``not_first`` in a fired rule, an
+       error-level warning that ``forbids`` it, a head its input does not match, or (under
+       ``require_code``) no code for the task's framework.
+    """
+    scored = {}
+    for lid, e in rs.losses.items():
+        eff = e.for_facts(facts)
+        scored[lid] = Scored(entry=eff, params=dict(eff.params))
     fired: list[str] = []
     warnings: list[dict[str, Any]] = []
+    assumptions: list[str] = []
+    support = "full"
+    require_code = []
     for rule in rs.rules:  # sorted by id: file order never matters
         if not rule.when.matches(facts):
             continue
@@ -537,19 +647,55 @@ def evaluate(rs: RuleSet, facts: dict[str, Any]) -> Outcome:
             s = scored[c.loss]
             s.score += c.score
             s.contributions.append((rule.id, c))
-            s.params.update(c.params)
+            s.params.update({k: v for k, v in c.params.items() if k in s.entry.params})
+            if c.first:
+                s.first.append(rule.id)
         for lid, reason in rule.exclude:
             scored[lid].excluded.append((rule.id, reason))
+        for lid, reason in rule.not_first:
+            scored[lid].blocked.append((rule.id, reason))
         for w in rule.warn:
             warnings.append({"level": w.level, "message": w.message, "rule": rule.id,
-                             "references": [_ref(rs, r) for r in w.refs]})
+                             "references": [_ref(rs, r) for r in w.refs], "_about": w.about})
+            if w.level in _FIRST_BLOCKING_LEVELS:
+                for lid in w.forbids:
+                    scored[lid].blocked.append((rule.id, f"contradicted by an {w.level}-level "
+                                                f"warning: {w.message}"))
+        if rule.require_code:
+            require_code.append(rule.id)
+        for a in rule.assume:
+            if a not in assumptions:
+                assumptions.append(a)
+        if SUPPORT.index(rule.support) > SUPPORT.index(support):
+            support = rule.support
+    head = facts.get("head")
+    fw = facts.get("framework")
     for s in scored.values():
         s.applicable = s.entry.applies_to is None or s.entry.applies_to.matches(facts)
+        if head in _HEAD_OK and s.entry.input is not None and s.entry.input not in _HEAD_OK[head]:
+            s.blocked.append(("head", f"it expects {s.entry.input.replace('_', '-')} and the "
+                                      f"model outputs {head.replace('_', '-')}"))
     ranked = [s for s in scored.values() if s.applicable and not s.excluded and s.score > 0]
-    ranked.sort(key=lambda s: (-round(s.score, 9), -s.entry.prior, s.entry.id))
+    if require_code and fw not in (None, "any"):
+        if any(fw in s.entry.code and not s.blocked for s in ranked):
+            for s in ranked:
+                if fw not in s.entry.code:
+                    s.blocked.append((require_code[0], f"no {fw} objective or code for it"))
+        elif ranked:
+            assumptions.append(f"framework {fw}: no candidate loss has a {fw} objective for this "
+                               "task; the code shown is for other frameworks")
+            support = max(support, "partial", key=SUPPORT.index)
+    ranked.sort(key=lambda s: (not s.first, -round(s.score, 9), -s.entry.prior, s.entry.id))
+    ok = next((i for i, s in enumerate(ranked) if not s.blocked), None)
+    if ok:  # not None and not already first
+        ranked.insert(0, ranked.pop(ok))
+    shown = {s.entry.id for s in ranked}
+    warnings = [{k: v for k, v in w.items() if k != "_about"} for w in warnings
+                if not w["_about"] or shown & set(w["_about"])]
     order = {"error": 0, "warn": 1, "info": 2}
     warnings.sort(key=lambda w: (order[w["level"]], w["rule"]))
-    return Outcome(ranked=ranked, all=scored, fired=fired, warnings=warnings)
+    return Outcome(ranked=ranked, all=scored, fired=fired, warnings=warnings,
+                   assumptions=assumptions, support=support)
 
 
 def _ref(rs: RuleSet, key: str) -> str:
@@ -641,4 +787,68 @@ def render_code(entry: CatalogueEntry, params: dict[str, Any], framework: str | 
             tp, lp = entry.each
             values[tp] = values.get(lp)
         out[fw] = _fill(tmpl, values, fmt_py_value)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Coverage: which written facts the rules can take into account (support / assumptions)
+
+# Facts that only feed derivations or rendering: their effect shows up in other facts or code.
+_STRUCTURAL = ("description", "framework", "head", "classes", "class_counts", "minority_fraction",
+               "quantiles", "coverage")
+
+
+def _mentions(cond: Cond, out: dict[str, set], negated: bool = False) -> None:
+    if cond.op in ("all", "any", "not"):
+        for c in cond.items:
+            _mentions(c, out, negated or cond.op == "not")
+        return
+    vals = out.setdefault(cond.fact, set())
+    if negated:  # 'not labels in [binary]' takes every other value into account
+        vals.add(_ANY)
+    elif cond.test == "eq":
+        vals.add(cond.value)
+    elif cond.test == "in":
+        vals.update(cond.value)
+    else:  # ne, not_in, exists, comparisons: any value is taken into account
+        vals.add(_ANY)
+
+
+_ANY = object()
+
+
+def _rule_tasks(cond: Cond) -> set | None:
+    """Task values a rule is restricted to (from its top-level conditions), None if any task."""
+    items = cond.items if cond.op == "all" else (cond,)
+    for c in items:
+        if c.op == "test" and c.fact == "task" and c.test in ("eq", "in"):
+            return {c.value} if c.test == "eq" else set(c.value)
+    return None
+
+
+def uncovered_facts(rs: RuleSet, facts: dict[str, Any], written: list[str],
+                    fired: list[str]) -> list[str]:
+    """Written facts that no rule for this task (and no fired rule) takes into account."""
+    task = facts.get("task")
+    seen: dict[str, set] = {}
+    for rule in rs.rules:
+        tasks = _rule_tasks(rule.when)
+        if rule.id in fired or tasks is None or task in tasks:
+            _mentions(rule.when, seen)
+    for derived, sources in DERIVED_FROM.items():
+        if derived in seen:
+            for src in sources:
+                seen.setdefault(src, set()).add(_ANY)
+    out = []
+    for k in written:
+        if k in _STRUCTURAL or k == "task" or k not in facts:
+            continue
+        vals = seen.get(k)
+        v = facts[k]
+        if v is False or v in NEUTRAL_VALUES.get(k, ()):
+            continue
+        if vals is None:
+            out.append(k)
+        elif _ANY not in vals and FACTS[k].kind in ("enum", "bool") and v not in vals:
+            out.append(k)
     return out

@@ -33,7 +33,7 @@ class Fact:
 
 
 TASKS = ("regression", "classification", "segmentation", "detection", "embedding", "ranking",
-         "sequence", "generative", "distillation")
+         "sequence", "generative", "distillation", "survival")
 TASK_SHORTHANDS = {
     "binary_classification": ("classification", "binary"),
     "multiclass_classification": ("classification", "multiclass"),
@@ -87,11 +87,33 @@ _FACT_LIST = [
          minimum=0.0, maximum=1.0),
     Fact("boundary", "enum", "how much boundary accuracy matters", ("normal", "important")),
     Fact("detector", "enum", "detector architecture", ("one_stage", "two_stage", "set_prediction")),
-    Fact("supervision", "enum", "embedding supervision", ("pairs", "triplets", "class_labels", "views")),
+    Fact("supervision", "enum", "embedding supervision (positive_pairs: positives only, the "
+         "other items of the batch are the negatives)",
+         ("pairs", "triplets", "class_labels", "views", "positive_pairs")),
     Fact("alignment", "enum", "is the input/target alignment known (sequence)", ("none", "per_step")),
     Fact("relevance", "enum", "relevance labels (ranking)", ("binary", "graded", "pairwise")),
     Fact("data", "enum", "what a generative model reconstructs", ("binary", "continuous")),
     Fact("teacher", "enum", "what the teacher provides (distillation)", ("logits", "probabilities")),
+    Fact("model", "enum", "generative model family",
+         ("vae", "gan", "diffusion", "flow", "autoregressive")),
+    Fact("sequence", "enum", "sequence output: transcription (monotonic: speech, OCR, handwriting), "
+         "generation (free order: translation, summarisation, captioning), tagging (one label "
+         "per step)", ("transcription", "generation", "tagging")),
+    Fact("censoring", "enum", "censoring of the event times (survival)", ("none", "right", "interval")),
+    Fact("fn_cost", "float", "cost of a false negative (classification, segmentation)",
+         minimum=0.0, exclusive_min=True),
+    Fact("fp_cost", "float", "cost of a false positive (classification, segmentation)",
+         minimum=0.0, exclusive_min=True),
+    Fact("under_cost", "float", "cost per unit of under-prediction (regression)",
+         minimum=0.0, exclusive_min=True),
+    Fact("over_cost", "float", "cost per unit of over-prediction (regression)",
+         minimum=0.0, exclusive_min=True),
+    Fact("negative_sampling", "fraction", "fraction of negatives kept in training (calibration "
+         "correction)", minimum=0.0, exclusive_min=True, maximum=1.0),
+    Fact("thin_structures", "bool", "thin or tubular foreground (vessels, roads, cracks)"),
+    Fact("range", "float_list", "[low, high]: the regression target is bounded"),
+    Fact("overdispersed", "bool", "count variance well above the mean"),
+    Fact("exposure", "bool", "each row has an exposure/offset (insurance, rates)"),
     Fact("description", "text", "free text, ignored by the rules"),
     # Derived only: computed from the facts above, usable in rules, printed by --explain.
     Fact("imbalance_ratio", "float", "n_max / n_min from class_counts", minimum=1.0,
@@ -104,8 +126,30 @@ _FACT_LIST = [
          derived_only=True),
     Fact("label_like_targets", "bool", "regression targets look like class labels (--targets)",
          derived_only=True),
+    Fact("cost_quantile", "fraction", "under_cost / (under_cost + over_cost): the cost-optimal "
+         "quantile", minimum=0.0, maximum=1.0, derived_only=True),
+    Fact("cost_pos_weight", "float", "fn_cost / fp_cost: the cost-optimal positive weight",
+         minimum=0.0, derived_only=True),
+    Fact("tversky_alpha", "fraction", "fp_cost / (fn_cost + fp_cost): Tversky FP weight",
+         minimum=0.0, maximum=1.0, derived_only=True),
+    Fact("tversky_beta", "fraction", "fn_cost / (fn_cost + fp_cost): Tversky FN weight",
+         minimum=0.0, maximum=1.0, derived_only=True),
+    Fact("range_low", "float", "lower end of range", derived_only=True),
+    Fact("range_high", "float", "upper end of range", derived_only=True),
 ]
 FACTS: dict[str, Fact] = {f.name: f for f in _FACT_LIST}
+# Derived facts and the written facts they come from: a rule over the derived fact covers them.
+DERIVED_FROM: dict[str, tuple[str, ...]] = {
+    "cost_quantile": ("under_cost", "over_cost"), "cost_pos_weight": ("fn_cost", "fp_cost"),
+    "tversky_alpha": ("fn_cost", "fp_cost"), "tversky_beta": ("fn_cost", "fp_cost"),
+    "range_low": ("range",), "range_high": ("range",),
+}
+# Values that say "nothing special": no rule needs to mention them for the answer to cover them.
+NEUTRAL_VALUES: dict[str, tuple[Any, ...]] = {
+    "imbalance": ("none",), "outliers": ("none",), "tails": ("light",), "zeros": ("few",),
+    "noise": ("none",), "predict": ("mean",), "boundary": ("normal",), "censoring": (),
+    "target": ("continuous",),
+}
 INPUT_FACTS = [f.name for f in _FACT_LIST if not f.derived_only]
 
 
@@ -169,6 +213,8 @@ def check_value(fact: Fact, value: Any, where: str) -> Any:
                     raise TaskError(f"{where}: {name} must list numbers, not {item!r}")
                 _check_range(fact, float(item), where)
                 out.append(float(item))
+        if name == "range" and (len(out) != 2 or not out[0] < out[1]):
+            raise TaskError(f"{where}: range must be [low, high] with low < high, got {value!r}")
         if fact.kind == "int_list" and len(out) < 2:
             raise TaskError(f"{where}: {name} needs at least 2 classes, got {out}")
         return out
@@ -345,6 +391,19 @@ def derive(task: Task) -> Task:
             put("predict", by_metric[metric], f"metric: {metric}")
         if metric in ("log_loss", "brier", "ece") and f["task"] == "classification":
             put("calibrated", True, f"metric: {metric} is a calibration-sensitive score")
+    under, over = f.get("under_cost"), f.get("over_cost")
+    if under is not None and over is not None and f["task"] == "regression":
+        q = _sig(under / (under + over), 3)
+        put("cost_quantile", q, f"under_cost / (under_cost + over_cost) = {under:g}/{under + over:g}")
+    fn, fp = f.get("fn_cost"), f.get("fp_cost")
+    if fn is not None and fp is not None:
+        put("cost_pos_weight", _sig(fn / fp), f"fn_cost / fp_cost = {fn:g}/{fp:g}")
+        put("tversky_alpha", _sig(fp / (fn + fp), 3), f"fp_cost / (fn_cost + fp_cost)")
+        put("tversky_beta", _sig(fn / (fn + fp), 3), f"fn_cost / (fn_cost + fp_cost)")
+    rng = f.get("range")
+    if rng is not None:
+        put("range_low", rng[0], "range[0]")
+        put("range_high", rng[1], "range[1]")
     if "quantiles" in f:
         put("predict", "quantiles", "quantiles given")
     if "coverage" in f:
@@ -412,6 +471,8 @@ def _schema_for(fact: Fact) -> dict[str, Any]:
         s.update({"type": "array", "minItems": 2, "items": {"type": "integer", "minimum": 1}})
     else:
         s.update({"type": "array", "minItems": 1, "items": {"type": "number", **_bounds(fact)}})
+        if fact.name == "range":
+            s.update({"minItems": 2, "maxItems": 2})
     return s
 
 
