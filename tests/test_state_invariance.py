@@ -158,6 +158,19 @@ def embeddings(rng: np.random.Generator, n: int) -> Inputs:
     return {"embeddings": np.eye(4, 6)[y] * 2 + _normal(rng, n, 6, scale=0.8), "targets": y}
 
 
+def views(rng: np.random.Generator, n: int) -> Inputs:
+    """Two views x1, x2 (n, D) of the same points (info_nce: row i of x2 is the positive of row i)."""
+    x = _normal(rng, n, 6)
+    return {"x1": x + _normal(rng, n, 6, scale=0.4), "x2": x + _normal(rng, n, 6, scale=0.4)}
+
+
+def survival(rng: np.random.Generator, n: int) -> Inputs:
+    """Risk scores, times with ties (rounded) and ~70 % observed events."""
+    eta = _normal(rng, n)
+    return {"preds": eta, "targets": np.round(rng.exponential(1.0, n) / np.exp(eta), 1),
+            "event": (rng.uniform(size=n) < 0.7).astype(np.float64)}
+
+
 def overlap(c: int = 1, hw: int = 6, targets: str = "mask", soft: bool = False, logits: bool = False) -> Gen:
     """(n, C, H, W) probabilities (or logits) with a 0/1 mask of the same shape, a soft mask, or
     class indices (n, H, W)."""
@@ -194,7 +207,7 @@ class Case:
     n: int = 40
     grid: int = 0  # n = this many fast-path sub-chunks + a few rows: splits cut the sub-chunk grid
     #                (33 sub-chunks: the fast path also splits a one-shot update into several tasks)
-    mining: bool = False  # batch mining: the value depends on the batching (no split invariance)
+    mining: bool = False  # whole-batch (mining, info_nce, cox_ph): the value depends on the batching (no split invariance)
     unbatched: bool = False  # one sample (a single distribution): nothing to split
 
     @property
@@ -260,6 +273,11 @@ CASES: dict[str, list[Case]] = {
                   Case("triplet", "triplet(mining=all_pairs, p=1, margin=2)", embeddings, mining=True)),
     "contrastive": _c("contrastive", ("contrastive", pairs("01")), ("contrastive(margin=2.5)", pairs("01")),
                       Case("contrastive", "contrastive(mining=all_pairs)", embeddings, mining=True)),
+    "info_nce": _c("info_nce", Case("info_nce", "info_nce", views, mining=True),
+                   Case("info_nce", "info_nce(symmetric=true, temperature=0.5)", views, mining=True),
+                   Case("info_nce", "info_nce(similarity=dot, temperature=2)", views, mining=True)),
+    "cox_ph": _c("cox_ph", Case("cox_ph", "cox_ph", survival, mining=True),
+                 Case("cox_ph", "cox_ph(reduction=sum)", survival, mining=True)),
     "cosine_embedding": _c("cosine_embedding", ("cosine_embedding", pairs("pm1")),
                            ("cosine_embedding(margin=0.3)", pairs("pm1"))),
     "dice": _c("dice", ("dice", overlap()), ("dice(per_sample=true)", overlap()),

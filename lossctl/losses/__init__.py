@@ -15,4 +15,5 @@ from lossctl.losses import (  # noqa: F401  (registers the losses)
     regression,
     segmentation,
     sequence,
+    survival,
 )

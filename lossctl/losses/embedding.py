@@ -510,3 +510,121 @@ def contrastive(x1: np.ndarray | None = None, x2: np.ndarray | None = None, targ
     diff = a - b
     d = np.sqrt(np.sum(diff * diff, axis=1))
     return Part(values=(1.0 - y) * d * d + y * np.maximum(margin - d, 0.0) ** 2)
+
+
+# ----------------------------------------------------------------------------------------- info_nce
+
+
+def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    """log Σ_j exp(x_ij) per row, shifted by the row maximum (finite for any finite logits)."""
+    m = np.max(x, axis=1)
+    return m + np.log(np.sum(np.exp(x - m[:, None]), axis=1))
+
+
+def _info_nce_terms(q: np.ndarray, k: np.ndarray, tau: float, lo: int, hi: int) -> np.ndarray:
+    """Rows lo:hi of logsumexp_j(q_i·k_j/τ) - q_i·k_i/τ, in blocks of rows against all of ``k``."""
+    out = np.empty(hi - lo)
+    step = max(1, _BLOCK_ELEMENTS // max(1, len(k)))
+    for s in range(lo, hi, step):
+        e = min(hi, s + step)
+        logits = (q[s:e] @ k.T) / tau
+        diag = logits[np.arange(e - s), np.arange(s, e)]
+        out[s - lo:e - lo] = _logsumexp_rows(logits) - diag
+    return out
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    """torch ``F.normalize``: x / max(|x|₂, 1e-12) per row."""
+    return x / np.maximum(np.sqrt(np.einsum("ij,ij->i", x, x)), 1e-12)[:, None]
+
+
+def _info_nce_rows(x1_arr: LazyArray, x2_arr: LazyArray, params: dict[str, Any]) -> MinedArray:
+    """Per-sample (value, 1) over the pairs whose x1 and x2 rows are both free of NaN (the batch).
+
+    A pair with a NaN reads as (NaN, 0), so the NaN policy sees it at its own index (``omit``: the
+    batch is the other pairs, ``propagate``: NaN), as the mined losses do.
+    """
+    a, b = _f64(x1_arr.read_all()), _f64(x2_arr.read_all())
+    with np.errstate(invalid="ignore"):
+        valid = ~np.isnan(a).any(axis=1) & ~np.isnan(b).any(axis=1)
+    qa, kb = a[valid], b[valid]
+    if params["similarity"] == "cosine":
+        qa, kb = _normalize(qa), _normalize(kb)
+    before = np.concatenate([[0], np.cumsum(valid)])
+    tau, symmetric = params["temperature"], params["symmetric"]
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, 2))
+        rows = valid[start:stop]
+        out[~rows, 0] = np.nan
+        lo, hi = int(before[start]), int(before[stop])
+        if hi > lo:
+            v = _info_nce_terms(qa, kb, tau, lo, hi)
+            if symmetric:
+                v = 0.5 * (v + _info_nce_terms(kb, qa, tau, lo, hi))
+            out[rows, 0] = v
+            out[rows, 1] = 1.0
+        return out
+
+    n = x1_arr.shape[0]
+    return MinedArray(x1_arr.path, (n, 2), np.dtype(np.float64), x1_arr.key, "x1", base=x1_arr, compute=compute)
+
+
+def _check_info_nce(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    _need("info_nce", arrays, ("x1", "x2"), "(x1 (N, D) queries, x2 (N, D) their positives, row i with row i)")
+    return _as_rows("info_nce", arrays, ("x1", "x2"))
+
+
+def _prepare_info_nce(arrays: dict[str, LazyArray], params: dict[str, Any]) -> dict[str, LazyArray]:
+    return {"x1": _info_nce_rows(arrays["x1"], arrays["x2"], params), "x2": arrays["x2"]}
+
+
+def _curve_info_nce(x, temperature=0.07, **_):
+    # one positive at cosine x, 255 negatives at cosine 0: log(e^{x/τ} + 255) - x/τ
+    return np.logaddexp(x / temperature, np.log(255.0)) - x / temperature
+
+
+@register_loss(
+    "info_nce", aliases=("infonce", "nt_xent", "ntxent", "clip_loss"), family="embedding",
+    inputs=("x1", "x2"), positional=("x1", "x2"), check_shapes=_check_info_nce, prepare=_prepare_info_nce,
+    params=[
+        Param("temperature", "float", 0.07, "softmax temperature τ dividing the similarities", gt=0),
+        Param("similarity", "str", "cosine", "s_ij: cosine (L2-normalised rows) or dot (raw inner product)",
+              choices=("cosine", "dot")),
+        Param("symmetric", "bool", False, "average the x1→x2 and x2→x1 directions (CLIP)"),
+    ],
+    formula="logsumexp_j(s_ij / τ) - s_ii / τ over in-batch negatives j (symmetric: mean with the "
+            "x2→x1 term); mean over samples",
+    summary="InfoNCE / NT-Xent: each query must pick its own positive out of the batch (in-batch negatives).",
+    use_when="contrastive representation learning (SimCLR, CLIP, MoCo-style) with paired views or modalities "
+             "and no labels",
+    reference="Oord et al. (2018), arXiv:1807.03748; Chen et al. (2020) SimCLR; Radford et al. (2021) CLIP; "
+              "= torch F.cross_entropy(normalize(x1) @ normalize(x2).T / τ, arange(N))",
+    knowledge=Knowledge(
+        properties=("a softmax cross-entropy over the batch: row i of x2 is the positive, every other row a "
+                    "negative",
+                    "the whole input is one batch: the value depends on the batch (a LossState update is one "
+                    "batch; merging combines whole batches)",
+                    "a lower bound on mutual information: I(x1; x2) >= log N - loss"),
+        avoid_when=("small batches (few negatives: a loose bound, weak gradients)",
+                    "duplicates in the batch (a 'negative' that is really a positive: false negatives)"),
+        pitfalls=("temperature matters: 0.07 (CLIP, MoCo) to 0.5 (SimCLR); too small is unstable",
+                  "forgetting to L2-normalise with a dot similarity",
+                  "log N is the loss of a random encoder: compare against it, not against 0"),
+        pytorch="F.cross_entropy(F.normalize(x1) @ F.normalize(x2).T / 0.07, torch.arange(len(x1)))",
+        keras="keras.losses.sparse_categorical_crossentropy(tf.range(n), logits / 0.07, from_logits=True)",
+        curve=Curve("cosine of the positive (255 negatives at cosine 0)", -1, 1,
+                    (("info_nce", _curve_info_nce),))),
+)
+def info_nce(x1: np.ndarray | None = None, x2: np.ndarray | None = None, *, temperature: float = 0.07,
+             similarity: str = "cosine", symmetric: bool = False) -> Part:
+    """InfoNCE with in-batch negatives: ``logsumexp_j(s_ij/τ) - s_ii/τ``, mean over the batch.
+
+    The kernel sees per-sample terms the ``prepare`` hook computed against the whole batch.
+
+    >>> from lossctl.functional import info_nce
+    >>> # s = [[1, 0], [0, 1]] / τ=1: each row log(e + 1) - 1 = 0.31326...
+    >>> round(info_nce([[1, 0], [0, 1]], [[2, 0], [0, 3]], temperature=1), 6)
+    0.313262
+    """
+    return Part(values=x1[:, 0], weight=x1[:, 1])

@@ -1,4 +1,4 @@
-"""Golden values for triplet and contrastive, explicit tuples and mined (writes tests/golden/embedding.json).
+"""Golden values for triplet, contrastive (explicit tuples and mined) and info_nce (writes tests/golden/embedding.json).
 
 References:
 * triplet: torch.nn.functional.triplet_margin_loss in float64 (float32 cases: float64 maths on the
@@ -11,6 +11,8 @@ References:
   batch_hard: for each anchor, max d over same-label j≠i and min d over other-label k (torch
   pairwise_distance with eps), loss max(0, margin + d_ap - d_an); mean over anchors having both.
   all_pairs / batch_all (triplet): every valid triplet (a, p, n), mean (or sum) over them.
+* info_nce: torch F.cross_entropy(logits, arange(N)) with logits = F.normalize(x1) @ F.normalize(x2).T / τ
+  (dot: no normalize); symmetric: (ce(logits) + ce(logits.T)) / 2, per sample for reduction=none.
 Run: python tests/golden/gen_embedding.py
 """
 
@@ -84,6 +86,20 @@ def batch_hard_ref(emb, labels, margin=1.0, p=2.0, eps=1e-6):
             per[i] = max(0.0, margin + max(d[j] for j in pos) - min(d[k] for k in neg))
             valid.append(i)
     return float(per[valid].mean()), per
+
+
+def info_nce_ref(x1, x2, temperature=0.07, similarity="cosine", symmetric=False):
+    """torch F.cross_entropy(logits, arange(N), reduction='none'), logits = normalize(x1) @ normalize(x2).T / τ;
+    symmetric: the mean of the row (x1→x2) and column (x2→x1) terms of each sample."""
+    a, b = t64(x1), t64(x2)
+    if similarity == "cosine":
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    logits = a @ b.T / temperature
+    target = torch.arange(len(a))
+    per = F.cross_entropy(logits, target, reduction="none")
+    if symmetric:
+        per = (per + F.cross_entropy(logits.T, target, reduction="none")) / 2
+    return per.numpy()
 
 
 for dt in ("float64", "float32"):
@@ -166,6 +182,32 @@ for dt in ("float64", "float32"):
     cases.append(make_case(f"contrastive_all_pairs_duplicates_{dt}", "contrastive(mining=all_pairs)",
                            {"embeddings": dup, "targets": dup_labels}, mean,
                            "brute force all pairs on duplicated points with norms ~100"))
+
+# info_nce after the others, from its own generator (the cases above keep their inputs)
+rng_nce = np.random.default_rng(13)
+for dt in ("float64", "float32"):
+    # info_nce: torch cross_entropy over the in-batch similarity matrix (CLIP / SimCLR-style)
+    q = rng_nce.normal(0, 1, (11, 8)).astype(dt)
+    k = (q.astype(np.float64) + rng_nce.normal(0, 0.8, (11, 8))).astype(dt)
+    for loss, kw in [("info_nce", {}), ("info_nce(temperature=0.5)", {"temperature": 0.5}),
+                     ("info_nce(similarity=dot, temperature=1)", {"similarity": "dot", "temperature": 1.0}),
+                     ("info_nce(symmetric=true)", {"symmetric": True}),
+                     ("nt_xent(symmetric=true, similarity=dot, temperature=2)",
+                      {"symmetric": True, "similarity": "dot", "temperature": 2.0})]:
+        per = info_nce_ref(q, k, **kw)
+        name = loss.replace("(", "_").replace(")", "").replace("=", "").replace(", ", "_")
+        cases.append(make_case(f"{name}_{dt}", loss, {"x1": q, "x2": k}, per.mean(),
+                               f"torch cross_entropy(logits, arange(N)) with {kw}", expected_none=per))
+    cases.append(make_case(f"info_nce_sum_{dt}", "info_nce", {"x1": q, "x2": k}, info_nce_ref(q, k).sum(),
+                           "torch cross_entropy(logits, arange(N), reduction='sum')", reduction="sum"))
+    big = (rng_nce.normal(0, 1, (6, 4)) * 100).astype(dt)
+    per = info_nce_ref(big, big[::-1].copy(), similarity="dot", temperature=0.07)
+    cases.append(make_case(f"info_nce_dot_huge_logits_{dt}", "info_nce(similarity=dot)",
+                           {"x1": big, "x2": big[::-1].copy()}, per.mean(),
+                           "torch cross_entropy on logits ~1e5 (stable log-sum-exp)", expected_none=per))
+    one = rng_nce.normal(0, 1, (1, 5)).astype(dt)
+    cases.append(make_case(f"info_nce_one_pair_{dt}", "info_nce", {"x1": one, "x2": one * 2},
+                           info_nce_ref(one, one * 2).mean(), "torch cross_entropy of a 1x1 logit matrix (= 0)"))
 
 write_cases("embedding", "tests/golden/gen_embedding.py", torch_version(), cases)
 print(f"wrote {len(cases)} cases")
