@@ -136,6 +136,6 @@ def cox_ph(preds: np.ndarray | None = None, targets: np.ndarray | None = None,
     >>> from lossctl.functional import cox_ph
     >>> # events at t=1 (risk set all three) and t=2 (risk set η=0, 0): (log 3 + log 2) / 2
     >>> round(cox_ph([0, 0, 0], [1, 2, 3], event=[1, 1, 0]), 6)
-    0.895880
+    0.89588
     """
     return Part(values=preds[:, 0], weight=preds[:, 1])
