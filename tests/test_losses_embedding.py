@@ -162,3 +162,58 @@ def test_triplet_all_pairs_every_valid_triplet(monkeypatch, direct):
                                  provenance=False).results
             assert r[0].value == pytest.approx(mean, rel=1e-12)
             assert r[1].value == pytest.approx(total, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------------- info_nce
+
+
+def _info_nce_brute(a, b, tau=0.07, cosine=True, symmetric=False):
+    if cosine:
+        a = a / np.linalg.norm(a, axis=1, keepdims=True)
+        b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    s = a @ b.T / tau
+    rows = np.log(np.exp(s).sum(axis=1)) - np.diag(s)
+    cols = np.log(np.exp(s).sum(axis=0)) - np.diag(s)
+    return float(np.mean((rows + cols) / 2 if symmetric else rows))
+
+
+def test_info_nce_blocks_match_brute_force(monkeypatch):
+    monkeypatch.setattr(embedding, "_BLOCK_ELEMENTS", 64)  # many row blocks
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(37, 5)), rng.normal(size=(37, 5))
+    for sym in (False, True):
+        got = compute("info_nce", a, b, symmetric=sym, temperature=0.5)
+        assert got == pytest.approx(_info_nce_brute(a, b, 0.5, symmetric=sym), rel=1e-12)
+
+
+def test_info_nce_chunks_and_nan_omit():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(30, 4)), rng.normal(size=(30, 4))
+    one = lossctl.evaluate(a, b, loss="info_nce(symmetric=true)", provenance=False).results[0].value
+    for k in (1, 4, 29):
+        got = lossctl.evaluate(a, b, loss="info_nce(symmetric=true)", chunk_size=k, provenance=False).results[0].value
+        assert got == pytest.approx(one, rel=1e-13)
+    b_nan = b.copy()
+    b_nan[3, 2] = np.nan
+    omit = lossctl.evaluate(a, b_nan, loss="info_nce", nan_policy="omit", provenance=False).results[0].value
+    keep = np.arange(30) != 3
+    assert omit == pytest.approx(_info_nce_brute(a[keep], b[keep]), rel=1e-12)
+
+
+def test_info_nce_huge_dot_logits_stay_finite():
+    a = np.array([[1e3, 0.0], [0.0, 1e3], [-1e3, 0.0]])
+    v = compute("info_nce", a, a, similarity="dot")
+    assert np.isfinite(v) and v == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("expr,shapes,needle", [
+    ("info_nce", ((4, 3), (4, 2)), "same shape (N, D)"),
+    ("info_nce", ((4, 3), (5, 3)), "same shape (N, D)"),
+    ("info_nce(temperature=0)", ((4, 3), (4, 3)), "temperature"),
+    ("info_nce(similarity=l2)", ((4, 3), (4, 3)), "similarity"),
+])
+def test_info_nce_errors_are_exit_2(runner, tmp_path, expr, shapes, needle):
+    for name, shape in zip(("a", "b"), shapes):
+        np.save(tmp_path / f"{name}.npy", np.ones(shape))
+    code, _, err = run_cli(runner, ["evaluate", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--loss", expr])
+    assert code == 2 and needle in err, err
