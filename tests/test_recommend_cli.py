@@ -293,6 +293,11 @@ def _inputs_for(expr: str):
         return rng.normal(size=(n, 3)), np.repeat(np.arange(4), n // 4), {}
     if "triplet" in ns:
         return None, None, {k: rng.normal(size=(n, 3)) for k in ("anchor", "positive", "negative")}
+    if "info_nce" in ns:  # two views: row i of x2 is the positive of row i of x1
+        x = rng.normal(size=(n, 3))
+        return None, None, {"x1": x + 0.3 * rng.normal(size=(n, 3)), "x2": x + 0.3 * rng.normal(size=(n, 3))}
+    if "cox_ph" in ns:  # risk scores, times, events (at least one)
+        return rng.normal(size=n), rng.exponential(size=n), {"event": np.r_[1.0, bits[1:]]}
     if "contrastive" in ns:
         return None, bits, {"x1": rng.normal(size=(n, 3)), "x2": rng.normal(size=(n, 3))}
     if "cosine_embedding" in ns:
