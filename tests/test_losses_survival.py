@@ -73,7 +73,7 @@ def test_bad_inputs_are_exit_2(runner, tmp_path, event, times, needle):
     np.save(tmp_path / "eta.npy", np.array([0.1, 0.2, 0.3]))
     np.save(tmp_path / "t.npy", np.array(times, dtype=float))
     np.save(tmp_path / "e.npy", np.array(event, dtype=float))
-    code, out, err = run_cli(runner, ["evaluate", str(tmp_path / "eta.npy"), str(tmp_path / "t.npy"),
+    code, _, err = run_cli(runner, ["evaluate", str(tmp_path / "eta.npy"), str(tmp_path / "t.npy"),
                                       "--input", f"event={tmp_path / 'e.npy'}", "--loss", "cox_ph"])
     assert code == 2 and needle in err, err
 

@@ -601,10 +601,9 @@ def _curve_info_nce(x, temperature=0.07, **_):
     reference="Oord et al. (2018), arXiv:1807.03748; Chen et al. (2020) SimCLR; Radford et al. (2021) CLIP; "
               "= torch F.cross_entropy(normalize(x1) @ normalize(x2).T / τ, arange(N))",
     knowledge=Knowledge(
-        properties=("a softmax cross-entropy over the batch: row i of x2 is the positive, every other row a "
-                    "negative",
-                    "the whole input is one batch: the value depends on the batch (a LossState update is one "
-                    "batch; merging combines whole batches)",
+        properties=("a softmax cross-entropy over the batch: row i of x2 is the positive, every other row a negative",
+                    ("the whole input is one batch: the value depends on the batch (a LossState update is one "
+                     "batch; merging combines whole batches)"),
                     "a lower bound on mutual information: I(x1; x2) >= log N - loss"),
         avoid_when=("small batches (few negatives: a loose bound, weak gradients)",
                     "duplicates in the batch (a 'negative' that is really a positive: false negatives)"),

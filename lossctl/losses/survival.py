@@ -114,8 +114,7 @@ _curve: tuple[tuple[str, Callable[..., Any]], ...] = (("event", _curve_cox),)
     use_when="survival / time-to-event regression with right-censored data (DeepSurv-style risk models)",
     reference="Cox (1972); Breslow (1974) ties; Katzman et al. (2018) DeepSurv; XGBoost objective survival:cox",
     knowledge=Knowledge(
-        properties=("only the ordering of risk within each risk set matters: η is a log hazard ratio, "
-                    "shift-invariant",
+        properties=("only the ordering of risk within each risk set matters: η is a shift-invariant log hazard ratio",
                     "censored samples enter only as members of risk sets",
                     "the whole input is one cohort (risk sets span it): a LossState update is one cohort"),
         avoid_when=("no censoring and the times themselves are wanted (plain regression on time)",
