@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels, workers
-from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label
+from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label, reading
 from lossctl.errors import InputError, UsageError, option
 from lossctl.words import did_you_mean
 
@@ -569,6 +569,10 @@ class CsvArray(LazyArray):
     sequential = True
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        with reading(self.label):
+            return self._read(start, stop, axis)
+
+    def _read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
         if axis != 0:
             return self.read_across(start, stop, axis)
         stop = max(start, min(stop, self.shape[0]))
