@@ -663,6 +663,59 @@ def _names(fields: list[str], has_header: bool) -> list[str]:
     return names
 
 
+_LINE_ENDS: dict[Any, str] = {}  # (file, size, mtime) -> the copy of it with "\n" line ends
+_LINE_END_RE = re.compile(rb"\r\n?")
+_SCAN_BYTES = 1 << 23
+
+
+def _has_bare_cr(path: str) -> bool:
+    """Whether some line of the file ends in a bare CR (old Mac, or a mix): a scan at memchr speed,
+    finer only in blocks that hold a CR."""
+    prev_cr = False
+    with open_binary(path) as fh:
+        while block := fh.read(_SCAN_BYTES):
+            if prev_cr and not block.startswith(b"\n"):
+                return True
+            if b"\r" in block:
+                crs = block.count(b"\r") - block.endswith(b"\r")
+                if crs != block.count(b"\r\n"):
+                    return True
+            prev_cr = block.endswith(b"\r")
+    return prev_cr
+
+
+def one_line_ending(path: str) -> str:
+    """``path``, or (when some line of it ends in a bare CR) a temporary copy with every line end
+    (LF, CRLF, CR in any mix) written as LF: one line-ending rule for the whole file, as pandas
+    reads it, for every parser downstream (the C parser, the row counter, the row check)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key in _LINE_ENDS:
+        return _LINE_ENDS[key]
+    if not _has_bare_cr(path):
+        _LINE_ENDS[key] = path
+        return path
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="lossctl-csv-")
+    atexit.register(shutil.rmtree, folder, True)
+    root = os.path.basename(path)
+    if compression(root):
+        root = os.path.splitext(root)[0]
+    copy = os.path.join(folder, root)
+    carry = b""
+    with open_binary(path) as fh, open(copy, "wb") as out:
+        while block := fh.read(_SCAN_BYTES):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""
+            out.write(_LINE_END_RE.sub(b"\n", block[:len(block) - len(carry)]))
+        out.write(b"\n" if carry else b"")
+    _LINE_ENDS[key] = copy
+    return copy
+
+
 def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, header: str = "auto",
              classes: Sequence[str] | None = None, shown: str | None = None) -> CsvArray:
     """Columns ``selector`` (names or 0-based indexes, comma-separated; default: the numeric ones)
@@ -671,6 +724,7 @@ def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, hea
     class labels, read as their position in the list; ``shown``: how messages name the file."""
     where = shown or path
     label = input_label(name, where)
+    original, path = path, one_line_ending(path)
     first = first_line(path)
     if not first.strip():
         raise InputError(f"{label}: the file is empty (or its first line is blank)")
@@ -717,7 +771,7 @@ def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, hea
     dtype = dtypes[0] if len(set(dtypes)) == 1 else np.result_type(*dtypes)
     shape = (source.n_rows,) if len(chosen) == 1 else (source.n_rows, len(chosen))
     notes = tuple(f"{label}: {note}" for note in [note] if note)
-    return CsvArray(path=path, shape=shape, dtype=np.dtype(dtype), key=selector or None, name=name, source=source,
+    return CsvArray(path=original, shape=shape, dtype=np.dtype(dtype), key=selector or None, name=name, source=source,
                     columns=tuple(chosen), classes=tuple(classes) if text_cols and classes is not None else None,
                     notes=notes)
 
