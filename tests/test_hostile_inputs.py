@@ -56,13 +56,17 @@ def stored_npz(members: dict[str, bytes]) -> bytes:
 
 # ---------------------------------------------------------------------------------------- corpus
 
+def _write(d: Path, name: str, body: bytes) -> Path:
+    (d / name).write_bytes(body)
+    return d / name
+
+
 def _csv_bytes(body: bytes):
-    return lambda d: (d / "x.csv").write_bytes(body) or d / "x.csv"
+    return lambda d: _write(d, "x.csv", body)
 
 
 def _non_utf8_header(d: Path) -> Path:
-    (d / "x.csv").write_bytes(b"a\xff\xfe,b\n1,2\n3,4\n")
-    return d / "x.csv"
+    return _write(d, "x.csv", b"a\xff\xfe,b\n1,2\n3,4\n")
 
 
 def _npy_huge_shape(d: Path) -> Path:
@@ -100,7 +104,25 @@ def _npz_bomb(d: Path) -> Path:
     return d / "x.npz"
 
 
+def _npz_huge_compressed_header(d: Path) -> Path:
+    with zipfile.ZipFile(d / "x.npz", "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.npy", npy_header((2 ** 40, 2 ** 40)) + b"\0" * 64)
+    return d / "x.npz"
+
+
+def _npz_corrupt_deflate(d: Path) -> Path:
+    np.savez_compressed(d / "x.npz", a=np.random.default_rng(0).random(20_000))
+    data = bytearray((d / "x.npz").read_bytes())
+    data[2000:6000] = bytes(4000)  # inside the member's deflate stream
+    (d / "x.npz").write_bytes(bytes(data))
+    return d / "x.npz"
+
+
 HOSTILE = {
+    "non-utf8 quoted header": _csv_bytes(b'"p\xff",t\n1,2\n'),
+    "unterminated quote in the header": _csv_bytes(b'"a,b\n1,2\n'),
+    "npz huge compressed header": _npz_huge_compressed_header,
+    "npz corrupt deflate stream": _npz_corrupt_deflate,
     "non-utf8 header": _non_utf8_header,
     "binary garbage": _csv_bytes(bytes(range(256)) * 8),
     "unterminated quote": _csv_bytes(b'a,b\n1,"2\n3,4\n'),
@@ -108,21 +130,21 @@ HOSTILE = {
     "bom and newline": _csv_bytes(b"\xef\xbb\xbf\n"),
     "nul bytes": _csv_bytes(b"a,b\n\0\0\0,1\n"),
     "npy huge shape": _npy_huge_shape,
-    "npy negative shape": lambda d: (d / "x.npy").write_bytes(npy_header((-5,)) + b"\0" * 64) or d / "x.npy",
-    "npy cut": lambda d: (d / "x.npy").write_bytes(npy_header((100,)) + b"\0" * 80) or d / "x.npy",
-    "npy garbage header": lambda d: (d / "x.npy").write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': <<<}\n")
-    or d / "x.npy",
+    "npy negative shape": lambda d: _write(d, "x.npy", npy_header((-5,)) + b"\0" * 64),
+    "npy cut": lambda d: _write(d, "x.npy", npy_header((100,)) + b"\0" * 80),
+    "npy garbage header": lambda d: _write(d, "x.npy", b"\x93NUMPY\x01\x00\x10\x00{'descr': <<<}\n"),
     "npz lying member": _npz_lying_member,
     "npz truncated": _npz_truncated,
     "npz cut stored member": _npz_cut_stored,
     "npz member inflates past its header": _npz_bomb,
-    "npz not a zip": lambda d: (d / "x.npz").write_bytes(b"PK\x03\x04" + b"\0" * 100) or d / "x.npz",
+    "npz not a zip": lambda d: _write(d, "x.npz", b"PK\x03\x04" + b"\0" * 100),
 }
 
 
 @pytest.mark.parametrize("make", HOSTILE.values(), ids=list(HOSTILE))
 def test_hostile_file_is_exit_2(tmp_path: Path, make) -> None:
     path = make(tmp_path)
+    assert isinstance(path, Path)
     other = tmp_path / "other.npy"
     np.save(other, np.zeros(10))
     assert_refused(run(str(path), str(other), "--loss", "mse"))

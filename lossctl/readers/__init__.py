@@ -11,7 +11,7 @@ import os
 import stat
 from dataclasses import dataclass
 
-from lossctl.arrays import LazyArray, check_not_empty, reading
+from lossctl.arrays import LazyArray, check_not_empty, input_label, reading
 from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
@@ -83,7 +83,7 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
     if packed is not None:
         root, suffix = os.path.splitext(root)
     try:
-        with reading(f"{who}{shown or path}"):
+        with reading(input_label(name, shown or path)):
             return _open_format(path, selector, name, options, who, shown, suffix, packed)
     except PermissionError:
         raise InputError(f"{who}cannot read {path}: permission denied") from None
