@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "lossctl", "evaluate", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lossctl", "evaluate", *args], capture_output=True, text=True, check=False,
                           timeout=timeout, env=env, stdin=subprocess.DEVNULL)
 
 
