@@ -230,7 +230,7 @@ def test_single_column_cr_only_csv(tmp_path: Path) -> None:
 
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: a column's dtype is still fixed by its first chunk (not done)")
+
 def test_integer_column_gets_a_float_after_the_first_chunk(tmp_path: Path) -> None:
     rows = 262_144 + 10
     body = b"p,t\n" + b"1,1\n" * (rows - 1) + b"1.5,1\n"

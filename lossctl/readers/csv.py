@@ -103,6 +103,26 @@ def _count_rows_or_error(path: str) -> Any:
         return exc
 
 
+def _scan_rows_c(path: str, sep: str, simple: tuple[int, list[str]], has_header: bool) -> Any:
+    """(lines, per column whether any row is not an integer literal) by the C parser over the whole
+    file, so a column whose first float comes after the first chunk is read as float64 (not refused);
+    the row count alone (:func:`_count_rows_or_error`) when the C parser declines a block."""
+    try:
+        rows, floats = 0, [False] * len(simple[1])
+        blocks = _CsvBlocks(path, sep, simple[0], len(simple[1]))
+        try:
+            for n, _values, first_float in blocks:
+                rows += n
+                floats = [f or first >= 0 for f, first in zip(floats, first_float)]
+        finally:
+            blocks.close()
+        return rows + (1 if has_header else 0), floats
+    except _Unsupported:
+        return _count_rows_or_error(path)
+    except BaseException as exc:  # noqa: BLE001 - handed back to the opening thread
+        return exc
+
+
 _CRLF_BLANK_RE = re.compile(rb"\n\r(?=\n)")
 
 
@@ -344,7 +364,10 @@ class _CsvSource:
         counted: list[Any] = []
         counter = None
         if os.path.getsize(path) > (1 << 22) or compression(path):  # count the rows while the first chunk is parsed
-            counter = threading.Thread(target=lambda: counted.append(_count_rows_or_error(path)), daemon=True)
+            simple = self._simple
+            count = (lambda: _scan_rows_c(path, sep, simple, has_header)) if simple is not None else \
+                (lambda: _count_rows_or_error(path))
+            counter = threading.Thread(target=lambda: counted.append(count()), daemon=True)
             counter.start()
         try:
             self._restart()
@@ -363,7 +386,19 @@ class _CsvSource:
         if self._reader.done if isinstance(self._reader, _CsvBlocks) else first[0] < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
-            lines = counted[0] if counted else _count_rows_or_error(path)
+            if counted:
+                lines = counted[0]
+            elif self._simple is not None:
+                lines = _scan_rows_c(path, sep, self._simple, has_header)
+            else:
+                lines = _count_rows_or_error(path)
+            if isinstance(lines, tuple) and self._simple is None:  # (the C parser gave up: pandas reads it)
+                lines = _count_rows_or_error(path)
+            if isinstance(lines, tuple):  # parsed through by the C parser: a later float widens an int column
+                lines, floats = lines
+                for col, later in zip(self.columns, floats):
+                    if later and self.dtypes.get(col) == np.dtype(np.int64):
+                        self.dtypes[col] = np.dtype(np.float64)
             if isinstance(lines, BaseException):
                 raise lines
             self.n_rows = lines - (1 if has_header else 0)
@@ -412,7 +447,7 @@ class _CsvSource:
                 self.columns = list(self._simple[1])
                 for col, first, column in zip(self.columns, first_float, values):
                     # int64 for integer literals that a float64 holds exactly (|v| < 2**53)
-                    whole = (first < 0 or first >= self.chunk_rows) and bool(np.all(np.abs(column) < 2.0 ** 53))
+                    whole = first < 0 and bool(np.all(np.abs(column) < 2.0 ** 53))
                     self.dtypes[col] = np.dtype(np.int64 if whole else np.float64)
             return rows, dict(zip(self.columns, values))
         frame = self._next_pandas_frame()
