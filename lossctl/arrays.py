@@ -8,15 +8,67 @@ reshaped views live here because the losses build them too. Only NumPy is below 
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from lossctl.errors import InputError
+from lossctl.errors import InputError, LossctlError
 
 NUMERIC_KINDS = "biuf"  # the dtype kinds an input may have: bool, int, uint, float
+
+
+def parse_error_types() -> tuple[type[BaseException], ...]:
+    """Every exception type that parsing or reading a user's input file can raise (bad bytes,
+    bad compression, a bad zip, a bad header, a file cut short or too large): each one is the
+    input's fault, exit 2, never lossctl's (SPEC §2)."""
+    import bz2  # noqa: F401 - (bz2 raises OSError/EOFError)
+    import csv
+    import lzma
+    import zipfile
+    import zlib
+
+    found: list[type[BaseException]] = [UnicodeError, ValueError, OverflowError, MemoryError, EOFError, OSError,
+                                        csv.Error, lzma.LZMAError, zipfile.BadZipFile, zlib.error,
+                                        zipfile.LargeZipFile]
+    try:
+        import pandas as pd
+
+        found += [pd.errors.ParserError, pd.errors.EmptyDataError]
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(found)
+
+
+def input_problem(label: str, exc: BaseException) -> InputError:
+    """The InputError saying what went wrong reading ``label`` (one line, cut to a sane length)."""
+    if isinstance(exc, UnicodeError):
+        what = "not a UTF-8 text file (or a binary file given as text)"
+    elif isinstance(exc, MemoryError):
+        what = "the file needs more memory than there is (a header claiming a huge size, or endless lines)"
+    elif isinstance(exc, PermissionError):
+        what = "permission denied"
+    elif isinstance(exc, OSError) and exc.strerror:
+        what = exc.strerror
+    else:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        what = f"cannot parse it ({text[:200]}{'...' if len(text) > 200 else ''})"
+    return InputError(f"{label}: {what}")
+
+
+@contextlib.contextmanager
+def reading(label: str) -> Iterator[None]:
+    """The one place where parsing a user's input turns any parse/read exception into an
+    :class:`InputError` (exit 2). Wraps opening an input and every lazy read of one."""
+    try:
+        yield
+    except LossctlError:
+        raise
+    except parse_error_types() as exc:
+        raise input_problem(label, exc) from None
 
 
 def input_label(name: str, where: str) -> str:

@@ -210,7 +210,9 @@ scan_number(const char *p, const char *end, double *out, int *is_int)
     return p;
 }
 
-/* newlines in [p, end) */
+/* an upper bound on the rows of [p, end): lines that are not blank ("\n" or "\r\n" alone, skipped
+ * as parse_lines skips them), plus one for a last line without its newline. Blank lines cost no
+ * row, so the block's columns take at most 8 bytes per byte of the block whatever ncols is. */
 static Py_ssize_t
 count_lines(const char *p, const char *end)
 {
@@ -220,7 +222,7 @@ count_lines(const char *p, const char *end)
         if (q == NULL) {
             break;
         }
-        n++;
+        n += !(q == p || (q == p + 1 && *p == '\r'));
         p = q + 1;
     }
     return n;

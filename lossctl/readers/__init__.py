@@ -8,9 +8,10 @@ Nothing reads more than a chunk of an ``.npy`` file at a time, and nothing ever 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
-from lossctl.arrays import LazyArray, check_not_empty
+from lossctl.arrays import LazyArray, check_not_empty, input_label, reading
 from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
@@ -74,30 +75,35 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
         raise InputError(f"{who}no such file: {path}")
     if os.path.isdir(path):
         raise InputError(f"{who}{path} is a directory; give a .npy, .npz, .csv or .tsv file")
+    if shown is None and not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO blocks, /dev/zero never ends
+        raise InputError(f"{who}{path} is not a regular file (a pipe, device or socket); save the data to a "
+                         f"file, or pipe it in as '-'")
     root, suffix = os.path.splitext(path.lower())
     packed = compression(path)
     if packed is not None:
         root, suffix = os.path.splitext(root)
     try:
-        if suffix == ".npy":
-            if selector:
-                raise InputError(f"{who}{shown or path} is a single array; drop ':{selector}'")
-            if packed is not None:
-                from lossctl.readers.npy import open_npy_stream
-
-                return open_npy_stream(path, name)
-            return open_npy(path, name)
-        if suffix == ".npz" and packed is None:
-            return open_npz(path, selector, name)
-        if suffix in _CSV_SUFFIXES:
-            sep = options.delimiter if options.delimiter is not None else "\t" if suffix == ".tsv" else None
-            return open_csv(path, selector, name, sep, header=options.header, classes=options.classes, shown=shown)
+        with reading(input_label(name, shown or path)):
+            return _open_format(path, selector, name, options, who, shown, suffix, packed)
     except PermissionError:
         raise InputError(f"{who}cannot read {path}: permission denied") from None
-    except EOFError as exc:
-        raise InputError(f"{who}cannot read {path}: the compressed data ends early ({exc})") from None
-    except OSError as exc:
-        raise InputError(f"{who}cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _open_format(path: str, selector: str | None, name: str, options: ReadOptions, who: str, shown: str | None,
+                 suffix: str, packed: str | None) -> LazyArray | dict[str, LazyArray]:
+    if suffix == ".npy":
+        if selector:
+            raise InputError(f"{who}{shown or path} is a single array; drop ':{selector}'")
+        if packed is not None:
+            from lossctl.readers.npy import open_npy_stream
+
+            return open_npy_stream(path, name)
+        return open_npy(path, name)
+    if suffix == ".npz" and packed is None:
+        return open_npz(path, selector, name)
+    if suffix in _CSV_SUFFIXES:
+        sep = options.delimiter if options.delimiter is not None else "\t" if suffix == ".tsv" else None
+        return open_csv(path, selector, name, sep, header=options.header, classes=options.classes, shown=shown)
     raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv or .tsv "
                      f"(.csv/.tsv/.npy also .gz, .bz2 or .xz compressed)")
 

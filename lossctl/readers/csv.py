@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels, workers
-from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label
+from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label, reading
 from lossctl.errors import InputError, UsageError, option
 from lossctl.words import did_you_mean
 
@@ -99,6 +99,26 @@ def _count_rows_c(path: str) -> int:
 def _count_rows_or_error(path: str) -> Any:
     try:  # the same count either way (tests/test_c_kernels.py); C where it was built
         return _count_rows_c(path) if ckernels.kernels is not None else _count_csv_rows(path)
+    except BaseException as exc:  # noqa: BLE001 - handed back to the opening thread
+        return exc
+
+
+def _scan_rows_c(path: str, sep: str, simple: tuple[int, list[str]], has_header: bool) -> Any:
+    """(lines, per column whether any row is not an integer literal) by the C parser over the whole
+    file, so a column whose first float comes after the first chunk is read as float64 (not refused);
+    the row count alone (:func:`_count_rows_or_error`) when the C parser declines a block."""
+    try:
+        rows, floats = 0, [False] * len(simple[1])
+        blocks = _CsvBlocks(path, sep, simple[0], len(simple[1]))
+        try:
+            for n, _values, first_float in blocks:
+                rows += n
+                floats = [f or first >= 0 for f, first in zip(floats, first_float)]
+        finally:
+            blocks.close()
+        return rows + (1 if has_header else 0), floats
+    except _Unsupported:
+        return _count_rows_or_error(path)
     except BaseException as exc:  # noqa: BLE001 - handed back to the opening thread
         return exc
 
@@ -344,7 +364,10 @@ class _CsvSource:
         counted: list[Any] = []
         counter = None
         if os.path.getsize(path) > (1 << 22) or compression(path):  # count the rows while the first chunk is parsed
-            counter = threading.Thread(target=lambda: counted.append(_count_rows_or_error(path)), daemon=True)
+            simple = self._simple
+            count = (lambda: _scan_rows_c(path, sep, simple, has_header)) if simple is not None else \
+                (lambda: _count_rows_or_error(path))
+            counter = threading.Thread(target=lambda: counted.append(count()), daemon=True)
             counter.start()
         try:
             self._restart()
@@ -363,7 +386,19 @@ class _CsvSource:
         if self._reader.done if isinstance(self._reader, _CsvBlocks) else first[0] < self.chunk_rows:
             self.n_rows = self._parsed  # the whole file was in the first chunk
         else:
-            lines = counted[0] if counted else _count_rows_or_error(path)
+            if counted:
+                lines = counted[0]
+            elif self._simple is not None:
+                lines = _scan_rows_c(path, sep, self._simple, has_header)
+            else:
+                lines = _count_rows_or_error(path)
+            if isinstance(lines, tuple) and self._simple is None:  # (the C parser gave up: pandas reads it)
+                lines = _count_rows_or_error(path)
+            if isinstance(lines, tuple):  # parsed through by the C parser: a later float widens an int column
+                lines, floats = lines
+                for col, later in zip(self.columns, floats):
+                    if later and self.dtypes.get(col) == np.dtype(np.int64):
+                        self.dtypes[col] = np.dtype(np.float64)
             if isinstance(lines, BaseException):
                 raise lines
             self.n_rows = lines - (1 if has_header else 0)
@@ -412,7 +447,7 @@ class _CsvSource:
                 self.columns = list(self._simple[1])
                 for col, first, column in zip(self.columns, first_float, values):
                     # int64 for integer literals that a float64 holds exactly (|v| < 2**53)
-                    whole = (first < 0 or first >= self.chunk_rows) and bool(np.all(np.abs(column) < 2.0 ** 53))
+                    whole = first < 0 and bool(np.all(np.abs(column) < 2.0 ** 53))
                     self.dtypes[col] = np.dtype(np.int64 if whole else np.float64)
             return rows, dict(zip(self.columns, values))
         frame = self._next_pandas_frame()
@@ -569,6 +604,10 @@ class CsvArray(LazyArray):
     sequential = True
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
+        with reading(self.label):
+            return self._read(start, stop, axis)
+
+    def _read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
         if axis != 0:
             return self.read_across(start, stop, axis)
         stop = max(start, min(stop, self.shape[0]))
@@ -659,6 +698,59 @@ def _names(fields: list[str], has_header: bool) -> list[str]:
     return names
 
 
+_LINE_ENDS: dict[Any, str] = {}  # (file, size, mtime) -> the copy of it with "\n" line ends
+_LINE_END_RE = re.compile(rb"\r\n?")
+_SCAN_BYTES = 1 << 23
+
+
+def _has_bare_cr(path: str) -> bool:
+    """Whether some line of the file ends in a bare CR (old Mac, or a mix): a scan at memchr speed,
+    finer only in blocks that hold a CR."""
+    prev_cr = False
+    with open_binary(path) as fh:
+        while block := fh.read(_SCAN_BYTES):
+            if prev_cr and not block.startswith(b"\n"):
+                return True
+            if b"\r" in block:
+                crs = block.count(b"\r") - block.endswith(b"\r")
+                if crs != block.count(b"\r\n"):
+                    return True
+            prev_cr = block.endswith(b"\r")
+    return prev_cr
+
+
+def one_line_ending(path: str) -> str:
+    """``path``, or (when some line of it ends in a bare CR) a temporary copy with every line end
+    (LF, CRLF, CR in any mix) written as LF: one line-ending rule for the whole file, as pandas
+    reads it, for every parser downstream (the C parser, the row counter, the row check)."""
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    if key in _LINE_ENDS:
+        return _LINE_ENDS[key]
+    if not _has_bare_cr(path):
+        _LINE_ENDS[key] = path
+        return path
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="lossctl-csv-")
+    atexit.register(shutil.rmtree, folder, True)
+    root = os.path.basename(path)
+    if compression(root):
+        root = os.path.splitext(root)[0]
+    copy = os.path.join(folder, root)
+    carry = b""
+    with open_binary(path) as fh, open(copy, "wb") as out:
+        while block := fh.read(_SCAN_BYTES):
+            block = carry + block
+            carry = b"\r" if block.endswith(b"\r") else b""
+            out.write(_LINE_END_RE.sub(b"\n", block[:len(block) - len(carry)]))
+        out.write(b"\n" if carry else b"")
+    _LINE_ENDS[key] = copy
+    return copy
+
+
 def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, header: str = "auto",
              classes: Sequence[str] | None = None, shown: str | None = None) -> CsvArray:
     """Columns ``selector`` (names or 0-based indexes, comma-separated; default: the numeric ones)
@@ -667,6 +759,7 @@ def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, hea
     class labels, read as their position in the list; ``shown``: how messages name the file."""
     where = shown or path
     label = input_label(name, where)
+    original, path = path, one_line_ending(path)
     first = first_line(path)
     if not first.strip():
         raise InputError(f"{label}: the file is empty (or its first line is blank)")
@@ -713,7 +806,7 @@ def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, hea
     dtype = dtypes[0] if len(set(dtypes)) == 1 else np.result_type(*dtypes)
     shape = (source.n_rows,) if len(chosen) == 1 else (source.n_rows, len(chosen))
     notes = tuple(f"{label}: {note}" for note in [note] if note)
-    return CsvArray(path=path, shape=shape, dtype=np.dtype(dtype), key=selector or None, name=name, source=source,
+    return CsvArray(path=original, shape=shape, dtype=np.dtype(dtype), key=selector or None, name=name, source=source,
                     columns=tuple(chosen), classes=tuple(classes) if text_cols and classes is not None else None,
                     notes=notes)
 
