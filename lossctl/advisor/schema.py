@@ -398,8 +398,8 @@ def derive(task: Task) -> Task:
     fn, fp = f.get("fn_cost"), f.get("fp_cost")
     if fn is not None and fp is not None:
         put("cost_pos_weight", _sig(fn / fp), f"fn_cost / fp_cost = {fn:g}/{fp:g}")
-        put("tversky_alpha", _sig(fp / (fn + fp), 3), f"fp_cost / (fn_cost + fp_cost)")
-        put("tversky_beta", _sig(fn / (fn + fp), 3), f"fn_cost / (fn_cost + fp_cost)")
+        put("tversky_alpha", _sig(fp / (fn + fp), 3), "fp_cost / (fn_cost + fp_cost)")
+        put("tversky_beta", _sig(fn / (fn + fp), 3), "fn_cost / (fn_cost + fp_cost)")
     rng = f.get("range")
     if rng is not None:
         put("range_low", rng[0], "range[0]")
