@@ -32,9 +32,15 @@ def stdout_json(text: str) -> None:
     stdout_write(text)
 
 
+#: the longest ``error:`` line written (a message quoting a 1 MB user text is cut)
+MAX_MESSAGE = 2000
+
+
 def error(message: str) -> None:
     """The one ``error:`` line for a failed command."""
     message = " ".join(str(message).split())  # always exactly one line
+    if len(message) > MAX_MESSAGE:  # user text in a message is cut where it is quoted; this is the backstop
+        message = message[:MAX_MESSAGE - 40] + f"... ({len(message)} characters in all)"
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
 

@@ -1,0 +1,144 @@
+"""Hostile structured text through the CLI (issue 10): YAML task and scoring files, baseline JSON,
+loss expressions and labels that overflow. Each probe is exit 2 with one ``error:`` line, no
+traceback and no warning text, quickly (no billion-laughs expansion, no recursion), and a message
+that never echoes a long user text whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lossctl.cli import app
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _laughs(levels: int = 9) -> str:
+    lines = ['  a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    prev = "a"
+    for name in "bcdefghijklm"[:levels]:
+        lines.append(f"  {name}: &{name} [" + ",".join([f"*{prev}"] * 9) + "]")
+        prev = name
+    return "report:\n" + "\n".join(lines) + f"\nlosses: *{prev}\n"
+
+
+#: scoring files (--config): (name, text, a word the error must contain)
+SCORING = [
+    ("laughs", _laughs(), "aliases"),
+    ("laughs_in_value", "chunk_size: " + _laughs().split("\n", 1)[1].replace("  a:", "{a:", 1)
+     .replace("\n  ", ", ").replace("\nlosses:", "}\nlosses:"), "aliases"),
+    ("tag_float", "chunk_size: !!float abc\n", "tag"),
+    ("tag_int", "chunk_size: !!int zz\n", "tag"),
+    ("bigint", "chunk_size: " + "9" * 400 + "\n", "number over"),
+    ("deep", "losses: " + "[" * 500 + "]" * 500 + "\n", "nested"),
+    ("python_tag", "losses: !!python/object/apply:os.system [echo hi]\n", "only plain YAML"),
+]
+
+#: task files (recommend)
+TASKS = [
+    ("task_list", "task: [regression]\n", "not one of"),
+    ("task_map", "task: {a: 1}\n", "not one of"),
+    ("task_bigint", "task: classification\nclasses: " + "9" * 400 + "\n", "number over"),
+    ("task_tag", "task: regression\nminority_fraction: !!float abc\n", "tag"),
+    ("task_laughs", _laughs().replace("report:", "data:").replace("losses:", "description:"), "aliases"),
+]
+
+#: baseline reports (--baseline)
+BASELINES = [
+    ("deep", "[" * 100_000 + "]" * 100_000, "nested"),
+    ("dup_case", json.dumps({"schema_version": 1, "results": [{"loss": "mse", "value": 1e9},
+                                                              {"loss": "MSE", "value": 0.0}]}), "different value"),
+    ("dup_key", '{"schema_version": 1, "results": [{"loss": "mse", "value": 1e9, "value": 0.0}]}', "twice"),
+    ("schema_0", json.dumps({"schema_version": 0, "results": [{"loss": "mse", "value": 1.0}]}), "schema_version 0"),
+    ("schema_neg", json.dumps({"schema_version": -7, "results": [{"loss": "mse", "value": 1.0}]}), "schema_version -7"),
+    ("bigint", '{"schema_version": 1, "results": [{"loss": "mse", "value": ' + "9" * 400 + "}]}", "number over"),
+]
+
+#: loss expressions (--loss)
+EXPRESSIONS = [
+    ("nested_list", "huber(delta=" + "[" * 1000 + "1" + "]" * 1000 + ")", "nested"),
+    ("bigint_weight", "9" * 400 + "*mse", "too long"),
+    ("bigint_param", "huber(delta=" + "9" * 400 + ")", "too long"),
+    ("overflow_weight", "1e400*mse", "out of range"),
+    ("overflow_param", "huber(delta=1e999)", "out of range"),
+    ("long_name", "mse+" + "x" * 100_000, "unknown loss"),
+    ("long_garbage", "mse+" + "#" * 100_000, "unexpected character"),
+]
+
+
+def _one_error(result, needle: str, limit: int = 3000) -> None:
+    assert result.exit_code == 2, (result.exit_code, result.stderr[:2000])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr[:2000]
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    assert needle in result.stderr, (needle, result.stderr[:2000])
+    assert len(result.stderr) < limit, len(result.stderr)  # long user text is cut, not echoed
+
+
+@pytest.fixture
+def arrays(tmp_path):
+    p, t = tmp_path / "p.npy", tmp_path / "t.npy"
+    np.save(p, np.linspace(0, 1, 50))
+    np.save(t, np.linspace(1, 0, 50))
+    return str(p), str(t)
+
+
+def _timed(runner, args):
+    start = time.monotonic()
+    result = runner.invoke(app, args)
+    assert time.monotonic() - start < 10, "a hostile text must be refused quickly"
+    return result
+
+
+@pytest.mark.parametrize("name,text,needle", SCORING, ids=[s[0] for s in SCORING])
+def test_hostile_scoring_file(runner, tmp_path, arrays, name, text, needle):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    _one_error(_timed(runner, ["evaluate", *arrays, "--loss", "mse", "--config", str(path)]), needle)
+
+
+@pytest.mark.parametrize("name,text,needle", TASKS, ids=[s[0] for s in TASKS])
+def test_hostile_task_file(runner, tmp_path, name, text, needle):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    _one_error(_timed(runner, ["recommend", str(path)]), needle)
+
+
+@pytest.mark.parametrize("name,text,needle", BASELINES, ids=[s[0] for s in BASELINES])
+def test_hostile_baseline(runner, tmp_path, arrays, name, text, needle):
+    path = tmp_path / f"{name}.json"
+    path.write_text(text)
+    _one_error(_timed(runner, ["evaluate", *arrays, "--loss", "mse", "--baseline", str(path)]), needle)
+
+
+@pytest.mark.parametrize("name,text,needle", EXPRESSIONS, ids=[s[0] for s in EXPRESSIONS])
+def test_hostile_expression(runner, arrays, name, text, needle):
+    _one_error(_timed(runner, ["evaluate", *arrays, "--loss", text, "-f", "json"]), needle)
+
+
+def test_same_loss_twice_with_one_value_is_still_a_baseline(runner, tmp_path, arrays):
+    """lossctl itself writes `--loss mse --loss MSE` as two entries: such a report stays usable."""
+    report = tmp_path / "r.json"
+    first = runner.invoke(app, ["evaluate", *arrays, "--loss", "mse", "--loss", "MSE", "--output", str(report)])
+    assert first.exit_code == 0, first.stderr
+    again = runner.invoke(app, ["evaluate", *arrays, "--loss", "mse", "--baseline", str(report)])
+    assert again.exit_code == 0, again.stderr
+
+
+def test_overflowing_class_labels_warn_nothing_raw(tmp_path):
+    """Labels of 1e300 for a classification loss: the error line only, no RuntimeWarning from pitfalls."""
+    p, t = tmp_path / "p.npy", tmp_path / "t.npy"
+    np.save(p, np.random.default_rng(0).random((40, 3)))
+    np.save(t, np.full(40, 1e300))
+    env = dict(os.environ, PYTHONPATH=ROOT, PYTHONWARNINGS="default")
+    proc = subprocess.run([sys.executable, "-m", "lossctl", "evaluate", str(p), str(t), "--loss", "cross_entropy"],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+    assert "Warning" not in proc.stderr
