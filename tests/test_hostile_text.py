@@ -142,3 +142,153 @@ def test_overflowing_class_labels_warn_nothing_raw(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
     assert "Warning" not in proc.stderr
+
+
+# ------------------------------------------------------------------------------ output files
+
+
+def _snapshot(root) -> dict[str, tuple]:
+    """Every entry under ``root``: (kind, size, mtime, link target) by relative path."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            out[os.path.relpath(full, root)] = (st.st_mode, st.st_size, st.st_mtime_ns,
+                                                os.readlink(full) if os.path.islink(full) else None)
+    return out
+
+
+def _output_probes(tmp_path):
+    """(name, option, path, needle) for output targets that must be refused before any work."""
+    os.mkfifo(tmp_path / "fifo.json")
+    os.mkfifo(tmp_path / "fifo.npy")
+    (tmp_path / "dir.json").mkdir()
+    (tmp_path / "dir.npy").mkdir()
+    probes = [
+        ("fifo_output", "--output", str(tmp_path / "fifo.json"), "not a regular file"),
+        ("fifo_per_sample", "--per-sample", str(tmp_path / "fifo.npy"), "not a regular file"),
+        ("dir_output", "--output", str(tmp_path / "dir.json"), "is a directory"),
+        ("dir_per_sample", "--per-sample", str(tmp_path / "dir.npy"), "is a directory"),
+        ("file_as_parent", "--output", str(tmp_path / "p.npy" / "x.json"), "ot a directory"),
+    ]
+    if os.path.exists("/dev/full"):
+        probes.append(("device_output", "--output", "/dev/full", "not a regular file"))
+    if os.path.isdir("/proc/self"):
+        probes.append(("unwritable_dir", "--per-sample", "/proc/self/x.npy", "cannot write"))
+    return probes
+
+
+def test_hostile_output_targets(runner, tmp_path, arrays, monkeypatch):
+    """Each refused with one error line before anything is computed (the loss is never called),
+    and nothing in the directory changed."""
+    probes = _output_probes(tmp_path)
+    import lossctl.engine as engine
+
+    def never(*args, **kwargs):  # pragma: no cover - reached only if the check comes too late
+        raise AssertionError("computed before refusing the output path")
+
+    monkeypatch.setattr(engine, "run", never)
+    import lossctl.api as api
+
+    monkeypatch.setattr(api, "run", never, raising=False)
+    before = _snapshot(tmp_path)
+    for name, opt, path, needle in probes:
+        result = _timed(runner, ["evaluate", *arrays, "--loss", "mse", opt, path])
+        _one_error(result, needle)
+        assert _snapshot(tmp_path) == before, name
+
+
+def test_output_symlink_writes_its_target_only(runner, tmp_path, arrays):
+    (tmp_path / "reports").mkdir()
+    real = tmp_path / "reports" / "real.json"
+    real.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    ps_real = tmp_path / "reports" / "ps.npy"
+    ps_link = tmp_path / "ps.npy"
+    ps_link.symlink_to(ps_real)
+    before = _snapshot(tmp_path)
+    result = runner.invoke(app, ["evaluate", *arrays, "--loss", "mse", "--output", str(link),
+                                 "--per-sample", str(ps_link)])
+    assert result.exit_code == 0, result.stderr
+    after = _snapshot(tmp_path)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed == {"reports/real.json", "reports/ps.npy", "reports"}
+    assert link.is_symlink() and ps_link.is_symlink()
+    assert json.loads(real.read_text())["passed"] is True
+    assert np.load(ps_real).shape == (50,)
+
+
+def test_per_sample_full_disk_is_exit_2_without_temp_file(runner, tmp_path, arrays, monkeypatch):
+    import errno
+
+    from lossctl import per_sample
+
+    def full(self, values, index):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(per_sample.PerSampleSink, "_write", full)
+    out = tmp_path / "ps.npy"
+    before = _snapshot(tmp_path)
+    result = runner.invoke(app, ["evaluate", *arrays, "--loss", "mse", "--per-sample", str(out)])
+    _one_error(result, "No space left")
+    assert _snapshot(tmp_path) == before
+
+
+def test_output_full_disk_is_exit_2_without_temp_file(runner, tmp_path, arrays, monkeypatch):
+    import errno
+
+    real_replace = os.replace
+
+    def full(src, dst):
+        if str(src).endswith(".lossctl-tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)  # pragma: no cover
+
+    monkeypatch.setattr(os, "replace", full)
+    before = _snapshot(tmp_path)
+    result = runner.invoke(app, ["evaluate", *arrays, "--loss", "mse", "--output", str(tmp_path / "r.json")])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "No space left" in result.stderr
+    assert _snapshot(tmp_path) == before
+
+
+# ------------------------------------------------------------------------------ signals
+
+
+@pytest.mark.parametrize("signame,code", [("SIGTERM", 143), ("SIGHUP", 129)])
+def test_sigterm_sighup_like_ctrl_c(tmp_path, signame, code):
+    """Killed mid-run: one error line, exit 128+N, and no per-sample file nor temporary file left."""
+    import signal
+
+    sig = getattr(signal, signame, None)
+    if sig is None:  # pragma: no cover
+        pytest.skip(f"no {signame}")
+    n = 40_000_000
+    for name in ("a.npy", "b.npy"):
+        big = np.lib.format.open_memmap(tmp_path / name, mode="w+", dtype=np.float32, shape=(n,))
+        big[:] = 0.5
+        del big
+    out = tmp_path / "ps.npy"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "lossctl", "evaluate", str(tmp_path / "a.npy"),
+                             str(tmp_path / "b.npy"), "--loss", "log_cosh", "--per-sample", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=str(tmp_path))
+    try:
+        deadline = time.time() + 60
+
+        def writing() -> bool:
+            return any(os.path.exists(f) and os.path.getsize(f) > 0 for f in tmp_path.glob("*ps.npy*"))
+
+        while not writing() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            pytest.skip("the evaluation finished before the signal")
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # pragma: no cover
+            proc.kill()
+            proc.communicate()
+    assert (proc.returncode, stderr.strip(), stdout) == (code, f"error: terminated by {signame}", "")
+    assert not list(tmp_path.glob("*ps.npy*"))
