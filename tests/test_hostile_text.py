@@ -292,3 +292,19 @@ def test_sigterm_sighup_like_ctrl_c(tmp_path, signame, code):
             proc.communicate()
     assert (proc.returncode, stderr.strip(), stdout) == (code, f"error: terminated by {signame}", "")
     assert not list(tmp_path.glob("*ps.npy*"))
+
+
+def test_long_user_text_in_a_scoring_file_is_cut(runner, tmp_path, arrays):
+    """A 1 MB bad expression from a scoring file: the error line stays short."""
+    path = tmp_path / "s.yaml"
+    path.write_text("losses: ['mse+" + "y" * 900_000 + "']\n")
+    _one_error(_timed(runner, ["evaluate", *arrays, "--config", str(path)]), "unknown loss")
+
+
+def test_console_lines_are_capped(capsys):
+    from lossctl import console
+
+    console.error("x" * 1_000_000)
+    console.warn("w" * 1_000_000)
+    err = capsys.readouterr().err
+    assert len(err) < 2 * console.MAX_MESSAGE + 100 and err.count("\n") == 2
