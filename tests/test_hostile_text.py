@@ -35,6 +35,8 @@ SCORING = [
      .replace("\n  ", ", ").replace("\nlosses:", "}\nlosses:"), "aliases"),
     ("tag_float", "chunk_size: !!float abc\n", "tag"),
     ("tag_int", "chunk_size: !!int zz\n", "tag"),
+    ("tag_int_empty", "chunk_size: !!int ''\n", "tag"),
+    ("tag_float_empty", "chunk_size: !!float\n", "tag"),
     ("bigint", "chunk_size: " + "9" * 400 + "\n", "number over"),
     ("deep", "losses: " + "[" * 500 + "]" * 500 + "\n", "nested"),
     ("python_tag", "losses: !!python/object/apply:os.system [echo hi]\n", "only plain YAML"),
@@ -308,3 +310,16 @@ def test_console_lines_are_capped(capsys):
     console.warn("w" * 1_000_000)
     err = capsys.readouterr().err
     assert len(err) < 2 * console.MAX_MESSAGE + 100 and err.count("\n") == 2
+
+
+def test_short_fuzz_of_structured_text():
+    """A short seeded run of tests/fuzz_text.py (expressions, scoring and task YAML, baseline JSON):
+    every failure a LossctlError, none slow. The long run: python tests/fuzz_text.py SEED SECONDS."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    try:
+        import fuzz_text
+    finally:
+        sys.path.pop(0)
+    counts, hangs, internal, examples = fuzz_text.run(seed=10, seconds=20, cases=6000)
+    assert sum(counts.values()) > 1000
+    assert not hangs and not internal, (dict(hangs), list(examples.values())[:3])

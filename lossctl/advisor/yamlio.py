@@ -138,7 +138,7 @@ def parse_yaml(text: str, where: str, what: str) -> Any:
         raise UsageError(f"{at}: {what} is not valid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise UsageError(f"{where}: {what} is not valid YAML: {cut(' '.join(str(exc).split()))}") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # an explicit tag on a bad value: !!float abc
+    except (ValueError, TypeError, OverflowError, IndexError, KeyError) as exc:  # a bad tagged value: !!float abc, !!int ""
         raise UsageError(f"{where}: {what} is not valid YAML: a tagged value does not fit its tag "
                          f"({cut(' '.join(str(exc).split()))})") from None
     finally:
