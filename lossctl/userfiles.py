@@ -8,10 +8,22 @@ from pathlib import Path
 from lossctl.errors import UsageError
 
 
+#: a task, rules, scoring or baseline file larger than this is refused before it is read
+MAX_TEXT_BYTES = 64 * 1024 * 1024
+_STDIN_LIKE = ("-", "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0")
+
+
 def read_text(path: str | Path, label: str, kind: str, missing: str | None = None) -> str:
     """The UTF-8 text of ``path``. ``label`` names it in messages (``task file 'x.yaml'``), ``kind``
     says what it should be (``a YAML file``), ``missing`` replaces the message for a missing file."""
+    import stat
+
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode) and str(path) not in _STDIN_LIKE:
+            raise UsageError(f"{label} is not a regular file (a FIFO, device or socket); give {kind}")
+        if stat.S_ISREG(st.st_mode) and st.st_size > MAX_TEXT_BYTES:
+            raise UsageError(f"{label} is too large ({st.st_size} bytes; at most {MAX_TEXT_BYTES}); give {kind}")
         return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UsageError(missing or f"{label} does not exist") from None

@@ -323,3 +323,24 @@ def test_short_fuzz_of_structured_text():
     counts, hangs, internal, examples = fuzz_text.run(seed=10, seconds=20, cases=6000)
     assert sum(counts.values()) > 1000
     assert not hangs and not internal, (dict(hangs), list(examples.values())[:3])
+
+
+@pytest.mark.parametrize("which", ["task", "config", "baseline"])
+def test_fifo_as_a_text_file_is_refused_not_waited_on(tmp_path, which):
+    fifo = tmp_path / "f.yaml"
+    os.mkfifo(fifo)
+    p, t = tmp_path / "p.npy", tmp_path / "t.npy"
+    np.save(p, np.zeros(5))
+    np.save(t, np.zeros(5))
+    args = {"task": ["recommend", str(fifo)],
+            "config": ["evaluate", str(p), str(t), "--loss", "mse", "--config", str(fifo)],
+            "baseline": ["evaluate", str(p), str(t), "--loss", "mse", "--baseline", str(fifo)]}[which]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "lossctl", *args], capture_output=True, text=True,
+                              timeout=30, env=env, cwd=str(tmp_path))
+    except subprocess.TimeoutExpired:
+        pytest.fail("lossctl waited on a FIFO")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not a regular file" in proc.stderr
