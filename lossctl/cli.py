@@ -54,6 +54,52 @@ class _LossctlCommand(TyperCommand):
         return _with_debug(super().get_params(ctx))
 
 
+#: the signal (SIGTERM, SIGHUP) that stopped the run, if one did: it is handled like Ctrl-C
+_SIGNALLED: list[int] = []
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGTERM / SIGHUP: unwind like Ctrl-C, so every temporary file is removed on the way out."""
+    if _SIGNALLED:  # a second one while cleaning up: the clean-up finishes
+        return
+    _SIGNALLED.append(signum)
+    raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
+    """Handle SIGTERM and SIGHUP like Ctrl-C (main thread only; a signal someone set to be ignored,
+    like nohup's SIGHUP, stays ignored)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)
+        if sig is None:  # pragma: no cover - Windows has no SIGHUP
+            continue
+        try:
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _on_signal)
+        except (OSError, ValueError):  # pragma: no cover
+            pass
+
+
+def _interrupted() -> int:
+    """Say why the run stopped (one ``error:`` line) and return its exit code: 130 for Ctrl-C,
+    128 + the signal's number for SIGTERM (143) and SIGHUP (129)."""
+    import signal
+
+    from lossctl import console
+
+    if _SIGNALLED:
+        signum = _SIGNALLED[0]
+        console.error(f"terminated by {signal.Signals(signum).name}")
+        return 128 + signum
+    console.error("interrupted")
+    return int(ExitCode.INTERRUPTED)
+
+
 class _LossctlGroup(TyperGroup):
     """Runs a command and maps every outcome onto SPEC §2's exit codes and streams."""
 
@@ -68,17 +114,17 @@ class _LossctlGroup(TyperGroup):
         from lossctl import console
 
         console.make_stdio_safe()
+        _install_signal_handlers()
         try:
             result = super().main(args=args, prog_name=prog_name or "lossctl",
                                   complete_var=complete_var, standalone_mode=False, **extra)
             code = result if isinstance(result, int) else ExitCode.OK
             if code == ExitCode.INTERRUPTED:  # typer turns Ctrl-C into Exit(130) itself
-                console.error("interrupted")
+                code = _interrupted()
         except typer.Exit as exc:  # pragma: no cover - click returns it instead
             code = exc.exit_code
         except (typer.Abort, KeyboardInterrupt):
-            console.error("interrupted")
-            code = ExitCode.INTERRUPTED
+            code = _interrupted()
         except _NO_ARGS_IS_HELP as exc:  # the usage itself, as typer formats it
             sys.stderr.write(exc.format_message().rstrip("\n") + "\n")
             code = ExitCode.USAGE
@@ -152,7 +198,4 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C outside the command itself (while typer builds it)
-        from lossctl import console
-
-        console.error("interrupted")
-        sys.exit(int(ExitCode.INTERRUPTED))
+        sys.exit(_interrupted())

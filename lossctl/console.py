@@ -32,15 +32,26 @@ def stdout_json(text: str) -> None:
     stdout_write(text)
 
 
+#: the longest ``error:`` line written (a message quoting a 1 MB user text is cut)
+MAX_MESSAGE = 2000
+
+
+def _capped(message: str) -> str:
+    """A message cut to MAX_MESSAGE characters: user text is cut where it is quoted; this is the backstop."""
+    if len(message) <= MAX_MESSAGE:
+        return message
+    return message[:MAX_MESSAGE - 40] + f"... ({len(message)} characters in all)"
+
+
 def error(message: str) -> None:
     """The one ``error:`` line for a failed command."""
-    message = " ".join(str(message).split())  # always exactly one line
+    message = _capped(" ".join(str(message).split()))  # always exactly one line
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
 
 
 def warn(message: str) -> None:
-    message = " ".join(str(message).split())
+    message = _capped(" ".join(str(message).split()))
     sys.stderr.write(f"warning: {message}\n")
     sys.stderr.flush()
 

@@ -12,6 +12,16 @@ from enum import IntEnum
 from typing import Any
 
 
+def cut(text: str, limit: int = 200) -> str:
+    """``text`` shortened to about ``limit`` characters for a message (a user's 1 MB expression is
+    never echoed whole): its start and end around ``...``."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    half = max(1, limit // 2 - 2)
+    return f"{text[:half]}...{text[-half:]} ({len(text)} characters)"
+
+
 class ExitCode(IntEnum):
     OK = 0  # success; every threshold/baseline check passed
     CHECK_FAILED = 1  # the command ran, but a threshold or baseline check failed
@@ -79,7 +89,7 @@ class ExprError(LossctlError):
         self.text = text
         self.column = column
         where = f" (column {column})" if column is not None else ""
-        prefix = f"--loss {text!r}: " if text else ""
+        prefix = f"--loss {cut(text)!r}: " if text else ""
         super().__init__(f"{prefix}{message}{where}")
 
 

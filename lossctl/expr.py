@@ -14,12 +14,25 @@ the registry. Nothing here ever evaluates code.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from lossctl.errors import ExprError
 from lossctl.registry import REDUCTIONS, get_spec
+
+#: limits on a loss expression, checked while parsing (a hostile --loss must not recurse or make bignums)
+MAX_LIST_DEPTH = 16
+MAX_NUMBER_CHARS = 40
+MAX_TOKENS = 100_000
+
+
+def _cut(text: str, limit: int) -> str:
+    from lossctl.errors import cut
+
+    return cut(text, limit)
+
 
 _TOKEN = re.compile(
     r"""
@@ -64,6 +77,8 @@ def _tokenize(text: str) -> list[_Tok]:
         m = _TOKEN.match(text, pos)
         if m is None:
             raise ExprError(f"unexpected character {text[pos]!r}", text, pos + 1)
+        if len(toks) > MAX_TOKENS:
+            raise ExprError(f"expression too long (over {MAX_TOKENS} tokens)", text)
         if m.lastgroup != "ws":
             toks.append(_Tok(m.lastgroup or "", m.group(), pos + 1))
         pos = m.end()
@@ -87,7 +102,7 @@ class _Parser:
 
     def fail(self, message: str, tok: _Tok | None = None) -> ExprError:
         tok = tok or self.peek()
-        found = "end of expression" if tok.kind == "end" else repr(tok.text)
+        found = "end of expression" if tok.kind == "end" else repr(_cut(tok.text, 40))
         return ExprError(f"{message}, found {found}", self.text, tok.col)
 
     def expect(self, text: str) -> _Tok:
@@ -126,10 +141,22 @@ class _Parser:
         self.i = start
         return None
 
+    def number(self, text: str, col: int) -> float | int:
+        """The value of a number token: an int for plain digits, else a float; a number too long to
+        be meant (over 40 characters) or outside the float range is an error, not inf or a bignum."""
+        if len(text) > MAX_NUMBER_CHARS:
+            raise ExprError(f"number {_cut(text, 20)} is too long (over {MAX_NUMBER_CHARS} characters)",
+                            self.text, col)
+        value = float(text)
+        if not math.isfinite(value):
+            raise ExprError(f"number {text} is out of range (beyond +/-1.8e308)", self.text, col)
+        return int(text) if re.fullmatch(r"\d+", text) else value
+
     def signed_number(self) -> float | None:
         """A signed number at the cursor, or None (cursor unchanged) if there is none."""
+        col = self.peek().col
         got = self.signed_token()
-        return None if got is None else got[0] * float(got[1])
+        return None if got is None else got[0] * float(self.number(got[1], col))
 
     def term(self, sign: float) -> Term:
         weight = self.signed_number()
@@ -170,14 +197,16 @@ class _Parser:
             self.expect(")")
         return Call(name, tuple(args))
 
-    def value(self) -> Any:
+    def value(self, depth: int = 0) -> Any:
         tok = self.peek()
         if tok.kind == "op" and tok.text == "[":
+            if depth >= MAX_LIST_DEPTH:
+                raise ExprError(f"lists nested more than {MAX_LIST_DEPTH} deep", self.text, tok.col)
             self.take()
-            items = [self.value()]
+            items = [self.value(depth + 1)]
             while self.is_op(","):
                 self.take()
-                items.append(self.value())
+                items.append(self.value(depth + 1))
             self.expect("]")
             return items
         if tok.kind == "string":
@@ -189,9 +218,8 @@ class _Parser:
         got = self.signed_token()
         if got is not None:
             sign, text = got
-            if re.fullmatch(r"\d+", text):
-                return int(sign) * int(text)
-            return sign * float(text)
+            number = self.number(text, tok.col)
+            return int(sign) * number if isinstance(number, int) else sign * number
         raise self.fail("expected a value (number, true, false, none, word, string or [list])")
 
 

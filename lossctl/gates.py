@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from lossctl.errors import ExprError, UsageError
+from lossctl.errors import ExprError, UsageError, cut
 from lossctl.result import Check, LossResult, Report, Warning_
 
 ROUNDING = 1e-12  # relative change treated as float noise, not a regression
@@ -290,29 +290,39 @@ def _entry_value(res: Mapping[str, Any], where: str) -> float:
     return float(value)
 
 
+def _same_entry(a: BaselineEntry, b: BaselineEntry) -> bool:
+    same_value = a.value == b.value or (math.isnan(a.value) and math.isnan(b.value))
+    return same_value and a.reduction == b.reduction
+
+
 def baseline_from_dict(doc: Any, path: str) -> Baseline:
     """Validate a parsed JSON report and keep what the gates need."""
     hint = f"make one with: lossctl evaluate ... --format json --output {path}"
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise UsageError(f"--baseline {path}: not a lossctl JSON report (no 'results' list); {hint}")
     version = doc.get("schema_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version > SUPPORTED_SCHEMA:
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= SUPPORTED_SCHEMA:
         raise UsageError(f"--baseline {path}: schema_version {version!r} is not supported by this lossctl "
                          f"(supports {SUPPORTED_SCHEMA}); regenerate the baseline or upgrade lossctl")
     entries: list[BaselineEntry] = []
-    seen: set[str] = set()
+    seen: dict[str, BaselineEntry] = {}
     for i, res in enumerate(doc["results"]):
         where = f"--baseline {path}: results[{i}]"
         if not isinstance(res, dict) or not isinstance(res.get("loss"), str) or not res["loss"].strip():
             raise UsageError(f"{where}: expected an object with a 'loss' expression and a 'value'")
         if "value" not in res:
             raise UsageError(f"{where} ({res['loss']}): no 'value'")
-        if _norm(res["loss"]) in seen:
-            continue
-        seen.add(_norm(res["loss"]))
         reduction = res.get("reduction") if isinstance(res.get("reduction"), str) else None
         samples = res.get("samples") if isinstance(res.get("samples"), int) else None
-        entries.append(BaselineEntry(res["loss"], _entry_value(res, where), reduction, samples))
+        entry = BaselineEntry(res["loss"], _entry_value(res, where), reduction, samples)
+        first = seen.get(_norm(res["loss"]))
+        if first is not None:  # "mse" and "MSE" are one loss (--loss mse --loss MSE writes both)
+            if not _same_entry(first, entry):  # which value would be meant? refuse, not first-wins
+                raise UsageError(f"{where}: loss {cut(res['loss'])!r} is also results entry "
+                                 f"{cut(first.loss)!r} with a different value or reduction; keep one of them")
+            continue
+        seen[_norm(res["loss"])] = entry
+        entries.append(entry)
     digests: dict[str, str] = {}
     prov = doc.get("provenance")
     if isinstance(prov, dict) and isinstance(prov.get("inputs"), dict):
@@ -331,11 +341,60 @@ def load_baseline(path: str) -> Baseline:
     text = read_text(path, f"--baseline {path}", "a JSON report",
                      missing=f"--baseline {path}: no such file; make one with: lossctl evaluate ... "
                              f"--format json --output {path}")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"--baseline {path}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    doc = parse_json(text, f"--baseline {path}")
     return baseline_from_dict(doc, path)
+
+
+#: limits on a baseline report, checked before it is parsed (a report lossctl writes is far inside them)
+MAX_JSON_CHARS = 50_000_000
+MAX_JSON_DEPTH = 64
+MAX_JSON_NUMBER_CHARS = 40
+
+
+def _json_depth(text: str) -> int:
+    """The deepest nesting of ``[``/``{`` outside strings (iterative, so 100,000 levels cost nothing)."""
+    import re
+
+    depth = top = 0
+    for m in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        tok = m.group()
+        if tok in "[{":
+            depth += 1
+            top = max(top, depth)
+        elif tok in "]}":
+            depth -= 1
+    return top
+
+
+def parse_json(text: str, label: str) -> Any:
+    """A JSON document from user text, refused (UsageError) when malformed, nested over
+    MAX_JSON_DEPTH, holding a number over MAX_JSON_NUMBER_CHARS characters, or an object with a key
+    twice (the first would silently win)."""
+    if len(text) > MAX_JSON_CHARS:
+        raise UsageError(f"{label}: too large for a lossctl report ({len(text)} characters)")
+    if _json_depth(text) > MAX_JSON_DEPTH:
+        raise UsageError(f"{label}: not a lossctl report (values nested more than {MAX_JSON_DEPTH} deep)")
+
+    def number(s: str) -> Any:
+        if len(s) > MAX_JSON_NUMBER_CHARS:
+            raise UsageError(f"{label}: a number over {MAX_JSON_NUMBER_CHARS} characters ({cut(s, 30)})")
+        return int(s) if s.lstrip("-").isdigit() else float(s)
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise UsageError(f"{label}: key {cut(key)!r} appears twice in one object")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, object_pairs_hook=pairs, parse_int=number, parse_float=number,
+                          parse_constant=lambda c: float(c))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{label}:{exc.lineno}:{exc.colno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:  # pragma: no cover - the depth check comes first
+        raise UsageError(f"{label}: not a lossctl report (nested too deep)") from None
 
 
 def _find_entry(res: LossResult, entries: Sequence[BaselineEntry]) -> BaselineEntry | None:

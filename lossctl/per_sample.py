@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from lossctl.errors import UsageError, option
+from lossctl.userfiles import check_output, replace_target
 
 _NPY_HEADER_BYTES = 256
 
@@ -44,9 +45,11 @@ class PerSampleSink:
         if ext not in (".npy", ".csv"):
             raise UsageError(f"{option('per_sample', path)}: use a .npy or .csv file name")
         self._kind = ext
-        directory = os.path.dirname(os.path.abspath(path))
+        directory = os.path.dirname(os.path.abspath(replace_target(path)))
         if not os.path.isdir(directory):
             raise UsageError(f"{option('per_sample', path)}: directory {directory} does not exist")
+        check_output(path, option("per_sample", path), streams=False)  # before any value is computed
+        self._label = option("per_sample", path)
         self._tmp: str | None = None  # a unique name beside path, from the first values on; renamed by finish()
 
     def _open(self) -> None:
@@ -62,6 +65,13 @@ class PerSampleSink:
 
     def write(self, values: np.ndarray, index: np.ndarray) -> None:
         """Append one chunk of per-sample values (``index``: their sample indices, for CSV rows)."""
+        try:
+            self._write(values, index)
+        except OSError as exc:  # a full disk, a file system gone read-only: the temporary file goes
+            self.abort()
+            raise UsageError(f"{self._label}: cannot write: {exc.strerror or exc}") from None
+
+    def _write(self, values: np.ndarray, index: np.ndarray) -> None:
         if self.row_shape is None:
             self.row_shape = tuple(values.shape[1:])
         self.rows += len(values)
@@ -77,7 +87,14 @@ class PerSampleSink:
             self._fh.write(("\n".join(lines) + "\n").encode())
 
     def finish(self) -> None:
-        """Complete the file and rename it into place."""
+        """Complete the file and rename it into place (a symlink's target, the link stays)."""
+        try:
+            self._finish()
+        except OSError as exc:
+            self.abort()
+            raise UsageError(f"{self._label}: cannot write: {exc.strerror or exc}") from None
+
+    def _finish(self) -> None:
         if self._fh is None and not self._done:
             self._open()  # no values at all: the file is still written (empty)
         self._done = True
@@ -87,13 +104,18 @@ class PerSampleSink:
                 self._fh.write(_npy_header((self.rows,) + (self.row_shape or ())))
             self._fh.close()
             self._fh = None
-            os.replace(self._tmp, self.path)  # type: ignore[arg-type]
+            os.replace(self._tmp, replace_target(self.path))  # type: ignore[arg-type]
+            self._tmp = None
 
     def abort(self) -> None:
         """Drop the temporary file, however far its writing got (an interrupt may land mid-open)."""
         self._done = True
         fh, self._fh = self._fh, None
         if fh is not None:
-            fh.close()
-        if self._tmp is not None and os.path.exists(self._tmp):
-            os.unlink(self._tmp)
+            try:
+                fh.close()
+            except OSError:  # (a full disk fails the close's flush too)
+                pass
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)

@@ -210,8 +210,9 @@ class Observer:
     def _count_classes(self, targets: np.ndarray) -> None:
         t, step = _sample(targets)
         if t.dtype.kind == "f":
-            if not np.all(t == np.floor(t)):
-                return
+            with np.errstate(all="ignore"):
+                if not np.all(t == np.floor(t)) or np.any(np.abs(t) > 2.0**53):
+                    return  # not class indices (or too large for any: 1e300 would not cast)
         t = t.astype(np.int64, copy=False)
         t = t[t >= 0]  # ignore_index (-100 by default) and other negative markers
         if t.size == 0 or t.max() > 100_000:

@@ -42,8 +42,8 @@ class WorkerPool:
                 threading.Thread(target=self._work, name=f"{self.name}_{self._started}", daemon=True).start()
 
     def _work(self) -> None:
-        if hasattr(signal, "pthread_sigmask"):  # Ctrl-C goes to the main thread, which then wakes at once
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if hasattr(signal, "pthread_sigmask"):  # Ctrl-C (and kill) goes to the main thread, which wakes at once
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         while True:
             fut, fn, args = self._queue.get()
             if not fut.set_running_or_notify_cancel():

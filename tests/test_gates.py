@@ -199,12 +199,14 @@ def test_baseline_from_dict_validation():
     b = baseline_from_dict({"schema_version": 1, "results": [
         {"loss": "mse", "value": 0.5, "reduction": "mean"},
         {"loss": "mae", "value": None, "non_finite": "inf"},
-        {"loss": "mse", "value": 9.0},  # duplicate: the first wins
+        {"loss": "MSE", "value": 0.5, "reduction": "mean"},  # the same loss again, same value: one entry
     ], "provenance": {"inputs": {"targets": {"sha256": "ab"}, "preds": {"digest": "xxh3_128:cd"}}}}, "b.json")
     assert [(e.loss, e.value) for e in b.entries] == [("mse", 0.5), ("mae", math.inf)]
     assert b.input_digests == {"targets": "sha256:ab", "preds": "xxh3_128:cd"}  # an old bare sha256 is named
     for bad in [[], {"results": {}}, {"results": [{"value": 1}]}, {"results": [{"loss": "mse"}]},
-                {"results": [{"loss": "mse", "value": "x"}]}, {"schema_version": 99, "results": []}]:
+                {"results": [{"loss": "mse", "value": "x"}]}, {"schema_version": 99, "results": []},
+                {"schema_version": 0, "results": []}, {"schema_version": -7, "results": []},
+                {"results": [{"loss": "mse", "value": 1.0}, {"loss": "MSE", "value": 9.0}]}]:
         with pytest.raises(UsageError):
             baseline_from_dict(bad, "b.json")
 

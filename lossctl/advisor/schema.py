@@ -163,14 +163,15 @@ class TaskError(UsageError):
 
 def check_value(fact: Fact, value: Any, where: str) -> Any:
     """Validate and canonicalise one value for ``fact``; raise a one-line UsageError if wrong."""
+    from lossctl.errors import cut
     name = fact.name
     if value is None:
         raise TaskError(f"{where}: {name} has no value; write e.g. '{name}: {_example(fact)}'")
     if fact.kind == "enum":
         if isinstance(value, bool) or not isinstance(value, str):
-            if value in fact.aliases and isinstance(value, bool):
+            if isinstance(value, bool) and value in fact.aliases:
                 return fact.aliases[value]
-            raise TaskError(f"{where}: {name}: {value!r} is not one of {', '.join(fact.values)}")
+            raise TaskError(f"{where}: {name}: {cut(repr(value))} is not one of {', '.join(fact.values)}")
         v = value.strip().lower()
         if v in fact.values:
             return v

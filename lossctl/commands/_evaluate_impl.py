@@ -118,6 +118,10 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
         raise UsageError("--max-increase needs --baseline REPORT.json (the earlier report to compare against)")
     tolerance = parse_max_increase(s.max_increase) if s.max_increase else Tolerance()
     base = load_baseline(s.baseline) if s.baseline else None
+    if s.output and not _is_stdout(s.output):  # a path that cannot take the report fails now, not after the work
+        from lossctl.userfiles import check_output
+
+        check_output(s.output, f"--output {s.output}")
 
     provenance = fmt_ in ("json", "markdown", "junit") or s.output is not None or base is not None or s.github
     # the input files' digests start now, on the core that is idle while NumPy and the plugins import
