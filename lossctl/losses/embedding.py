@@ -122,6 +122,24 @@ def _check_embeddings(loss: str, arrays: dict[str, LazyArray]) -> tuple[LazyArra
 # ------------------------------------------------------------------------------------------- mining
 
 
+def _by_valid_rows(valid: np.ndarray, rows_of: Any) -> Any:
+    """``compute(start, stop)`` for a whole-batch loss: (value, weight) per sample ``start:stop``, where
+    ``rows_of(lo, hi)`` gives them for rows ``lo:hi`` of the batch of valid (NaN-free) samples, and an
+    invalid sample gets NaN (the NaN policy then drops or keeps it)."""
+    before = np.concatenate([[0], np.cumsum(valid)])
+
+    def compute(start: int, stop: int) -> np.ndarray:
+        out = np.zeros((stop - start, 2))
+        rows = valid[start:stop]
+        out[~rows, 0] = np.nan
+        lo, hi = int(before[start]), int(before[stop])
+        if hi > lo:
+            out[rows] = rows_of(lo, hi)
+        return out
+
+    return compute
+
+
 @dataclass
 class MinedArray(LazyArray):
     """Per-anchor statistics ``(rows, 2)`` = (value, weight), computed on read for anchors start:stop
@@ -201,18 +219,12 @@ def _mined(emb_arr: LazyArray, labels: LazyArray, loss: str,
     with np.errstate(invalid="ignore"):
         valid = ~np.isnan(emb).any(axis=1) & ~(np.isnan(y) if y.dtype.kind == "f" else np.zeros(len(y), bool))
     pool, pool_y = emb[valid], y[valid]
-    before = np.concatenate([[0], np.cumsum(valid)])
+    def rows_of_pool(lo: int, hi: int) -> np.ndarray:
+        inner = np.zeros((hi - lo, 2))
+        per_anchor(pool, pool_y, lo, hi, inner)
+        return inner
 
-    def compute(start: int, stop: int) -> np.ndarray:
-        out = np.zeros((stop - start, 2))
-        rows = valid[start:stop]
-        out[~rows, 0] = np.nan
-        lo, hi = int(before[start]), int(before[stop])
-        if hi > lo:
-            inner = np.zeros((hi - lo, 2))
-            per_anchor(pool, pool_y, lo, hi, inner)
-            out[rows] = inner
-        return out
+    compute = _by_valid_rows(valid, rows_of_pool)
 
     n = emb_arr.shape[0]
     return MinedArray(emb_arr.path, (n, 2), np.dtype(np.float64), emb_arr.key, "embeddings",
@@ -550,21 +562,15 @@ def _info_nce_rows(x1_arr: LazyArray, x2_arr: LazyArray, params: dict[str, Any])
     qa, kb = a[valid], b[valid]
     if params["similarity"] == "cosine":
         qa, kb = _normalize(qa), _normalize(kb)
-    before = np.concatenate([[0], np.cumsum(valid)])
     tau, symmetric = params["temperature"], params["symmetric"]
 
-    def compute(start: int, stop: int) -> np.ndarray:
-        out = np.zeros((stop - start, 2))
-        rows = valid[start:stop]
-        out[~rows, 0] = np.nan
-        lo, hi = int(before[start]), int(before[stop])
-        if hi > lo:
-            v = _info_nce_terms(qa, kb, tau, lo, hi)
-            if symmetric:
-                v = 0.5 * (v + _info_nce_terms(kb, qa, tau, lo, hi))
-            out[rows, 0] = v
-            out[rows, 1] = 1.0
-        return out
+    def rows_of_batch(lo: int, hi: int) -> np.ndarray:
+        v = _info_nce_terms(qa, kb, tau, lo, hi)
+        if symmetric:
+            v = 0.5 * (v + _info_nce_terms(kb, qa, tau, lo, hi))
+        return np.stack([v, np.ones_like(v)], axis=1)
+
+    compute = _by_valid_rows(valid, rows_of_batch)
 
     n = x1_arr.shape[0]
     return MinedArray(x1_arr.path, (n, 2), np.dtype(np.float64), x1_arr.key, "x1", base=x1_arr, compute=compute)
