@@ -283,38 +283,33 @@ class SampleStats:
         return out
 
     def absorb(self, other: SampleStats) -> None:
-        """``self = self.merge(other)`` in place, without converting a dense sketch (the engine's hot loop)."""
+        """Add ``other``'s samples to this state in place (``merge`` is two of these into an empty one)."""
         self.count += other.count
         if other.finite:
             self._combine(other.finite, other.mean, other.m2, other.min, other.max)
         self._set_worst(np.concatenate([self.worst_values, other.worst_values]),
                         np.concatenate([self.worst_index, other.worst_index]))
-        if isinstance(other._hist, np.ndarray):
-            self._dense()[:] += other._hist
-        else:
+        if isinstance(self._hist, np.ndarray) or isinstance(other._hist, np.ndarray):
             hist = self._dense()
+            if isinstance(other._hist, np.ndarray):
+                hist += other._hist
+            else:
+                for key, c in (other._hist or {}).items():
+                    hist[key] += c
+        else:  # two sparse sketches (states merged after pickling) stay sparse
+            merged = dict(self._hist or {})
             for key, c in (other._hist or {}).items():
-                hist[key] += c
+                merged[key] = merged.get(key, 0) + c
+            self._hist = merged
         if self._exact is not None and other._exact is not None and self.finite <= self.EXACT_LIMIT:
             self._exact = np.concatenate([self._exact, other._exact])
         else:
             self._exact = None
 
     def merge(self, other: SampleStats) -> SampleStats:
-        out = SampleStats(k=max(self.k, other.k), count=self.count + other.count, finite=self.finite,
-                          mean=self.mean, m2=self.m2, min=self.min, max=self.max)
-        if other.finite:
-            out._combine(other.finite, other.mean, other.m2, other.min, other.max)
-        out._set_worst(np.concatenate([self.worst_values, other.worst_values]),
-                       np.concatenate([self.worst_index, other.worst_index]))
-        hist = self._sparse()
-        for key, c in other._sparse().items():
-            hist[key] = hist.get(key, 0) + c
-        out._hist = hist
-        if self._exact is not None and other._exact is not None and out.finite <= self.EXACT_LIMIT:
-            out._exact = np.concatenate([self._exact, other._exact])
-        else:
-            out._exact = None
+        out = SampleStats(k=max(self.k, other.k))
+        out.absorb(self)
+        out.absorb(other)
         return out
 
     def __getstate__(self) -> dict[str, Any]:

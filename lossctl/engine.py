@@ -87,9 +87,6 @@ class TermPlan:
             weight = float(np.sum(part.weight, dtype=np.float64))
         self.acc.add_sums(chunk_sum, numerator, weight, part.stats)
 
-    def value(self) -> float:
-        return self.acc.value(self.spec.finalize, self.reduction, self.bound.params)
-
 
 def _as_part(out: Any) -> Part:
     return out if isinstance(out, Part) else Part(values=out)

@@ -292,6 +292,16 @@ def index_targets(plan: Any) -> bool:
         and t.dtype.kind in "iu" and p.shape[1] >= 1 and not 0 <= ignore < p.shape[1]
 
 
+def labelled_row_pairs(plan: Any) -> bool:
+    """x1, x2 float rows (N, D) of one type and shape, with float labels (N,): the pair losses."""
+    arrays = plan.arrays
+    if set(arrays) != {"x1", "x2", "targets"}:
+        return False
+    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
+    return a.dtype in FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
+        and y.dtype in FLOATS and y.shape == (a.shape[0],)
+
+
 def same_float(plan: Any, names: tuple[str, ...]) -> bool:
     arrays = plan.arrays
     if set(arrays) != set(names):

@@ -226,17 +226,17 @@ def combine_values(plans: Iterable[TermPlan]) -> tuple[np.ndarray, np.ndarray] |
     present = [c for c in chunks if c is not None]
     if not present:
         return None
+    mismatch = UsageError("per-sample values of a combined loss need every term to have the same samples; "
+                          f"evaluate the terms as separate {option('loss')} options")
     if len(present) != len(chunks):
-        raise UsageError("per-sample values of a combined loss need every term to have the same samples; "
-                         f"evaluate the terms as separate {option('loss')} options")
+        raise mismatch
     if len(chunks) == 1:
         values, index = present[0]
         return (values if weights[0] == 1.0 else weights[0] * values), index
     if len({c[0].shape for c in present}) != 1:
         present = [(_per_sample(v, i), i) for v, i in present]
         if len({c[0].shape for c in present}) != 1:
-            raise UsageError("per-sample values of a combined loss need every term to have the same samples; "
-                             f"evaluate the terms as separate {option('loss')} options")
+            raise mismatch
     combined = sum(w * c[0] for w, c in zip(weights, present))
     return combined, present[0][1]
 

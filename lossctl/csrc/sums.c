@@ -574,31 +574,27 @@ residual_stats(PyObject *self, PyObject *args)
     if (get_pair(oa, ob, &a, &b) < 0) {
         return NULL;
     }
+    /* every later failure releases what was taken, in one place */
+    Py_buffer *taken[5] = {&a, &b, NULL, NULL, NULL};
+    int ntaken = 2;
     if (PyObject_GetBuffer(ohist, &hist, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
-        return NULL;
+        goto fail;
     }
+    taken[ntaken++] = &hist;
     if (get_pair(ohv, ohi, &hv, &hi) < 0) {
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
-        PyBuffer_Release(&hist);
-        return NULL;
+        goto fail;
     }
+    taken[ntaken++] = &hv;
+    taken[ntaken++] = &hi;
     char ka = buffer_kind(&a);
     int ok = ka == buffer_kind(&b) && (ka == 'f' || ka == 'd') && a.len == b.len
              && buffer_kind(&hist) == 'q' && hist.len == (Py_ssize_t)(2 * SKETCH_HALF * 8)
              && buffer_kind(&hv) == 'd' && buffer_kind(&hi) == 'q' && hv.len == hi.len
              && !hv.readonly && !hi.readonly && heap_n >= 0 && heap_n <= hv.len / 8;
     if (!ok) {
-        PyBuffer_Release(&a);
-        PyBuffer_Release(&b);
-        PyBuffer_Release(&hist);
-        PyBuffer_Release(&hv);
-        PyBuffer_Release(&hi);
         PyErr_SetString(PyExc_TypeError, "residual_stats: float32/float64 pair of one length, int64 hist of "
                                          "2**18, float64 and int64 heap buffers of one length");
-        return NULL;
+        goto fail;
     }
     WorstHeap heap = {hv.buf, hi.buf, heap_n, hv.len / 8};
     Py_BEGIN_ALLOW_THREADS
@@ -628,13 +624,16 @@ residual_stats(PyObject *self, PyObject *args)
         }
     }
     Py_END_ALLOW_THREADS
-    PyBuffer_Release(&a);
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&hist);
-    PyBuffer_Release(&hv);
-    PyBuffer_Release(&hi);
+    for (int i = 0; i < ntaken; i++) {
+        PyBuffer_Release(taken[i]);
+    }
     if (pass.bad) {
         Py_RETURN_NONE;
     }
     return Py_BuildValue("ddddn", pass.total, pass.min, pass.max, m2, heap.n);
+fail:
+    for (int i = 0; i < ntaken; i++) {
+        PyBuffer_Release(taken[i]);
+    }
+    return NULL;
 }

@@ -32,7 +32,15 @@ import numpy as np
 from lossctl import ckernels
 from lossctl.arrays import LazyArray, reshaped
 from lossctl.errors import ExprError, InputError, option
-from lossctl.fast import FLOATS, Block, Fused, f64_of, row_dot, rows64, same_float
+from lossctl.fast import (
+    Block,
+    Fused,
+    f64_of,
+    labelled_row_pairs,
+    row_dot,
+    rows64,
+    same_float,
+)
 from lossctl.knowledge import Curve, Knowledge
 from lossctl.losses._common import domain_error, plural, shape_error, shown
 from lossctl.registry import Param, Part, register_loss
@@ -464,12 +472,7 @@ def _fused_contrastive(blk: Block, x1: Any, x2: Any, t: Any, params: dict[str, A
 
 
 def _contrastive_pairs(plan: Any) -> bool:
-    arrays = plan.arrays
-    if plan.bound.params.get("mining", "none") != "none" or set(arrays) != {"x1", "x2", "targets"}:
-        return False
-    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
-    return a.dtype in FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
-        and y.dtype in FLOATS and y.shape == (a.shape[0],)
+    return plan.bound.params.get("mining", "none") == "none" and labelled_row_pairs(plan)
 
 
 def _not_zero_one(y: np.ndarray) -> np.ndarray:

@@ -12,10 +12,10 @@ import numpy as np
 
 from lossctl.arrays import LazyArray, MemoryArray, reshaped
 from lossctl.fast import (
-    FLOATS,
     Block,
     Fused,
     f64_of,
+    labelled_row_pairs,
     range_of,
     row_dot,
     rows64,
@@ -254,15 +254,6 @@ def _fused_cosine_embedding(blk: Block, x1: Any, x2: Any, t: Any, params: dict[s
     return float(np.add.reduce(loss)), rows
 
 
-def _cosine_pairs(plan: Any) -> bool:
-    arrays = plan.arrays
-    if set(arrays) != {"x1", "x2", "targets"}:
-        return False
-    a, b, y = arrays["x1"], arrays["x2"], arrays["targets"]
-    return a.dtype in FLOATS and a.dtype == b.dtype and a.shape == b.shape and a.ndim == 2 \
-        and y.dtype in FLOATS and y.shape == (a.shape[0],)
-
-
 def _not_pm_one(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y, dtype=np.float64)
     return ~np.isin(y, (1.0, -1.0)) & ~np.isnan(y)
@@ -284,7 +275,7 @@ def _not_pm_one(y: np.ndarray) -> np.ndarray:
         pitfalls=("targets are +1 / -1, not 1 / 0",),
         pytorch="torch.nn.CosineEmbeddingLoss(margin=0.0)", keras="keras.losses.CosineSimilarity()  # similar pairs only",
         curve=Curve("cosine similarity", -1, 1, (("y = +1", _curve_cos_pos), ("y = -1", _curve_cos_neg)))),
-    fused=Fused(_fused_cosine_embedding, _cosine_pairs, inputs=("x1", "x2", "targets")),
+    fused=Fused(_fused_cosine_embedding, labelled_row_pairs, inputs=("x1", "x2", "targets")),
 )
 def cosine_embedding(x1: np.ndarray, x2: np.ndarray, targets: np.ndarray, *, margin: float = 0.0) -> Part:
     """Cosine embedding loss, as torch: ``1 - cos`` for y = 1, ``max(0, cos - margin)`` for y = -1.
