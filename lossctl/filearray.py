@@ -1,5 +1,5 @@
 """``FileArray``: an array stored C-ordered at an offset of a file (an ``.npy`` file, or an
-uncompressed ``.npz`` member), read with ``pread`` into fresh buffers or mapped window by window.
+uncompressed ``.npz`` member), read with ``pread`` (never mapped: a file cut while mapped is a SIGBUS).
 
 Resident memory is one chunk whatever the file's size; it is the array layer's on-disk kind, under
 both the ``.npy`` and the ``.npz`` readers.
@@ -8,7 +8,6 @@ both the ``.npy`` and the ``.npz`` readers.
 from __future__ import annotations
 
 import math
-import mmap
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,8 +17,6 @@ import numpy as np
 from lossctl.arrays import LazyArray, no_release, reading
 from lossctl.errors import InputError
 
-_MAP_ALIGN = max(mmap.ALLOCATIONGRANULARITY, 1 << 21)
-
 
 @dataclass
 class FileArray(LazyArray):
@@ -27,6 +24,7 @@ class FileArray(LazyArray):
 
     offset: int = 0
     fortran: bool = False
+    _spare: list = field(default_factory=list, repr=False, compare=False)  # buffers of released views
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
         with reading(self.label):
@@ -37,79 +35,94 @@ class FileArray(LazyArray):
                           f"was it changed while being read?); re-save it with numpy.save")
 
     def _read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        stop = max(start, min(stop, self.shape[0] if self.shape else 1))
+        stop = max(start, min(stop, self.shape[axis] if self.shape else 1))
         if axis != 0 or self.fortran or not self.shape:
             return self._read_strided(start, stop, axis)
-        row_items = int(np.prod(self.shape[1:], dtype=np.int64))
         out = np.empty((stop - start,) + tuple(self.shape[1:]), dtype=self.dtype)
-        nbytes = out.nbytes
-        if nbytes:
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                view = memoryview(out.reshape(-1).view(np.uint8))
-                pos = self.offset + start * row_items * self.dtype.itemsize
-                done = 0
-                while done < nbytes:
-                    got = os.preadv(fd, [view[done:]], pos + done)
-                    if got <= 0:
-                        raise InputError(f"{self.label}: file is truncated; expected {nbytes} more bytes "
-                                         f"for shape {self.shape}; re-save it with numpy.save")
-                    done += got
-            finally:
-                os.close(fd)
+        self._pread_rows(out, start)
         return out
+
+    def _pread_rows(self, out: np.ndarray, start: int) -> None:
+        """Fill ``out`` (C-contiguous) with the rows from ``start`` on: ``pread`` into it, never a
+        mapping, so a file cut while it is read is an InputError, not a SIGBUS."""
+        nbytes = out.nbytes
+        if not nbytes:
+            return
+        row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            view = memoryview(out.reshape(-1).view(np.uint8))
+            pos = self.offset + start * row_bytes
+            done = 0
+            while done < nbytes:
+                got = os.preadv(fd, [view[done:]], pos + done)
+                if got <= 0:
+                    raise self._truncated(os.fstat(fd).st_size, pos + nbytes)
+                done += got
+        finally:
+            os.close(fd)
 
     def can_view(self) -> bool:
         return bool(self.shape) and not self.fortran
 
     def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        """A read-only ``mmap`` window over samples ``start:stop`` (unmapped by ``release()``)."""
+        """Samples ``start:stop``, read with ``pread`` into a buffer reused once ``release()`` hands
+        it back (a memory map would be zero-copy, but a page of it past the end of a file cut while
+        it is read is a SIGBUS that kills the process)."""
         with reading(self.label):
             return self._view(start, stop)
 
     def _view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
         stop = max(start, min(stop, self.shape[0]))
-        row_items = int(np.prod(self.shape[1:], dtype=np.int64))
-        count = (stop - start) * row_items
         shape = (stop - start,) + tuple(self.shape[1:])
-        if count == 0:
+        nbytes = math.prod(shape) * self.dtype.itemsize
+        if nbytes == 0:
             return np.empty(shape, dtype=self.dtype), no_release
-        first = self.offset + start * row_items * self.dtype.itemsize
-        last = first + count * self.dtype.itemsize
-        base = first - first % _MAP_ALIGN  # 2 MB: the kernel can map whole huge folios of the page cache
-        fd = os.open(self.path, os.O_RDONLY)
+        spare = self._spare
+        buf = None
         try:
-            size = os.fstat(fd).st_size
-            if size < last:  # a page mapped past the end of the file is a SIGBUS when touched
-                raise self._truncated(size, last)
-            end = min(size, -(-last // _MAP_ALIGN) * _MAP_ALIGN)  # whole 2 MB pieces
-            mm = mmap.mmap(fd, max(last, end) - base, access=mmap.ACCESS_READ, offset=base)
-        finally:
-            os.close(fd)
-        arr = np.frombuffer(mm, dtype=self.dtype, count=count, offset=first - base).reshape(shape)
+            buf = spare.pop()  # (list.pop/append are atomic: views are taken on several threads)
+        except IndexError:
+            pass
+        if buf is None or buf.nbytes < nbytes:
+            buf = np.empty(nbytes, dtype=np.uint8)
+        arr = buf[:nbytes].view(self.dtype).reshape(shape)
+        try:
+            self._pread_rows(arr, start)
+        except BaseException:
+            spare.append(buf)
+            raise
 
         def release() -> None:
-            try:
-                mm.close()
-            except BufferError:  # a view is still alive somewhere: the mapping goes with it
-                pass
+            if len(spare) < 8:
+                spare.append(buf)
 
         return arr, release
 
     def _read_strided(self, start: int, stop: int, axis: int) -> np.ndarray:
-        needed = self.offset + int(np.prod(self.shape, dtype=object) if self.shape else 1) * self.dtype.itemsize
-        if os.path.getsize(self.path) < needed:  # (a file cut after it was opened: no SIGBUS)
-            raise self._truncated(os.path.getsize(self.path), needed)
-        mm = np.memmap(self.path, dtype=self.dtype, mode="r", offset=self.offset, shape=self.shape,
-                       order="F" if self.fortran else "C")
-        index = [slice(None)] * len(self.shape)
-        if self.shape:
-            index[axis] = slice(start, stop)
-        out = np.array(mm[tuple(index)])
-        del mm
-        return out
-
-
+        """Samples ``start:stop`` along ``axis`` (or of a Fortran-ordered array): the file read with
+        ``pread`` in blocks of whole C-order rows, each block sliced (a Fortran array is the C array
+        of the reversed shape, transposed)."""
+        if not self.shape:
+            out = np.empty((), dtype=self.dtype)
+            self._pread_rows(out, 0)
+            return out
+        shape = tuple(self.shape[::-1]) if self.fortran else tuple(self.shape)
+        c_axis = len(shape) - 1 - axis if self.fortran else axis
+        row_items = math.prod(shape[1:])
+        step = max(1, (1 << 24) // max(1, row_items * self.dtype.itemsize))
+        pieces = []
+        plain = FileArray(path=self.path, shape=shape, dtype=self.dtype, name=self.name, key=self.key,
+                          offset=self.offset)
+        if c_axis == 0:
+            pieces.append(plain._read(start, stop))
+        else:
+            index = [slice(None)] * len(shape)
+            index[c_axis] = slice(start, stop)
+            for lo in range(0, shape[0], step):
+                pieces.append(plain._read(lo, min(shape[0], lo + step))[tuple(index)])
+        whole = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return np.ascontiguousarray(whole.T if self.fortran else whole)
 
 
 def open_binary(path: str) -> Any:

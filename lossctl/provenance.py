@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import mmap
 import os
 import platform
 import threading
@@ -36,15 +35,13 @@ if TYPE_CHECKING:  # pragma: no cover
 #: What ``--hash`` / ``hash:`` / ``hash=`` accept; the first is the default.
 ALGORITHMS = ("xxh3", "sha256", "none")
 
-#: Bytes per ``update()`` for xxh3, which hashes at memory speed: a file through read-only memory
-#: maps of this size, one at a time, so nothing is copied out of the page cache (reading into a
-#: buffer took twice as long, 53 vs 27 ms for 400 MB), and unmapping each window bounds the
-#: resident pages it adds. Large because between two updates the thread takes the GIL back, which
-#: waits up to the 5 ms switch interval while another thread runs Python (the CLI importing NumPy):
-#: 400 MB hashed beside a busy Python thread took 2.9 s in 1 MB pieces, 313 ms in 16 MB, 88 ms in
-#: 128 MB (53 ms alone). 32 MB keeps two hashing threads' windows under 64 MB of resident memory
-#: (with 64 MB, --worst on two 2 GB files peaked at 240 MB; with 32 MB at 163 MB, and the 400 MB
-#: end-to-end run was no slower). Between windows a cancelled hash stops.
+#: Bytes per ``update()`` for xxh3, which hashes at memory speed: a file read into one reused buffer
+#: of this size. (Read-only memory maps were twice as fast, 27 vs 53 ms for 400 MB, but a page
+#: mapped past the end of a file cut while it is hashed is a SIGBUS that kills the process.) Large
+#: because between two updates the thread takes the GIL back, which waits up to the 5 ms switch
+#: interval while another thread runs Python (the CLI importing NumPy): 400 MB hashed beside a busy
+#: Python thread took 2.9 s in 1 MB pieces, 313 ms in 16 MB, 88 ms in 128 MB (53 ms alone). 32 MB
+#: keeps two hashing threads' buffers at 64 MB of resident memory. Between reads a cancelled hash stops.
 _WINDOW = 1 << 25
 #: sha256 is ten times slower than memory: it reads a file into a buffer that stays in cache
 #: (two 400 MB files on two threads: 276 ms in 4 MB reads, 347 ms through memory maps).
@@ -71,21 +68,10 @@ def _hasher(algorithm: str) -> tuple[str, Any]:
     return "sha256", hashlib.sha256
 
 
-def _mapped(digest: Any, fh: Any, size: int, stop: threading.Event) -> None:
-    for offset in range(0, size, _WINDOW):
-        if stop.is_set():
-            return
-        try:
-            window = mmap.mmap(fh.fileno(), min(_WINDOW, size - offset), access=mmap.ACCESS_READ, offset=offset)
-        except OSError:  # a file system that cannot map files (some FUSE and network mounts): read it
-            fh.seek(offset)
-            return _buffered(digest, fh, size, stop)
-        with window:
-            digest.update(window)
-
-
-def _buffered(digest: Any, fh: Any, size: int, stop: threading.Event) -> None:
-    buf = bytearray(_BUFFER)
+def _buffered(digest: Any, fh: Any, size: int, stop: threading.Event, block: int = _BUFFER) -> None:
+    """The file read into one reused buffer (never mapped: a mapped file cut while it is hashed is
+    a SIGBUS that kills the process, where a read just ends early)."""
+    buf = bytearray(min(block, max(size, 1)))
     view = memoryview(buf)
     while not stop.is_set():
         n = fh.readinto(buf)
@@ -127,9 +113,9 @@ class _Job:
 
     def _file(self) -> str:
         digest = self._new()
-        read = _buffered if digest.name == "sha256" else _mapped
+        block = _BUFFER if digest.name == "sha256" else _WINDOW
         with open(self.source, "rb", buffering=0) as fh:
-            read(digest, fh, os.fstat(fh.fileno()).st_size, self.stop)
+            _buffered(digest, fh, os.fstat(fh.fileno()).st_size, self.stop, block)
         return digest.hexdigest()
 
     def _array(self) -> str:

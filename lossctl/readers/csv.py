@@ -7,6 +7,7 @@ pandas from the top. Either way a file is parsed once for every column selection
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import threading
@@ -44,6 +45,20 @@ def open_binary(path: str, buffering: int = -1) -> Any:
     return importlib.import_module(module).open(path, "rb")
 
 
+def open_lf(path: str) -> Any:
+    """``path`` opened for reading bytes (decompressed) with one line-ending rule for the whole
+    file, as pandas reads it: when some line ends in a bare CR, every line end outside quotes (LF,
+    CRLF, CR in any mix) reads as LF, translated as it streams (no copy of the file); a CR inside
+    a quoted field stays a CR. Every parser downstream (the C parser, the row count, the row
+    check, pandas) reads this stream."""
+    fh = open_binary(path)
+    if not _has_bare_cr_cached(path):
+        return fh
+    import io
+
+    return io.BufferedReader(_LfStream(fh), buffer_size=1 << 20)
+
+
 CSV_CHUNK_ROWS = 1 << 18  # rows parsed at a time (and sniffed at open), at most...
 CSV_CHUNK_CELLS = 1 << 21  # ...this many fields per chunk (wide files get fewer rows)
 _CSV_KEEP_CHUNKS = 2  # parsed chunks kept behind the furthest read (readers run in step)
@@ -55,7 +70,7 @@ def _count_csv_rows(path: str) -> int:
     prev = b"\n"  # the byte before the block ("start of file" counts as after a newline)
     last = b""
     buf = np.empty(1 << 20, dtype=np.uint8)  # reused: no fresh pages per block
-    with open_binary(path, buffering=0) as fh:
+    with open_lf(path) as fh:
         while True:
             got = fh.readinto(buf)
             if not got:
@@ -80,7 +95,7 @@ def _count_rows_c(path: str) -> int:
     count = ckernels.kernels.csv_count_rows  # type: ignore[union-attr]
     rows, kept = 0, 0  # kept: bytes of an unfinished line at the front of the buffer
     buf = bytearray(CSV_BLOCK_BYTES)
-    with open_binary(path, buffering=0) as fh:
+    with open_lf(path) as fh:
         while True:
             if kept == len(buf):  # a line longer than the buffer
                 buf.extend(bytes(len(buf)))
@@ -143,7 +158,7 @@ def _simple_header(path: str, sep: str, has_header: bool, names: list[str]) -> t
     a one-byte separator, no byte-order mark, an unquoted header of distinct names."""
     if ckernels.kernels is None or len(sep.encode()) != 1 or sep in "\r\n\"":
         return None
-    with open_binary(path) as fh:
+    with open_lf(path) as fh:
         first = fh.readline()
     if first.startswith(b"\xef\xbb\xbf") or b'"' in first:
         return None
@@ -165,8 +180,8 @@ class _CsvBlocks:
         self._stream: Any = None
         self._fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
         self._pos, self._size = data_start, os.fstat(self._fd).st_size
-        if compression(path):  # decompressed here, in order; parsed ahead on the workers
-            self._stream, self._carry = open_binary(path), b""
+        if compression(path) or _has_bare_cr_cached(path):  # read here, in order; parsed ahead on the workers
+            self._stream, self._carry = open_lf(path), b""
             self._stream.read(data_start)
             self._pos, self._size = 0, 1  # (1 once the stream has been read to its end)
         self._pending: deque[Any] = deque()
@@ -256,7 +271,7 @@ class _RowCheck:
     def __init__(self, path: str, sep: str, ncols: int, has_header: bool, label: str) -> None:
         self.ncols, self.label, self.sep = ncols, label, sep
         self.first = "header" if has_header else "first row"
-        self._fh = open_binary(path)
+        self._fh = open_lf(path)
         self._line = 0  # file lines consumed
         if has_header:
             self._fh.readline()
@@ -353,6 +368,7 @@ class _CsvSource:
         self.dtypes: dict[str, np.dtype | None] = {}  # None: not numeric (in the first chunk)
         self.n_rows = 0
         self._reader: Any = None
+        self._pandas_fh: Any = None  # the stream pandas reads
         self._exhausted = False
         self._blocks: deque[tuple[int, dict[str, np.ndarray]]] = deque()
         self._parsed = 0
@@ -399,13 +415,46 @@ class _CsvSource:
                 for col, later in zip(self.columns, floats):
                     if later and self.dtypes.get(col) == np.dtype(np.int64):
                         self.dtypes[col] = np.dtype(np.float64)
+            elif not isinstance(lines, BaseException):  # pandas reads (some of) it: the same, by pandas
+                self._widen_by_pandas()
             if isinstance(lines, BaseException):
                 raise lines
             self.n_rows = lines - (1 if has_header else 0)
 
+    def _widen_by_pandas(self) -> None:
+        """Columns typed int64 by the first chunk become float64 when a later chunk holds a float
+        (as one ``pandas.read_csv`` of the whole file types them), found by a pass of pandas over
+        those columns alone; a later text value is left for the read to name (with its line)."""
+        ints = [c for c in self.columns if self.dtypes.get(c) == np.dtype(np.int64)]
+        if not ints:
+            return
+        import warnings
+
+        import pandas as pd
+
+        try:
+            with warnings.catch_warnings(), open_lf(self.path) as fh:
+                warnings.simplefilter("ignore", pd.errors.ParserWarning)
+                chunks = pd.read_csv(fh, sep=self.sep, header=0 if self.has_header else None, names=self.names,
+                                     usecols=ints, index_col=False, engine="c", chunksize=self.chunk_rows)
+                for n, chunk in enumerate(chunks):
+                    if n == 0:
+                        continue  # (typed already)
+                    for col in list(ints):
+                        if _column_dtype(chunk[col]) == np.dtype(np.float64):
+                            self.dtypes[col] = np.dtype(np.float64)
+                            ints.remove(col)
+                    if not ints:
+                        return
+        except (pd.errors.ParserError, ValueError, UnicodeDecodeError):
+            return  # (the read itself names what is wrong)
+
     def _restart(self) -> None:
         if isinstance(self._reader, _CsvBlocks):
             self._reader.close()
+        if self._pandas_fh is not None:
+            self._pandas_fh.close()
+            self._pandas_fh = None
         self._blocks.clear()
         self._parsed = 0
         self._furthest = 0
@@ -419,7 +468,8 @@ class _CsvSource:
         # anyway). The header's names are lossctl's own (the same for both parsers); index_col=False:
         # a row with an extra field is never an index, and _RowCheck refuses rows of the wrong length.
         self._check = _RowCheck(self.path, self.sep, len(self.names), self.has_header, self.label)
-        self._reader = pd.read_csv(self.path, sep=self.sep, header=0 if self.has_header else None,
+        self._pandas_fh = open_lf(self.path)
+        self._reader = pd.read_csv(self._pandas_fh, sep=self.sep, header=0 if self.has_header else None,
                                    names=self.names, index_col=False, engine="c", on_bad_lines="error",
                                    chunksize=self.chunk_rows)
 
@@ -627,7 +677,7 @@ _SNIFFED = (";", "|")  # separators a .csv may use instead of ",", told by its f
 
 def first_line(path: str) -> str:
     """The first line of a (possibly compressed) text file, without a byte-order mark or line end."""
-    with open_binary(path) as fh:
+    with open_lf(path) as fh:
         raw = fh.readline(1 << 20)
     return raw.decode("utf-8", errors="replace").removeprefix("\ufeff").rstrip("\r\n")
 
@@ -698,7 +748,7 @@ def _names(fields: list[str], has_header: bool) -> list[str]:
     return names
 
 
-_LINE_ENDS: dict[Any, str] = {}  # (file, size, mtime) -> the copy of it with "\n" line ends
+_BARE_CR: dict[Any, bool] = {}  # (file, size, mtime) -> whether some line ends in a bare CR
 _LINE_END_RE = re.compile(rb"\r\n?")
 _SCAN_BYTES = 1 << 23
 
@@ -719,36 +769,54 @@ def _has_bare_cr(path: str) -> bool:
     return prev_cr
 
 
-def one_line_ending(path: str) -> str:
-    """``path``, or (when some line of it ends in a bare CR) a temporary copy with every line end
-    (LF, CRLF, CR in any mix) written as LF: one line-ending rule for the whole file, as pandas
-    reads it, for every parser downstream (the C parser, the row counter, the row check)."""
+def _has_bare_cr_cached(path: str) -> bool:
     st = os.stat(path)
     key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key in _LINE_ENDS:
-        return _LINE_ENDS[key]
-    if not _has_bare_cr(path):
-        _LINE_ENDS[key] = path
-        return path
-    import atexit
-    import shutil
-    import tempfile
+    if key not in _BARE_CR:
+        _BARE_CR[key] = _has_bare_cr(path)
+    return _BARE_CR[key]
 
-    folder = tempfile.mkdtemp(prefix="lossctl-csv-")
-    atexit.register(shutil.rmtree, folder, True)
-    root = os.path.basename(path)
-    if compression(root):
-        root = os.path.splitext(root)[0]
-    copy = os.path.join(folder, root)
-    carry = b""
-    with open_binary(path) as fh, open(copy, "wb") as out:
-        while block := fh.read(_SCAN_BYTES):
-            block = carry + block
-            carry = b"\r" if block.endswith(b"\r") else b""
-            out.write(_LINE_END_RE.sub(b"\n", block[:len(block) - len(carry)]))
-        out.write(b"\n" if carry else b"")
-    _LINE_ENDS[key] = copy
-    return copy
+
+class _LfStream(io.RawIOBase):
+    """A byte stream with its line ends outside quotes (CR, CRLF) read as LF: block by block,
+    the quote state carried across blocks (``""`` inside quotes toggles twice: no change), a CR
+    at a block's end held back until the next block tells whether an LF follows it."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw, self._out, self._pos = raw, b"", 0
+        self._carry, self._quoted, self._eof = b"", False, False
+
+    def readable(self) -> bool:
+        return True
+
+    def _fill(self) -> None:
+        block = self._raw.read(_SCAN_BYTES)
+        data = self._carry + block
+        self._eof = not block
+        self._carry = b"\r" if data.endswith(b"\r") and not self._eof else b""
+        data = data[:len(data) - len(self._carry)]
+        if b'"' not in data:
+            self._out = data if self._quoted else _LINE_END_RE.sub(b"\n", data)
+        else:
+            parts = data.split(b'"')
+            for i, part in enumerate(parts):
+                if not (self._quoted ^ (i % 2 == 1)):
+                    parts[i] = _LINE_END_RE.sub(b"\n", part)
+            self._quoted ^= (len(parts) - 1) % 2 == 1
+            self._out = b'"'.join(parts)
+        self._pos = 0
+
+    def readinto(self, buffer: Any) -> int:
+        while self._pos >= len(self._out) and not self._eof:
+            self._fill()
+        n = min(len(buffer), len(self._out) - self._pos)
+        buffer[:n] = self._out[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, header: str = "auto",
@@ -759,7 +827,7 @@ def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, hea
     class labels, read as their position in the list; ``shown``: how messages name the file."""
     where = shown or path
     label = input_label(name, where)
-    original, path = path, one_line_ending(path)
+    original = path
     first = first_line(path)
     if not first.strip():
         raise InputError(f"{label}: the file is empty (or its first line is blank)")
