@@ -1,0 +1,264 @@
+"""Faults while lossctl runs (issue 10): a CSV typed past its first chunk, CR line ends read
+without a copy, an input cut while it is read, a full or read-only file system under the output,
+and many runs writing one report at once. Each is the right number or exit 2 with one ``error:``
+line, never a signal death, a temporary file left behind or a half-written report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lossctl.readers import ReadOptions, open_input
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_CHUNK = 262_144  # rows in the CSV reader's first chunk (CSV_CHUNK_ROWS)
+
+
+def run(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "lossctl", *args], capture_output=True, text=True, check=False,
+                          timeout=timeout, env=env, stdin=subprocess.DEVNULL, cwd=cwd)
+
+
+def assert_one_error(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
+
+
+def mse_of(p: str, t: str) -> tuple[float, int]:
+    proc = run("evaluate", p, t, "--loss", "mse", "-f", "json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)["results"][0]
+    return result["value"], result["samples"]
+
+
+# ------------------------------------------------------------------------- CSV typed past the first chunk
+
+
+def test_pandas_path_int_column_gets_a_float_after_the_first_chunk(tmp_path: Path) -> None:
+    """A quoted header sends the file to pandas; the float 1.5 on the last of > 262,144 integer
+    rows makes the column float64 (pandas.read_csv of the whole file does), not exit 2."""
+    import pandas as pd
+
+    rows = FIRST_CHUNK + 50
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'"p","t"\n' + b"1,1\n" * (rows - 1) + b"1.5,1\n")
+    frame = pd.read_csv(path)
+    assert frame["p"].dtype == np.float64
+    arr = open_input(f"{path}:p")
+    assert arr.dtype == np.float64
+    np.testing.assert_array_equal(arr.read_all(), frame["p"].to_numpy())
+    value, n = mse_of(f"{path}:p", f"{path}:t")
+    expected = float(np.mean((frame["p"] - frame["t"]) ** 2))
+    assert n == rows and value == pytest.approx(expected, rel=1e-12)
+
+
+def test_c_parser_gives_up_after_a_late_float(tmp_path: Path) -> None:
+    """The C parser types the first 8 MB block as integers, the late float is in its second block, and
+    a quoted field after it makes it hand the file to pandas: still float64, the right value."""
+    rows = 2_200_000  # "1,1\n" is 4 bytes: past the C parser's first 8 MB block
+    assert rows * 4 > 1 << 23
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"p,t\n" + b"1,1\n" * rows + b"1.5,1\n" + b'"2",2\n')
+    arr = open_input(f"{path}:p")
+    assert arr.dtype == np.float64 and arr.shape == (rows + 2,)
+    value, n = mse_of(f"{path}:p", f"{path}:t")
+    assert n == rows + 2 and value == pytest.approx(0.25 / (rows + 2), rel=1e-12)
+
+
+# ------------------------------------------------------------------------- CR line ends
+
+
+def test_cr_file_is_read_without_a_copy(tmp_path: Path, monkeypatch) -> None:
+    """A CR-only CSV is read in place: nothing is written to the temporary directory."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    path = tmp_path / "x.csv"
+    path.write_bytes(b"p,t\r" + b"".join(b"%d,%d\r" % (i % 5, i % 3) for i in range(1000)))
+    got = open_input(f"{path}:p").read_all()
+    np.testing.assert_array_equal(got, np.arange(1000) % 5)
+    assert os.listdir(scratch) == []
+
+
+def test_cr_inside_a_quoted_field_stays_a_cr(tmp_path: Path) -> None:
+    """Line ends outside quotes are CR (and CRLF, LF): one rule for the file; a CR inside a quoted
+    label is part of the label, as pandas reads it."""
+    import pandas as pd
+
+    path = tmp_path / "x.csv"
+    labels = ["a\rb", "c", "a\rb", "c\nd", "c"]
+    body = b"y,v\r" + b"".join(b'"%s",%d' % (lab.encode(), i) + (b"\r\n" if i == 2 else b"\r")
+                               for i, lab in enumerate(labels))
+    path.write_bytes(body)
+    frame = pd.read_csv(path)
+    assert list(frame["y"]) == labels  # (what pandas reads)
+    classes = ("a\rb", "c", "c\nd")
+    got = open_input(f"{path}:y", "targets", ReadOptions(classes=classes)).read_all()
+    np.testing.assert_array_equal(got, [classes.index(lab) for lab in frame["y"]])
+    np.testing.assert_array_equal(open_input(f"{path}:v").read_all(), frame["v"].to_numpy())
+
+
+def test_cr_only_quoted_csv_over_the_first_chunk_as_pandas(tmp_path: Path) -> None:
+    """A CR-only file the C parser declines (quoted fields), over one chunk: pandas' rows and values."""
+    import pandas as pd
+
+    rows = FIRST_CHUNK + 1000
+    path = tmp_path / "x.csv"
+    path.write_bytes(b'"p","t"\r' + b"".join(b'%d,"%d"\r' % (i % 7, i % 5) for i in range(rows)))
+    frame = pd.read_csv(path)
+    assert len(frame) == rows
+    value, n = mse_of(f"{path}:p", f"{path}:t")
+    assert n == rows and value == pytest.approx(float(np.mean((frame["p"] - frame["t"]) ** 2)), rel=1e-12)
+
+
+# ------------------------------------------------------------------------- an input cut while it is read
+
+_CUT_SCRIPT = """
+import os, sys
+from lossctl import filearray
+from lossctl.cli import main
+calls = []
+def cutting(orig):
+    def wrapper(self, *args, **kwargs):
+        out = orig(self, *args, **kwargs)
+        if not calls:  # the first window was handed out: the file loses its tail now
+            os.truncate(self.path, 4096)
+        calls.append(1)
+        return out
+    return wrapper
+filearray.FileArray._view = cutting(filearray.FileArray._view)
+filearray.FileArray._read = cutting(filearray.FileArray._read)
+sys.argv = ["lossctl", "evaluate", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("loss", ["mse", "huber(delta=0.5)"])
+def test_npy_cut_in_the_middle_of_a_run_is_exit_2_not_sigbus(tmp_path: Path, loss: str) -> None:
+    """The file is truncated right after the engine got its first window (the window is then
+    used): exit 2 naming the truncation, no SIGBUS (rc -7/135) and no exit 4."""
+    n = 1 << 23  # several windows on two threads
+    np.save(tmp_path / "p.npy", np.full(n, 0.5, dtype=np.float32))
+    np.save(tmp_path / "t.npy", np.zeros(n, dtype=np.float32))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), LOSSCTL_THREADS="2")
+    proc = subprocess.run([sys.executable, "-c", _CUT_SCRIPT, str(tmp_path / "p.npy"), str(tmp_path / "t.npy"),
+                           "--loss", loss, "--hash", "none"], capture_output=True, text=True, timeout=60,
+                          env=env, check=False)
+    assert_one_error(proc, "truncated")
+
+
+def test_a_file_cut_while_hashed_is_not_a_signal(tmp_path: Path) -> None:
+    """The digest reads the file (no mapping): cut while hashed, the digest is just of fewer bytes."""
+    from lossctl import provenance
+
+    path = tmp_path / "x.bin"
+    path.write_bytes(os.urandom(1 << 20))
+    digest = provenance._hasher("sha256")[1]()
+
+    class Cutting:
+        def __init__(self, fh):
+            self.fh, self.first = fh, True
+
+        def readinto(self, buf):
+            got = self.fh.readinto(buf)
+            if self.first:
+                os.truncate(path, 1000)
+                self.first = False
+            return got
+
+    import threading
+
+    with open(path, "rb", buffering=0) as fh:
+        provenance._buffered(digest, Cutting(fh), 1 << 20, threading.Event(), 1 << 16)
+    assert digest.hexdigest()  # (it ended: no SIGBUS)
+
+
+# ------------------------------------------------------------------------- full and read-only file systems
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):
+    """A 64 kB tmpfs mounted in tmp_path (root only): a real full disk, and remounted read-only."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "lossctl-test", str(mnt)],
+                          capture_output=True, check=False)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(mnt: Path) -> None:
+    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _arrays(tmp_path: Path) -> list[str]:
+    rng = np.random.default_rng(4)
+    np.save(tmp_path / "p.npy", rng.normal(size=5000))
+    np.save(tmp_path / "t.npy", rng.normal(size=5000))
+    return [str(tmp_path / "p.npy"), str(tmp_path / "t.npy")]
+
+
+@pytest.mark.parametrize("opt,name", [("--output", "r.json"), ("--per-sample", "ps.npy")])
+def test_full_disk_keeps_the_old_file(tmp_path: Path, tiny_fs: Path, opt: str, name: str) -> None:
+    """A real ENOSPC under --output / --per-sample: exit 2, one error line, the previous file's
+    content unchanged, no temporary file left."""
+    target = tiny_fs / name
+    target.write_bytes(b"previous content")
+    _fill(tiny_fs)
+    proc = run("evaluate", *_arrays(tmp_path), "--loss", "mse", opt, str(target))
+    assert_one_error(proc, "No space left")
+    assert target.read_bytes() == b"previous content"
+    assert sorted(os.listdir(tiny_fs)) == sorted(["filler", name])
+
+
+@pytest.mark.parametrize("opt,name", [("--output", "r.json"), ("--per-sample", "ps.npy")])
+def test_read_only_file_system_is_refused_before_computing(tmp_path: Path, tiny_fs: Path, opt: str,
+                                                            name: str) -> None:
+    target = tiny_fs / name
+    target.write_bytes(b"previous content")
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_fs)], check=True)
+    proc = run("evaluate", *_arrays(tmp_path), "--loss", "mse", opt, str(target))
+    assert_one_error(proc, "Read-only file system")
+    assert target.read_bytes() == b"previous content"
+    assert os.listdir(tiny_fs) == [name]
+
+
+# ------------------------------------------------------------------------- concurrent writers
+
+
+def test_concurrent_runs_writing_one_report(tmp_path: Path) -> None:
+    """24 runs (each a different loss) write the same --output at once: all exit 0, the report is
+    one whole JSON report of one of them, and no temporary file is left."""
+    arrays = _arrays(tmp_path)
+    losses = ["mse", "mae", "huber", "log_cosh", "smooth_l1", "huber(delta=0.5)"] * 4
+    out = tmp_path / "reports" / "r.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = [subprocess.Popen([sys.executable, "-m", "lossctl", "evaluate", *arrays, "--loss", loss, "--hash",
+                               "none", "--output", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=env) for loss in losses]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(losses), errors
+    report = json.loads(out.read_text())
+    assert report["results"][0]["loss"] in losses and report["passed"] is True
+    assert os.listdir(out.parent) == ["r.json"]
