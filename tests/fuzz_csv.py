@@ -27,9 +27,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import fuzz_text  # noqa: E402
+import fuzz_text
 
-from lossctl.errors import LossctlError  # noqa: E402
+from lossctl.errors import LossctlError
 
 CELLS = ["0", "1", "-1", "7", "42", "1.5", "-0.25", "1e3", "2.5E-3", "", " ", " 3 ", "nan", "NaN", "NA", "inf", "-inf",
          "true", "false", "abc", "1_000", "0x1f", "9" * 25, "1e400", "-0", "+4", ".5", "5.", "1,5", '"2"', '"a,b"',
@@ -77,6 +77,33 @@ class Disagreement(Exception):
     pass
 
 
+class PandasCrQuirk(Exception):
+    """pandas reads the bare-CR file otherwise than the same text with LF line ends, and lossctl
+    reads what pandas reads from the LF text (pandas 3.1's tokenizer: after a blank CR line, a row
+    starting ``,"",`` loses a field; ``a,b,c\r\r,"",-0.25\r`` puts -0.25 under b)."""
+
+
+def _pandas_cr_quirk(path: str, sep: str, header: bool, col: str, got: np.ndarray) -> bool:
+    import io
+
+    import pandas as pd
+
+    from lossctl.readers.csv import _has_bare_cr, open_lf
+
+    if not _has_bare_cr(path):
+        return False
+    with open_lf(path) as fh:
+        text = fh.read()
+    try:
+        frame = pd.read_csv(io.BytesIO(text), sep=sep, header=0 if header else None)
+    except Exception:  # noqa: BLE001
+        return False
+    frame.columns = [str(c) for c in frame.columns]
+    if col not in frame.columns or frame[col].dtype.kind not in "iufb" or len(frame) != len(got):
+        return False
+    return bool(np.allclose(got.astype(float), frame[col].to_numpy(dtype=float), rtol=1e-12, atol=0, equal_nan=True))
+
+
 def case_csv(rng: random.Random, folder: str, n: int) -> None:
     import pandas as pd
 
@@ -110,6 +137,8 @@ def case_csv(rng: random.Random, folder: str, n: int) -> None:
                 continue
             want = want.to_numpy(dtype=float)
             if not np.allclose(got.astype(float), want, rtol=1e-12, atol=0, equal_nan=True):
+                if _pandas_cr_quirk(path, sep, header, col, got):
+                    raise PandasCrQuirk(data)
                 raise Disagreement(f"column {col}: {got[:5]} vs pandas {want[:5]}", data)
     finally:
         os.unlink(path)
@@ -136,7 +165,7 @@ def run(seed: int, seconds: float, targets: list[str], per_case: float = 10.0,
         for name in targets:
             rng = random.Random(f"{seed}-{name}")
             stats = {"cases": 0, "internal": collections.Counter(), "hangs": 0, "disagreements": collections.Counter(),
-                     "examples": {}}
+                     "pandas_cr_quirk": 0, "examples": {}}
             end = time.time() + seconds
             while time.time() < end and (cases is None or stats["cases"] < cases):
                 stats["cases"] += 1
@@ -147,6 +176,9 @@ def run(seed: int, seconds: float, targets: list[str], per_case: float = 10.0,
                     pass
                 except fuzz_text.Hang:
                     stats["hangs"] += 1
+                except PandasCrQuirk as exc:
+                    stats["pandas_cr_quirk"] += 1
+                    stats["examples"].setdefault("pandas_cr_quirk", repr(exc.args[0][:300]))
                 except Disagreement as exc:
                     stats["disagreements"][str(exc.args[0])[:60]] += 1
                     stats["examples"].setdefault(str(exc.args[0])[:60], repr(exc.args[1][:300]))
@@ -169,7 +201,7 @@ if __name__ == "__main__":
     results = run(seed, seconds, chosen)
     for name, s in results.items():
         print(f"{name}: seed {seed} cases {s['cases']} internal {sum(s['internal'].values())} hangs {s['hangs']} "
-              f"disagreements {sum(s['disagreements'].values())}", flush=True)
+              f"disagreements {sum(s['disagreements'].values())} pandas_cr_quirk {s['pandas_cr_quirk']}", flush=True)
         for key, count in s["internal"].most_common(10):
             print("  internal", count, key)
             print(s["examples"][key])

@@ -334,3 +334,19 @@ def test_line_end_translation_across_block_boundaries(tmp_path: Path, monkeypatc
     got = open_input(f"{path}:y", "targets", ReadOptions(classes=classes)).read_all()
     np.testing.assert_array_equal(got, np.arange(len(frame)))
     np.testing.assert_array_equal(open_input(f"{path}:v").read_all(), frame["v"].to_numpy())
+
+
+def test_cr_blank_line_then_quoted_empty_field_reads_as_its_lf_text(tmp_path: Path) -> None:
+    """Found by tests/fuzz_csv.py: pandas 3.1 reads ``,"",-0.25`` after a blank CR-only line with a
+    field lost (-0.25 under b); the same text with LF line ends reads b=NaN, c=-0.25. lossctl has
+    one line-ending rule: it reads the LF text's values, never a value shifted to another column."""
+    import io
+
+    import pandas as pd
+
+    body = b'a,b,c\r\r,"",-0.25\r1,2,3\r'
+    path = tmp_path / "x.csv"
+    path.write_bytes(body)
+    lf = pd.read_csv(io.BytesIO(body.replace(b"\r", b"\n")))
+    for col in "abc":
+        np.testing.assert_array_equal(open_input(f"{path}:{col}").read_all(), lf[col].to_numpy())
