@@ -110,11 +110,11 @@ class LazyArray:
         return False
 
     def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
-        """Samples ``start:stop`` along axis 0 without copying, and a ``release()`` callable.
+        """Samples ``start:stop`` along axis 0 as one window, and a ``release()`` callable.
 
         Only when :meth:`can_view`; the caller drops every reference to the window before
-        calling ``release()`` (an ``.npy`` window is an ``mmap`` that is then unmapped, so the
-        pages it touched stop counting as resident memory).
+        calling ``release()`` (an ``.npy`` window is a buffer read with ``pread`` that is then
+        reused for a later window, so resident memory stays a few windows).
         """
         raise NotImplementedError
 

@@ -4,7 +4,7 @@ The generic engine calls each loss's kernel on each chunk and keeps its ``reduct
 values. For the common built-in losses that is wasted work when only the mean or sum is wanted,
 so their fused functions compute the chunk sums directly, on what this module provides:
 
-* every input window is read once per pass (zero-copy ``mmap`` windows of ``.npy`` files, or
+* every input window is read once per pass (``pread`` windows of ``.npy`` files, or
   slices of in-memory arrays) and cut into cache-sized sub-chunks;
 * terms shared between losses (the residual ``d = p - t`` and ``|d|``) are computed once per
   sub-chunk, in reused scratch buffers (no temporaries);

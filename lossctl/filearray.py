@@ -26,6 +26,11 @@ class FileArray(LazyArray):
     fortran: bool = False
     _spare: list = field(default_factory=list, repr=False, compare=False)  # buffers of released views
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_spare"] = []  # (buffers are no state: never pickled)
+        return state
+
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
         with reading(self.label):
             return self._read(start, stop, axis)

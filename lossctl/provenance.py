@@ -36,13 +36,13 @@ if TYPE_CHECKING:  # pragma: no cover
 ALGORITHMS = ("xxh3", "sha256", "none")
 
 #: Bytes per ``update()`` for xxh3, which hashes at memory speed: a file read into one reused buffer
-#: of this size. (Read-only memory maps were twice as fast, 27 vs 53 ms for 400 MB, but a page
-#: mapped past the end of a file cut while it is hashed is a SIGBUS that kills the process.) Large
-#: because between two updates the thread takes the GIL back, which waits up to the 5 ms switch
-#: interval while another thread runs Python (the CLI importing NumPy): 400 MB hashed beside a busy
-#: Python thread took 2.9 s in 1 MB pieces, 313 ms in 16 MB, 88 ms in 128 MB (53 ms alone). 32 MB
-#: keeps two hashing threads' buffers at 64 MB of resident memory. Between reads a cancelled hash stops.
-_WINDOW = 1 << 25
+#: of this size. (Read-only memory maps were faster, 42 vs 75 ms for 400 MB, but a page mapped
+#: past the end of a file cut while it is hashed is a SIGBUS that kills the process.) 8 MB: 1 MB
+#: reads took 124 ms, 32 MB 92 ms (a buffer past the cache is written to memory and read back).
+#: Between two updates the thread takes the GIL back, which waits up to the 5 ms switch interval
+#: while another thread runs Python (the CLI importing NumPy): 400 MB hashed beside a busy Python
+#: thread took 2.9 s in 1 MB pieces, 313 ms in 16 MB. Between reads a cancelled hash stops.
+_WINDOW = 1 << 23
 #: sha256 is ten times slower than memory: it reads a file into a buffer that stays in cache
 #: (two 400 MB files on two threads: 276 ms in 4 MB reads, 347 ms through memory maps).
 _BUFFER = 1 << 22
