@@ -157,32 +157,6 @@ def test_npy_cut_in_the_middle_of_a_run_is_exit_2_not_sigbus(tmp_path: Path, los
     assert_one_error(proc, "truncated")
 
 
-def test_a_file_cut_while_hashed_is_not_a_signal(tmp_path: Path) -> None:
-    """The digest reads the file (no mapping): cut while hashed, the digest is just of fewer bytes."""
-    from lossctl import provenance
-
-    path = tmp_path / "x.bin"
-    path.write_bytes(os.urandom(1 << 20))
-    digest = provenance._hasher("sha256")[1]()
-
-    class Cutting:
-        def __init__(self, fh):
-            self.fh, self.first = fh, True
-
-        def readinto(self, buf):
-            got = self.fh.readinto(buf)
-            if self.first:
-                os.truncate(path, 1000)
-                self.first = False
-            return got
-
-    import threading
-
-    with open(path, "rb", buffering=0) as fh:
-        provenance._buffered(digest, Cutting(fh), 1 << 20, threading.Event(), 1 << 16)
-    assert digest.hexdigest()  # (it ended: no SIGBUS)
-
-
 # ------------------------------------------------------------------------- full and read-only file systems
 
 
