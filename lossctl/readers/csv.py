@@ -790,7 +790,7 @@ class _LfStream(io.RawIOBase):
         return True
 
     def _fill(self) -> None:
-        block = self._raw.read(_SCAN_BYTES)
+        block = self._raw.read(min(_SCAN_BYTES, 1 << 20))  # (small: each block is copied a few times)
         data = self._carry + block
         self._eof = not block
         self._carry = b"\r" if data.endswith(b"\r") and not self._eof else b""
@@ -810,7 +810,8 @@ class _LfStream(io.RawIOBase):
         while self._pos >= len(self._out) and not self._eof:
             self._fill()
         n = min(len(buffer), len(self._out) - self._pos)
-        buffer[:n] = self._out[self._pos:self._pos + n]
+        with memoryview(self._out) as out:
+            buffer[:n] = out[self._pos:self._pos + n]
         self._pos += n
         return n
 
