@@ -143,17 +143,23 @@ main()
 """
 
 
-@pytest.mark.parametrize("loss", ["mse", "huber(delta=0.5)"])
-def test_npy_cut_in_the_middle_of_a_run_is_exit_2_not_sigbus(tmp_path: Path, loss: str) -> None:
-    """The file is truncated right after the engine got its first window (the window is then
-    used): exit 2 naming the truncation, no SIGBUS (rc -7/135) and no exit 4."""
+@pytest.mark.parametrize("loss,kind", [("mse", "npy"), ("huber(delta=0.5)", "npy"), ("mse", "npz")])
+def test_npy_cut_in_the_middle_of_a_run_is_exit_2_not_sigbus(tmp_path: Path, loss: str, kind: str) -> None:
+    """The file (an .npy, or an .npz of stored members) is truncated right after the engine got its
+    first window (the window is then used): exit 2 naming the truncation, no SIGBUS (rc -7/135)
+    and no exit 4."""
     n = 1 << 23  # several windows on two threads
-    np.save(tmp_path / "p.npy", np.full(n, 0.5, dtype=np.float32))
-    np.save(tmp_path / "t.npy", np.zeros(n, dtype=np.float32))
+    p, t = np.full(n, 0.5, dtype=np.float32), np.zeros(n, dtype=np.float32)
+    if kind == "npy":
+        np.save(tmp_path / "p.npy", p)
+        np.save(tmp_path / "t.npy", t)
+        specs = [str(tmp_path / "p.npy"), str(tmp_path / "t.npy")]
+    else:
+        np.savez(tmp_path / "pt.npz", p=p, t=t)  # stored: read in place like an .npy
+        specs = [f"{tmp_path / 'pt.npz'}:p", f"{tmp_path / 'pt.npz'}:t"]
     env = dict(os.environ, PYTHONPATH=str(ROOT), LOSSCTL_THREADS="2")
-    proc = subprocess.run([sys.executable, "-c", _CUT_SCRIPT, str(tmp_path / "p.npy"), str(tmp_path / "t.npy"),
-                           "--loss", loss, "--hash", "none"], capture_output=True, text=True, timeout=60,
-                          env=env, check=False)
+    proc = subprocess.run([sys.executable, "-c", _CUT_SCRIPT, *specs, "--loss", loss, "--hash", "none"],
+                          capture_output=True, text=True, timeout=60, env=env, check=False)
     assert_one_error(proc, "truncated")
 
 
