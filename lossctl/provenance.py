@@ -9,7 +9,8 @@ whoever needs a cryptographic digest; ``none`` skips hashing, and the inputs the
 importable the default falls back to sha256 and says so in the digest's name.
 
 What is hashed: a file's bytes, whole (``f.npz:a`` and ``f.npz:b``, or two CSV columns, share
-the file's one digest), so ``sha256:…`` equals ``sha256sum FILE``; an in-memory array's dtype and
+the file's one digest), so ``sha256:…`` equals ``sha256sum FILE``; a sharded input (a directory or
+glob), its shards' bytes one after the other in their natural order (``cat $(shards) | sha256sum``); an in-memory array's dtype and
 shape, then its bytes (two shapes of one buffer differ).
 
 When: :class:`Hashing` starts background threads as the evaluation starts, and the CLI starts
@@ -120,7 +121,7 @@ class _Job:
 
     def run(self) -> None:
         try:
-            self.digest = self._file() if isinstance(self.source, str) else self._array()
+            self.digest = self._file() if isinstance(self.source, (str, tuple)) else self._array()
         except BaseException as exc:  # re-raised by result() in the calling thread
             self.error = exc
         self.done.set()
@@ -128,8 +129,11 @@ class _Job:
     def _file(self) -> str:
         digest = self._new()
         read = _buffered if digest.name == "sha256" else _mapped
-        with open(self.source, "rb", buffering=0) as fh:
-            read(digest, fh, os.fstat(fh.fileno()).st_size, self.stop)
+        for path in (self.source,) if isinstance(self.source, str) else self.source:
+            if not isinstance(path, str):
+                raise TypeError(f"cannot hash a shard held as {type(path).__name__}")
+            with open(path, "rb", buffering=0) as fh:
+                read(digest, fh, os.fstat(fh.fileno()).st_size, self.stop)
         return digest.hexdigest()
 
     def _array(self) -> str:
@@ -201,7 +205,10 @@ class Hashing:
             source = arr.content()
             if isinstance(source, str):
                 source = os.path.realpath(source)
-            key = source if isinstance(source, str) else ("array", id(source), source.shape, source.dtype.str)
+            elif isinstance(source, tuple):  # shards: their files' bytes one after the other
+                source = tuple(os.path.realpath(s) if isinstance(s, str) else s for s in source)
+            key = source if isinstance(source, (str, tuple)) else ("array", id(source), source.shape,
+                                                                    source.dtype.str)
             if key not in by_key:
                 with _EARLY_LOCK:
                     early = _EARLY.pop((self.name, key), None) if isinstance(key, str) else None

@@ -16,8 +16,10 @@ from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
 from lossctl.readers.npz import open_npz
+from lossctl.readers.shards import is_glob, list_shards, sharded
 
 STDIN = "-"
+ARROW_SUFFIXES = (".parquet", ".pq", ".feather", ".arrow", ".ipc")  # (lossctl.readers.arrow: imports pyarrow)
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
@@ -71,10 +73,10 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
     shown = None
     if path == STDIN and not os.path.exists(path):
         path, shown = stdin_file(name), STDIN
+    if os.path.isdir(path) or (is_glob(path) and not os.path.exists(path)):
+        return _open_shards(path, selector, name, options, who)
     if not os.path.exists(path):
         raise InputError(f"{who}no such file: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{who}{path} is a directory; give a .npy, .npz, .csv or .tsv file")
     if shown is None and not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO blocks, /dev/zero never ends
         raise InputError(f"{who}{path} is not a regular file (a pipe, device or socket); save the data to a "
                          f"file, or pipe it in as '-'")
@@ -89,6 +91,21 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
         raise InputError(f"{who}cannot read {path}: permission denied") from None
 
 
+def _open_shards(path: str, selector: str | None, name: str, options: ReadOptions, who: str) -> LazyArray:
+    """A directory or glob of shards as one input (:mod:`lossctl.readers.shards`)."""
+    files = list_shards(path, f"{who}{path}", compression)
+    parts = []
+    for file in files:
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            raise InputError(f"{who}{file} is not a regular file (a pipe, device or socket)")
+        found = _open_path(file if selector is None else f"{file}:{selector}", name, options)
+        if isinstance(found, dict) or not found.shape:
+            raise InputError(f"{who}{file}: a shard must be one array with a rows axis"
+                             f"{'; select one with ' + path + ':KEY' if isinstance(found, dict) else ''}")
+        parts.append(found)
+    return sharded(path, parts, name, selector)
+
+
 def _open_format(path: str, selector: str | None, name: str, options: ReadOptions, who: str, shown: str | None,
                  suffix: str, packed: str | None) -> LazyArray | dict[str, LazyArray]:
     if suffix == ".npy":
@@ -101,11 +118,16 @@ def _open_format(path: str, selector: str | None, name: str, options: ReadOption
         return open_npy(path, name)
     if suffix == ".npz" and packed is None:
         return open_npz(path, selector, name)
+    if suffix in ARROW_SUFFIXES and packed is None:
+        from lossctl.readers.arrow import open_arrow
+
+        return open_arrow(path, selector, name, classes=options.classes, shown=shown)
     if suffix in _CSV_SUFFIXES:
         sep = options.delimiter if options.delimiter is not None else "\t" if suffix == ".tsv" else None
         return open_csv(path, selector, name, sep, header=options.header, classes=options.classes, shown=shown)
-    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv or .tsv "
-                     f"(.csv/.tsv/.npy also .gz, .bz2 or .xz compressed)")
+    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv, .tsv, "
+                     f".parquet, .feather or .arrow (.csv/.tsv/.npy also .gz, .bz2 or .xz compressed), or a "
+                     f"directory or quoted glob of shards")
 
 
 _STDIN_FILES: dict[str, object] = {}  # the stream read, and the file it was copied to
