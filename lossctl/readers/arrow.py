@@ -6,7 +6,8 @@ without a selector, every numeric column. A list or fixed-size-list column is a 
 The file is cut into *units*: its row groups (Parquet) or record batches (IPC). A read of rows
 ``start:stop`` decodes the units it covers, every selected column of the file at once (PREDS and
 TARGETS naming two columns of one file share one :class:`_ArrowSource`, so a unit is decoded once
-for both), into a small cache of recent units. Nothing is read ahead: ``pre_buffer=False`` and no
+for both: the other columns of the range wait until asked for), and keeps the units it used only
+in part for the neighbouring range. Nothing is read ahead: ``pre_buffer=False`` and no
 dataset scanner (whose default fragment/batch read-ahead doubled peak RSS in benchmarks/README.md),
 so resident memory is a few units whatever the file's size. A file whose units are too large to
 hold a few of (a one-row-group 1e9-row Parquet file) is streamed forward instead, batch by batch
@@ -40,8 +41,10 @@ from lossctl.words import did_you_mean
 ARROW_SUFFIXES = (".parquet", ".pq", ".feather", ".arrow", ".ipc")
 INSTALL = "pip install 'lossctl[parquet]'"
 _INT_RE = re.compile(r"^-?\d+$")
-#: Units (row groups / record batches) kept decoded: two workers' tasks and their neighbours.
-CACHE_UNITS = 6
+#: Units (row groups / record batches) kept decoded when a read used only part of them.
+CACHE_UNITS = 4
+#: Decoded ranges kept for the columns not yet asked for (one per worker thread in flight).
+MAX_RANGES = 16
 #: A unit larger than this (decoded, all selected columns) is streamed forward, not cached.
 MAX_UNIT_BYTES = 64 << 20
 #: Rows per batch when a file is streamed forward (units too large to cache).
@@ -85,6 +88,7 @@ class _ArrowSource:
         self._lock = threading.Lock()
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._loading: dict[int, threading.Event] = {}
+        self._ranges: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self._stream: Any = None
         self._stream_at = 0
         self._stream_buf: dict[str, np.ndarray] = {}
@@ -151,6 +155,17 @@ class _ArrowSource:
             self._batches = list(reader)
             self.unit_rows = [b.num_rows for b in self._batches]
 
+    def want(self, columns: Sequence[_Column]) -> None:
+        """Add ``columns`` to what every decode reads (what was decoded without them is dropped)."""
+        with self._lock:
+            new = [c for c in columns if c.name not in self.wanted]
+            for c in new:
+                self.wanted[c.name] = c
+            if new:
+                self._cache.clear()
+                self._ranges.clear()
+                self._stream = None
+
     # -- decoding -------------------------------------------------------------------------------
 
     def _decode_unit(self, i: int) -> dict[str, np.ndarray]:
@@ -167,8 +182,9 @@ class _ArrowSource:
         first = int(self.offsets[i])
         return {c: self.wanted[c].convert(table.column(c), first) for c in cols}
 
-    def unit(self, i: int) -> dict[str, np.ndarray]:
-        """Unit ``i`` decoded (every wanted column), from the cache or decoded once by one thread."""
+    def unit(self, i: int, keep: bool) -> dict[str, np.ndarray]:
+        """Unit ``i`` decoded (every wanted column), from the cache or decoded once by one thread;
+        ``keep``: cache it (a unit a range uses only in part: the next range wants the rest)."""
         while True:
             with self._lock:
                 if i in self._cache:
@@ -181,10 +197,11 @@ class _ArrowSource:
             event.wait()
         try:
             data = self._decode_unit(i)
-            with self._lock:
-                self._cache[i] = data
-                while len(self._cache) > CACHE_UNITS:
-                    self._cache.popitem(last=False)
+            if keep:
+                with self._lock:
+                    self._cache[i] = data
+                    while len(self._cache) > CACHE_UNITS:
+                        self._cache.popitem(last=False)
             return data
         finally:
             with self._lock:
@@ -192,21 +209,39 @@ class _ArrowSource:
             event.set()
 
     def read(self, column: str, start: int, stop: int) -> np.ndarray:
-        """Rows ``start:stop`` of ``column`` (a view of a cached unit when within one)."""
-        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-        pieces = []
-        i = max(first, 0)
+        """Rows ``start:stop`` of ``column``. The first column asked for a range decodes the range
+        for every wanted column and keeps the others until they are asked for (the engine asks for
+        PREDS then TARGETS of the same rows), so a range is decoded once for all of them."""
+        key = (start, stop)
+        with self._lock:
+            entry = self._ranges.get(key)
+            if entry is not None and column in entry:
+                out = entry.pop(column)
+                if not entry:
+                    del self._ranges[key]
+                return out
+        cols = self._assemble(start, stop)
+        out = cols.pop(column)
+        if cols:
+            with self._lock:
+                self._ranges[key] = cols
+                while len(self._ranges) > MAX_RANGES:  # an input opened but never read: do not hoard
+                    self._ranges.pop(next(iter(self._ranges)))
+        return out
+
+    def _assemble(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        first = max(0, int(np.searchsorted(self.offsets, start, side="right")) - 1)
+        pieces: dict[str, list[np.ndarray]] = {c: [] for c in self.wanted}
+        i = first
         while i < len(self.unit_rows) and self.offsets[i] < stop:
-            data = self.unit(i)[column]
-            lo = max(start, int(self.offsets[i])) - int(self.offsets[i])
-            hi = min(stop, int(self.offsets[i + 1])) - int(self.offsets[i])
-            pieces.append(data[lo:hi])
+            lo_row, hi_row = int(self.offsets[i]), int(self.offsets[i + 1])
+            lo, hi = max(start, lo_row) - lo_row, min(stop, hi_row) - lo_row
+            data = self.unit(i, keep=(lo, hi) != (0, hi_row - lo_row))
+            for c in pieces:
+                pieces[c].append(data[c][lo:hi])
             i += 1
-        if len(pieces) == 1:
-            return pieces[0]
-        if not pieces:
-            return self.wanted[column].empty()
-        return np.concatenate(pieces)
+        return {c: p[0] if len(p) == 1 else np.concatenate(p) if p else self.wanted[c].empty()
+                for c, p in pieces.items()}
 
     # -- forward streaming (units too big to cache) -----------------------------------------------
 
@@ -393,8 +428,7 @@ def open_arrow(path: str, selector: str | None, name: str, *, classes: Sequence[
     if len(convs) > 1 and any(c.classes is not None for c in convs):
         raise InputError(f"{label}: columns {', '.join(chosen)} mix class labels and numbers; "
                          f"select the label column alone")
-    for c in convs:
-        source.wanted.setdefault(c.name, c)
+    source.want(convs)
     dtype = convs[0].dtype if len({c.dtype for c in convs}) == 1 else np.result_type(*[c.dtype for c in convs])
     n = source.n_rows
     shape = (n,) if len(convs) == 1 and convs[0].width is None else \
