@@ -28,7 +28,7 @@ print(q.collect(engine="streaming").item())
 """
 DUCKDB = """
 import duckdb, sys
-print(duckdb.sql(f"select avg((y_pred::double - y_true)**2) from read_parquet('{sys.argv[1]}/*.parquet')").fetchone()[0])
+print(duckdb.sql(f"select avg((y_pred::double - y_true)**2) from read_parquet('{sys.argv[1]}/*.parquet')").fetchall()[0][0])
 """
 PYARROW = """
 import glob, sys, numpy as np, pyarrow.parquet as pq

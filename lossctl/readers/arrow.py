@@ -72,6 +72,11 @@ def is_arrow(path: str) -> bool:
     return os.path.splitext(path.lower())[1] in ARROW_SUFFIXES
 
 
+#: Units kept decoded, of every file (a sharded input's files share the budget), most recent last.
+_CACHE: OrderedDict[tuple[Any, int], dict[str, np.ndarray]] = OrderedDict()
+_LOCK = threading.Lock()
+
+
 class _ArrowSource:
     """One open Parquet/IPC file: its schema, its units, and the recently decoded ones.
 
@@ -86,7 +91,6 @@ class _ArrowSource:
         self.kind = "parquet" if path.lower().endswith((".parquet", ".pq")) else "ipc"
         self.wanted: dict[str, _Column] = {}  # column → its converter
         self._lock = threading.Lock()
-        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._loading: dict[int, threading.Event] = {}
         self._ranges: dict[tuple[int, int], dict[str, np.ndarray]] = {}
         self._stream: Any = None
@@ -162,7 +166,9 @@ class _ArrowSource:
             for c in new:
                 self.wanted[c.name] = c
             if new:
-                self._cache.clear()
+                with _LOCK:
+                    for key in [k for k in _CACHE if k[0] is self]:
+                        del _CACHE[key]
                 self._ranges.clear()
                 self._stream = None
 
@@ -186,10 +192,10 @@ class _ArrowSource:
         """Unit ``i`` decoded (every wanted column), from the cache or decoded once by one thread;
         ``keep``: cache it (a unit a range uses only in part: the next range wants the rest)."""
         while True:
-            with self._lock:
-                if i in self._cache:
-                    self._cache.move_to_end(i)
-                    return self._cache[i]
+            with _LOCK:
+                if (self, i) in _CACHE:
+                    _CACHE.move_to_end((self, i))
+                    return _CACHE[(self, i)]
                 event = self._loading.get(i)
                 if event is None:
                     event = self._loading[i] = threading.Event()
@@ -198,13 +204,13 @@ class _ArrowSource:
         try:
             data = self._decode_unit(i)
             if keep:
-                with self._lock:
-                    self._cache[i] = data
-                    while len(self._cache) > CACHE_UNITS:
-                        self._cache.popitem(last=False)
+                with _LOCK:
+                    _CACHE[(self, i)] = data
+                    while len(_CACHE) > CACHE_UNITS:
+                        _CACHE.popitem(last=False)
             return data
         finally:
-            with self._lock:
+            with _LOCK:
                 del self._loading[i]
             event.set()
 
@@ -530,6 +536,10 @@ class ArrowArray(LazyArray):
 
     def identity(self) -> Any:
         return ("arrow", self.path, self.columns)
+
+    def boundaries(self) -> list[int]:
+        """Rows where a unit ends: the engine cuts its tasks there, so a task decodes whole units."""
+        return [int(b) for b in self.source.offsets[1:-1]]
 
     def partitions(self) -> list[tuple[str, int, int]]:
         where = self.shown or self.path

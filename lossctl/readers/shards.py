@@ -143,6 +143,15 @@ class ShardedArray(LazyArray):
         """Every shard's content, in order: the digest hashes them one after the other."""
         return tuple(p.content() for p in self.parts)
 
+    def boundaries(self) -> list[int]:
+        """Rows where a shard (or a unit inside one: a row group) ends."""
+        out = []
+        for i, p in enumerate(self.parts):
+            inner = getattr(p, "boundaries", None)
+            out += [int(self.offsets[i]) + b for b in (inner() if inner is not None else [])]
+            out.append(int(self.offsets[i + 1]))
+        return out[:-1]
+
     def partitions(self) -> list[tuple[str, int, int]]:
         return [(p.shown or p.path, int(self.offsets[i]), int(self.offsets[i + 1] - self.offsets[i]))
                 for i, p in enumerate(self.parts)]
