@@ -70,8 +70,8 @@ def generate(folder: str, rows: int, shards: int) -> None:
     open(done, "w").close()
 
 
-def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout), the child's own peak via wait4."""
+def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall seconds, peak RSS MB, CPU seconds (user + system), stdout) of the child, via wait4."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out = proc.stdout.read()
@@ -80,7 +80,7 @@ def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     wall = time.perf_counter() - t0
     if status:
         raise SystemExit(f"{' '.join(cmd)} failed: {err.decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, out.decode()
+    return wall, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime, out.decode()
 
 
 def value(name: str, out: str) -> float:
@@ -116,19 +116,20 @@ def main() -> None:
     }
     if args.only:
         cases = {k: v for k, v in cases.items() if k in args.only.split(",")}
-    best: dict[str, tuple[float, float, float]] = {}
-    for _ in range(args.repeat):
+    best: dict[str, tuple[float, float, float, float]] = {}
+    for _ in range(args.repeat):  # rounds of every contender in turn: all see the same machine state
         for name, cmd in cases.items():
-            wall, rss, out = measure(["nice"] + cmd, env)
+            wall, rss, cpu, out = measure(["nice"] + cmd, env)
             got = value(name, out)
             prev = best.get(name)
-            best[name] = (min(wall, prev[0]) if prev else wall, max(rss, prev[1]) if prev else rss, got)
+            best[name] = (min(wall, prev[0]) if prev else wall, max(rss, prev[1]) if prev else rss,
+                          min(cpu, prev[2]) if prev else cpu, got)
     ref = best.get("polars streaming", next(iter(best.values())))
-    print(f"\n| contender | time (s) | x polars | peak RSS (MB) | mse |")
-    print("|---|---:|---:|---:|---|")
-    for name, (wall, rss, got) in best.items():
-        print(f"| {name} | {wall:.2f} | {wall / ref[0]:.2f} | {rss:.0f} | {got:.12g} |")
-    values = [v[2] for v in best.values()]
+    print("\n| contender | wall (s) | x polars | CPU (s) | x polars | peak RSS (MB) | mse |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for name, (wall, rss, cpu, got) in best.items():
+        print(f"| {name} | {wall:.2f} | {wall / ref[0]:.2f} | {cpu:.2f} | {cpu / ref[2]:.2f} | {rss:.0f} | {got:.12g} |")
+    values = [v[3] for v in best.values()]
     spread = (max(values) - min(values)) / abs(min(values))
     print(f"\nrelative spread of the values: {spread:.1e}")
 

@@ -208,14 +208,17 @@ def _tasks(group: Sequence[TermPlan], n: int, rows: int, workers: int = 1) -> li
 
 
 def _cuts(group: Sequence[TermPlan], n: int, rows: int) -> list[int]:
-    """Where the inputs' storage units end (``LazyArray.boundaries()``: row groups, shards), on
-    the grid of whole chunks (so the fused sums' sub-chunks, and the value, do not move)."""
+    """Where the inputs' storage units end (``LazyArray.boundaries()``: row groups, shards). A task
+    then reads whole units without copying; the fused sums' sub-chunks start at each task's start,
+    so the value depends on the input's layout only through the last bits of its compensated sums
+    (a Parquet file equals the same array in an ``.npy`` to ~1e-16 relative), and still not on the
+    thread count or the chunk size."""
     cuts: set[int] = set()
     for plan in group:
         for name, arr in plan.arrays.items():
             bounds = getattr(arr, "boundaries", None)
             if bounds is not None and plan.spec.sample_axis(name) == 0 and arr.shape[:1] == (n,):
-                cuts.update(b - b % rows for b in bounds())
+                cuts.update(bounds())
     return sorted(c for c in cuts if 0 < c < n)
 
 
