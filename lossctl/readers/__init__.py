@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from lossctl.arrays import LazyArray, check_not_empty, input_label, reading
 from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
 from lossctl.readers.npz import open_npz
+from lossctl.readers.remote import filesystem, is_url, split_url
 from lossctl.readers.shards import is_glob, list_shards, sharded
 
 STDIN = "-"
@@ -25,15 +27,19 @@ _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How text inputs are read: ``--header``, ``--delimiter``, ``--classes`` (SPEC §5)."""
+    """How inputs are read: ``--header``, ``--delimiter``, ``--classes`` (SPEC §5), and
+    ``--storage-option`` for URLs (SPEC §8)."""
 
     header: str = "auto"
     delimiter: str | None = None
     classes: tuple[str, ...] | None = None
+    storage_options: Any = None  # a dict for fsspec (dotted keys already nested)
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``file.npz:KEY`` → (file, KEY). A whole argument naming an existing file is used whole."""
+    if is_url(spec):
+        return split_url(spec)
     if os.path.exists(spec) or ":" not in spec:
         return spec, None
     path, _, selector = spec.rpartition(":")
@@ -71,6 +77,8 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
     path, selector = split_spec(spec)
     who = f"{name}: " if name else ""
     shown = None
+    if is_url(path):
+        return _open_url(path, selector, name, options, who)
     if path == STDIN and not os.path.exists(path):
         path, shown = stdin_file(name), STDIN
     if os.path.isdir(path) or (is_glob(path) and not os.path.exists(path)):
@@ -89,6 +97,47 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
             return _open_format(path, selector, name, options, who, shown, suffix, packed)
     except PermissionError:
         raise InputError(f"{who}cannot read {path}: permission denied") from None
+
+
+def _open_url(url: str, selector: str | None, name: str, options: ReadOptions, who: str) -> LazyArray:
+    """A URL (one object, a directory or a glob of shards) through fsspec (:mod:`lossctl.readers.remote`)."""
+    from lossctl.readers.remote import remote_problem
+
+    label = f"{who}{url}"
+    fs, path = filesystem(url, options.storage_options, label)
+    try:
+        if is_glob(path) or fs.isdir(path):
+            files = list_shards(path, label, compression, listing=fs.find,
+                                expand=lambda pattern: [f for f in fs.glob(pattern) if fs.isfile(f)])
+            parts = [_open_object(fs, f, fs.unstrip_protocol(f), selector, name, options, who) for f in files]
+            return sharded(url, parts, name, selector)
+        return _open_object(fs, path, url, selector, name, options, who)
+    except OSError as exc:
+        raise remote_problem(label, exc) from None
+
+
+def _open_object(fs: Any, path: str, url: str, selector: str | None, name: str, options: ReadOptions,
+                 who: str) -> LazyArray:
+    from lossctl.readers.remote import describe_object, open_remote_npy
+
+    suffix = os.path.splitext(path.lower())[1]
+    if not fs.isfile(path):
+        raise InputError(f"{who}no such object: {url}")
+    with reading(input_label(name, url)):
+        if suffix == ".npy":
+            if selector:
+                raise InputError(f"{who}{url} is a single array; drop ':{selector}'")
+            return open_remote_npy(fs, path, url, name)
+        if suffix in ARROW_SUFFIXES:
+            from lossctl.readers.arrow import open_arrow
+
+            meta = describe_object(fs, path)
+            arr = open_arrow(url, selector, name, classes=options.classes, opener=lambda: fs.open(path, "rb"),
+                             key=("remote", url, meta["etag"], meta["size"]))
+            arr.remote = meta
+            return arr
+    raise InputError(f"{who}{url}: remote {suffix or 'files without a suffix'} inputs are not supported; "
+                     f"use .npy, .parquet, .feather or .arrow (or copy the file here)")
 
 
 def _open_shards(path: str, selector: str | None, name: str, options: ReadOptions, who: str) -> LazyArray:

@@ -551,8 +551,13 @@ class ArrowArray(LazyArray):
             stop = max(start, min(stop, self.shape[0]))
             return self._columns(start, stop, copy=False), _no_release
 
+    remote: Any = field(default=None, repr=False)  # a URL's {url, etag, size} (lossctl.readers.remote)
+
     def identity(self) -> Any:
         return ("arrow", self.path, self.columns)
+
+    def content(self) -> Any:
+        return self.remote if self.remote is not None else self.path
 
     def boundaries(self) -> list[int]:
         """Rows where a unit ends: the engine cuts its tasks there, so a task decodes whole units."""
