@@ -270,3 +270,20 @@ def test_shard_errors(runner, tmp_path, pq_file):
     np.save(tmp_path / "wide" / "a.npy", np.zeros((3, 2)))
     np.save(tmp_path / "wide" / "b.npy", np.zeros((3, 3)))
     assert_usage_error(_run(runner, tmp_path / "wide", tmp_path / "wide"), "same shape after the rows axis")
+
+
+def test_opened_inputs_pickle_for_other_processes(tmp_path, pq_file):
+    """An engine may ship an opened input to a worker process: it reads the same rows there."""
+    import pickle
+
+    (tmp_path / "d").mkdir()
+    for i, (s, e) in enumerate(_shard_bounds([300, 700])):
+        pq.write_table(pa.table({"y_pred": P[s:e]}), tmp_path / "d" / f"p{i}.parquet", row_group_size=100)
+    feather.write_feather(pa.table({"y_true": T}), tmp_path / "t.feather", chunksize=128)
+    for spec, expected in [(f"{tmp_path}/d:y_pred", P), (f"{tmp_path}/t.feather:y_true", T),
+                           (f"{pq_file}:y_pred", P)]:
+        arr = open_input(spec)
+        arr.read(0, 10)  # with decoded units and open handles behind it
+        copy = pickle.loads(pickle.dumps(arr))
+        np.testing.assert_array_equal(copy.read(250, 750), expected[250:750])
+        assert partitions(copy) == partitions(arr)

@@ -99,3 +99,18 @@ def test_remote_errors(runner, s3):
         assert_usage_error(runner.invoke(app, ["evaluate", *args, "--loss", "mse", *opt]), *needles)
     assert_usage_error(runner.invoke(app, ["evaluate", "s3://data/t.npy", "s3://data/t.npy", "--loss", "mse",
                                            "--storage-option", "nonsense"]), "expected KEY=VALUE")
+
+
+def test_remote_inputs_pickle_and_list_partitions(s3):
+    import pickle
+
+    from lossctl.readers import ReadOptions, open_input
+    from lossctl.readers.shards import partitions
+
+    read = ReadOptions(storage_options={"client_kwargs": {"endpoint_url": s3}})
+    for spec, expected in [("s3://data/ds/*.parquet:y_true", T), ("s3://data/t.npy", T)]:
+        arr = pickle.loads(pickle.dumps(open_input(spec, "x", read)))
+        np.testing.assert_array_equal(arr.read(400, 1900), expected[400:1900])
+    parts = partitions(open_input("s3://data/ds:y_pred", "x", read))
+    assert [(url.rsplit("/", 1)[1], off, rows) for url, off, rows in parts] == \
+        [("part-2.parquet", 0, 500), ("part-10.parquet", 500, 1200), ("part-11.parquet", 1700, 1300)]

@@ -132,12 +132,22 @@ def _open_object(fs: Any, path: str, url: str, selector: str | None, name: str, 
             from lossctl.readers.arrow import open_arrow
 
             meta = describe_object(fs, path)
-            arr = open_arrow(url, selector, name, classes=options.classes, opener=lambda: fs.open(path, "rb"),
+            arr = open_arrow(url, selector, name, classes=options.classes, opener=FileOpener(fs, path),
                              key=("remote", url, meta["etag"], meta["size"]))
             arr.remote = meta
             return arr
     raise InputError(f"{who}{url}: remote {suffix or 'files without a suffix'} inputs are not supported; "
                      f"use .npy, .parquet, .feather or .arrow (or copy the file here)")
+
+
+class FileOpener:
+    """``fs.open(path, "rb")`` as a picklable callable (a dask worker reopens the object itself)."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs, self.path = fs, path
+
+    def __call__(self) -> Any:
+        return self.fs.open(self.path, "rb")
 
 
 def _open_shards(path: str, selector: str | None, name: str, options: ReadOptions, who: str) -> LazyArray:

@@ -98,6 +98,7 @@ class _ArrowSource:
         self._stream_buf_start = 0
         self._ipc: Any = None
         self._batches: list[Any] | None = None
+        self._pq: Any = None
         with reading(label):
             try:
                 if self.kind == "parquet":
@@ -114,6 +115,24 @@ class _ArrowSource:
         self.offsets = np.concatenate([[0], np.cumsum(self.unit_rows, dtype=np.int64)]).astype(np.int64)
         self.n_rows = int(self.offsets[-1])
         self.columns = list(self.schema.names)
+
+    _TRANSIENT = ("_lock", "_loading", "_ranges", "_stream", "_stream_at", "_stream_buf", "_stream_buf_start",
+                  "_pq", "_ipc", "_batches")
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What crosses to another process (a dask worker): the file and its layout, not the
+        open handles, locks or decoded units."""
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        self._loading, self._ranges = {}, {}
+        self._stream, self._stream_at, self._stream_buf, self._stream_buf_start = None, 0, {}, 0
+        self._pq = self._ipc = self._batches = None
+        if self.kind == "ipc":
+            with reading(self.label):
+                self._open_ipc()
 
     def _bad(self, exc: BaseException) -> InputError:
         text = " ".join(str(exc).split())[:200]
