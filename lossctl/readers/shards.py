@@ -8,7 +8,10 @@ per shard, where ``shard`` is the shard's path (or URL) and ``row_offset`` its f
 concatenated input; ``ShardedArray.parts`` holds each shard's own LazyArray, and
 ``ShardedArray.read(row_offset, row_offset + rows)`` reads exactly one shard's rows. A single
 Parquet/Arrow file lists its row groups / record batches the same way (``ArrowArray.partitions``).
-Any other LazyArray is one partition ``[(path, 0, N)]`` (:func:`partitions`).
+Any other LazyArray is one partition ``[(path, 0, N)]`` (:func:`partitions`). Opened ``.npy``,
+Parquet/Arrow and remote inputs pickle (without their open handles and decoded row groups), so an
+engine may ship the opened input to a worker and read a partition there; a CSV shard is streamed
+in one process only.
 """
 
 from __future__ import annotations
