@@ -13,9 +13,11 @@ so resident memory is a few units whatever the file's size. A file whose units a
 hold a few of (a one-row-group 1e9-row Parquet file) is streamed forward instead, batch by batch
 (``sequential``, as a CSV is).
 
-Nulls follow the CSV reader's policy for empty cells: in a float column a null is NaN (and
-``--nan-policy`` decides); an integer or boolean column cannot hold NaN, so a null there is exit 2
-naming the column and row.
+Nulls follow the CSV reader's policy for empty cells: a null is NaN and ``--nan-policy`` decides
+(an integer or boolean column with nulls, known from the Parquet statistics or the IPC batches'
+headers, is read as float64, as a CSV integer column with a blank cell is). Where nulls were not
+known up front (a Parquet file written without statistics, a remote IPC file), an integer column
+keeps its type and a null in it is exit 2 naming the column and row.
 
 ``partitions()`` lists ``(file, row_offset, rows)`` per unit: what a distributed engine may read
 independently.
@@ -109,7 +111,7 @@ class _ArrowSource:
                     self.nulls = self._parquet_nulls(meta)
                 else:
                     self._open_ipc()
-                    self.nulls = {}
+                    self.nulls = self._ipc_nulls()
             except pa.ArrowException as exc:
                 raise self._bad(exc) from None
         self.offsets = np.concatenate([[0], np.cumsum(self.unit_rows, dtype=np.int64)]).astype(np.int64)
@@ -191,6 +193,15 @@ class _ArrowSource:
                         del _CACHE[key]
                 self._ranges.clear()
                 self._stream = None
+
+    def _ipc_nulls(self) -> dict[str, bool | None]:
+        """Column name → whether a record batch has nulls: read from the batches' headers of a
+        memory-mapped file (nothing decoded); unknown (None) for a remote one."""
+        if self._opener is not None:
+            return {}
+        batches = self._batches if self._batches is not None else \
+            [self._ipc.get_batch(i) for i in range(len(self.unit_rows))]
+        return {name: any(b.column(k).null_count for b in batches) for k, name in enumerate(self.schema.names)}
 
     # -- decoding -------------------------------------------------------------------------------
 
