@@ -51,6 +51,7 @@ def s3():
     buf = io.BytesIO()
     np.save(buf, T)
     client.put_object(Bucket="data", Key="t.npy", Body=buf.getvalue())
+    client.put_object(Bucket="data", Key="cut.npy", Body=buf.getvalue()[:-100])
     client.put_object(Bucket="data", Key="t.csv", Body=b"t\n1\n")
     yield endpoint
     server.stop()
@@ -67,8 +68,11 @@ def test_sharded_parquet_and_npy_on_s3(runner, s3):
                                  "--loss", "mse", "-f", "json", "--chunk-size", "700",
                                  "--storage-option", f"client_kwargs.endpoint_url={s3}"])
     assert _value(result) == pytest.approx(MSE, rel=1e-6)
+    import boto3
+
+    etag = boto3.client("s3", endpoint_url=s3, region_name="us-east-1").head_object(Bucket="data", Key="t.npy")["ETag"]
     inputs = json.loads(result.stdout)["provenance"]["inputs"]
-    assert inputs["targets"]["digest"].startswith("etag:")  # the object's ETag, not a second download
+    assert inputs["targets"]["digest"] == "etag:" + etag.strip('"')  # the object's ETag, not a second download
     assert inputs["preds"]["digest"].startswith("etag-xxh3_128:")
 
 
@@ -93,6 +97,7 @@ def test_remote_errors(runner, s3):
         (["s3://data/nothing-*.parquet:y_pred", "s3://data/t.npy"], ["matches no files"]),
         (["s3://data/missing.npy", "s3://data/t.npy"], ["no such object", "s3://data/missing.npy"]),
         (["s3://data/t.csv", "s3://data/t.npy"], ["remote .csv inputs are not supported"]),
+        (["s3://data/cut.npy", "s3://data/t.npy"], ["s3://data/cut.npy", "truncated"]),
         (["s3://data/ds/part-2.parquet:y_pred", "s3://data/t.npy"], ["3000", "500"]),
     ]
     for args, needles in cases:
