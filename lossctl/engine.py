@@ -203,7 +203,11 @@ def _tasks(group: Sequence[TermPlan], n: int, rows: int, workers: int = 1) -> li
     if total_chunks > per_task:  # big enough to share: at least 4 tasks per worker
         per_task = max(1, min(per_task, -(-total_chunks // (4 * max(1, workers)))))
     per_task *= rows
-    edges = [0, *_cuts(group, n, rows), n]
+    edges = [0]
+    for cut in _cuts(group, n, rows):  # units much smaller than a task (tiny row groups): not every one
+        if cut - edges[-1] >= per_task // 8:
+            edges.append(cut)
+    edges.append(n)
     return [(s, min(b, s + per_task)) for a, b in zip(edges, edges[1:]) for s in range(a, b, per_task)]
 
 
