@@ -19,6 +19,7 @@ from lossctl.expr import bind
 from lossctl.per_sample import PerSampleSink
 from lossctl.provenance import check_algorithm, provenance_block, start_hashing
 from lossctl.readers import ReadOptions, open_input, open_source
+from lossctl.readers.remote import nest_options
 from lossctl.version import __version__
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Report
@@ -68,6 +69,7 @@ def evaluate(
     header: str = "auto",
     delimiter: str | None = None,
     classes: str | Sequence[str] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -79,6 +81,7 @@ def evaluate(
     provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
     ``header`` (auto | yes | no), ``delimiter`` and ``classes`` (string class labels in the order of
     the logits' columns, a list or ``"a,b,c"``) say how CSV inputs are read (SPEC §5).
+    ``storage_options``: fsspec options for URL inputs (``s3://``…; dotted keys nest), SPEC §8.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -95,7 +98,7 @@ def evaluate(
     bound = [term for text in texts for term in bind(text)]  # all expression errors before any file is read
     check_named_inputs(list(inputs or {}), [term.spec for term in bound])
 
-    read = ReadOptions(header, _delimiter(delimiter), _classes(classes))
+    read = ReadOptions(header, _delimiter(delimiter), _classes(classes), nest_options(dict(storage_options or {})))
     sources = Sources(preds=_open(preds, "preds", read), targets=_open(targets, "targets", read))
     for name, value in (inputs or {}).items():
         opened = value if isinstance(value, LazyArray) else (
@@ -103,7 +106,7 @@ def evaluate(
         sources.named[name] = opened
     if weights is not None:
         sources.weights = weights if isinstance(weights, LazyArray) else (
-            open_input(os.fspath(weights), WEIGHTS) if isinstance(weights, (str, os.PathLike))
+            open_input(os.fspath(weights), WEIGHTS, read) if isinstance(weights, (str, os.PathLike))
             else from_array(weights, WEIGHTS))
         check_weights(sources.weights)
 

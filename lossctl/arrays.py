@@ -109,6 +109,10 @@ class LazyArray:
         """Whether :meth:`view` gives zero-copy windows (C-ordered samples along axis 0)."""
         return False
 
+    #: ``boundaries()`` (optional, on inputs stored in units: Parquet row groups, shards): the rows
+    #: where a unit ends; the engine ends its tasks there so that a task reads whole units.
+    boundaries = None
+
     def view(self, start: int, stop: int) -> tuple[np.ndarray, Any]:
         """Samples ``start:stop`` along axis 0 as one window, and a ``release()`` callable.
 
@@ -197,6 +201,10 @@ class ReshapedArray(LazyArray):
 
     def content(self) -> str | np.ndarray:
         return self.base.content()
+
+    @property  # type: ignore[override]
+    def boundaries(self) -> Any:  # type: ignore[override]
+        return self.base.boundaries if self.base.shape[:1] == self.shape[:1] else None
 
 
 def first_bad(x: np.ndarray, mask: np.ndarray, axis: int = 0) -> tuple[int, int, Any]:

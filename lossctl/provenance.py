@@ -9,7 +9,10 @@ whoever needs a cryptographic digest; ``none`` skips hashing, and the inputs the
 importable the default falls back to sha256 and says so in the digest's name.
 
 What is hashed: a file's bytes, whole (``f.npz:a`` and ``f.npz:b``, or two CSV columns, share
-the file's one digest), so ``sha256:…`` equals ``sha256sum FILE``; an in-memory array's dtype and
+the file's one digest), so ``sha256:…`` equals ``sha256sum FILE``; a sharded input (a directory or
+glob), its shards' bytes one after the other in their natural order (``cat $(shards) | sha256sum``);
+a URL (``s3://``…), not its bytes (a second download) but the ETag the store reports (``etag:…``; for
+several shards, or objects without an ETag, ``etag-ALGO:`` a digest of their URLs, ETags and sizes); an in-memory array's dtype and
 shape, then its bytes (two shapes of one buffer differ).
 
 When: :class:`Hashing` starts background threads as the evaluation starts, and the CLI starts
@@ -104,9 +107,17 @@ class _Job:
             claimed, self._claimed = self._claimed, True
         return not claimed
 
+    @property
+    def name(self) -> str | None:
+        """The digest's own name when it is not the algorithm's (a remote object's ETag)."""
+        return self.source.name(self._new) if isinstance(self.source, _Remote) else None
+
     def run(self) -> None:
         try:
-            self.digest = self._file() if isinstance(self.source, str) else self._array()
+            if isinstance(self.source, _Remote):
+                self.digest = self.source.digest(self._new)
+            else:
+                self.digest = self._file() if isinstance(self.source, (str, tuple)) else self._array()
         except BaseException as exc:  # re-raised by result() in the calling thread
             self.error = exc
         self.done.set()
@@ -114,8 +125,11 @@ class _Job:
     def _file(self) -> str:
         digest = self._new()
         block = _BUFFER if digest.name == "sha256" else _WINDOW
-        with open(self.source, "rb", buffering=0) as fh:
-            _buffered(digest, fh, os.fstat(fh.fileno()).st_size, self.stop, block)
+        for path in (self.source,) if isinstance(self.source, str) else self.source:
+            if not isinstance(path, str):
+                raise TypeError(f"cannot hash a shard held as {type(path).__name__}")
+            with open(path, "rb", buffering=0) as fh:
+                _buffered(digest, fh, os.fstat(fh.fileno()).st_size, self.stop, block)
         return digest.hexdigest()
 
     def _array(self) -> str:
@@ -136,6 +150,34 @@ class _Job:
         if self.error is not None:
             raise self.error
         return self.digest or ""
+
+
+def _remote(source: Any) -> bool:
+    return isinstance(source, dict) or (isinstance(source, tuple) and bool(source)
+                                        and all(isinstance(s, dict) for s in source))
+
+
+class _Remote:
+    """What a remote input's digest is made of: each object's URL, ETag and size (hashing the
+    bytes would download them a second time). One object with an ETag: ``etag:<ETag>``; several
+    (shards), or none with an ETag: ``etag-<algorithm>:<hex>`` over lines ``url<TAB>etag<TAB>size``."""
+
+    def __init__(self, source: Any) -> None:
+        objs = [source] if isinstance(source, dict) else list(source)
+        self.objects = objs
+        self.lines = "".join(f"{o.get('url')}\t{o.get('etag')}\t{o.get('size')}\n" for o in objs)
+
+    def name(self, new: Any) -> str:
+        if len(self.objects) == 1 and self.objects[0].get("etag"):
+            return "etag"
+        return f"etag-{'sha256' if new().name == 'sha256' else 'xxh3_128'}"
+
+    def digest(self, new: Any) -> str:
+        if len(self.objects) == 1 and self.objects[0].get("etag"):
+            return str(self.objects[0]["etag"])
+        h = new()
+        h.update(self.lines.encode())
+        return h.hexdigest()
 
 
 class _Workers:
@@ -187,7 +229,14 @@ class Hashing:
             source = arr.content()
             if isinstance(source, str):
                 source = os.path.realpath(source)
-            key = source if isinstance(source, str) else ("array", id(source), source.shape, source.dtype.str)
+            elif isinstance(source, tuple):  # shards: their files' bytes one after the other
+                source = tuple(os.path.realpath(s) if isinstance(s, str) else s for s in source)
+            if _remote(source):  # URLs: the objects' ETags and sizes, not a second download
+                source = _Remote(source)
+                key: Any = ("remote", source.lines)
+            else:
+                key = source if isinstance(source, (str, tuple)) else ("array", id(source), source.shape,
+                                                                       source.dtype.str)
             if key not in by_key:
                 with _EARLY_LOCK:
                     early = _EARLY.pop((self.name, key), None) if isinstance(key, str) else None
@@ -203,7 +252,7 @@ class Hashing:
             t.join()
 
     def result(self) -> dict[str, str]:
-        return {name: f"{self.name}:{job.wait()}" for name, job in self._jobs.items()}
+        return {name: f"{job.name or self.name}:{job.wait()}" for name, job in self._jobs.items()}
 
 
 def prefetch(paths: Sequence[str | None], algorithm: str) -> Callable[[], None]:

@@ -51,7 +51,7 @@ NAN_POLICIES = ("raise", "omit", "propagate")
 HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which imports NumPy; a test keeps them equal)
 
 TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins",
-            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes")
+            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes", "storage_options")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
 REPORT_KEYS = ("format", "output", "worst", "per_sample")
 
@@ -84,6 +84,7 @@ class ScoringConfig:
     header: str | None = None  # CSV inputs (SPEC §5): auto | yes | no
     delimiter: str | None = None
     classes: str | None = None  # "a,b,c": string class labels -> index
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for URL inputs (SPEC §8)
 
 
 class _Reader:
@@ -114,7 +115,7 @@ class _Reader:
         if not isinstance(value, str) or not value.strip():
             raise self.fail(mapping, key, f"{name} must be a file path (a string), got {value!r}")
         value = os.path.expanduser(value.strip())
-        if os.path.isabs(value):
+        if os.path.isabs(value) or "://" in value:  # (a URL: s3://bucket/key)
             return value
         resolved = os.path.normpath(os.path.join(self.base, value))
         if read and self.base and not _exists(resolved) and _exists(value):
@@ -223,6 +224,12 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
     if "hash" in doc:
         cfg.hash = r.choice(doc, "hash", "hash", HASHES)
     _read_csv_keys(r, doc, cfg)
+    if "storage_options" in doc:
+        opts = doc["storage_options"]
+        if not _mapping(opts) or not all(isinstance(k, str) for k in opts):
+            raise r.fail(doc, "storage_options", "storage_options must be a mapping of fsspec options "
+                                                 "(e.g. anon: true, client_kwargs: {endpoint_url: ...})")
+        cfg.storage_options = dict(opts)
     if "plugins" in doc:
         plugins = doc["plugins"]
         if isinstance(plugins, str):
@@ -297,7 +304,7 @@ def load_config(path: str) -> ScoringConfig:
 
 #: How a command-line value overrides the file's (fields not named here: a value given replaces it)
 _REPLACE_IF_GIVEN = ("losses", "max_increase")  # lists: the flags' list replaces the file's
-_UPDATE = ("inputs", "fail_above")  # mappings: flags override entries by name, keep the others
+_UPDATE = ("inputs", "fail_above", "storage_options")  # mappings: flags override entries by name, keep the others
 _APPEND = ("plugins",)  # added to the file's
 _SWITCH_ON = ("allow_missing", "no_fail", "github", "strict")  # booleans: a flag can only switch on
 

@@ -101,9 +101,9 @@ def test_truncated_npy(tmp_path):
 def test_missing_file_and_unknown_type(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         open_input(str(tmp_path / "nope.npy"))
-    (tmp_path / "x.parquet").write_bytes(b"x")
+    (tmp_path / "x.hdf5").write_bytes(b"x")
     with pytest.raises(InputError, match="unsupported file type"):
-        open_input(str(tmp_path / "x.parquet"))
+        open_input(str(tmp_path / "x.hdf5"))
     with pytest.raises(InputError, match="string|not numeric"):
         np.save(tmp_path / "s.npy", np.array(["a", "b"]))
         open_input(str(tmp_path / "s.npy"))

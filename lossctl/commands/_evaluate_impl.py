@@ -34,6 +34,19 @@ def parse_named_inputs(items: Sequence[str]) -> dict[str, str]:
     return named
 
 
+def parse_storage_options(items: Sequence[str]) -> dict[str, Any]:
+    """``--storage-option KEY=VALUE`` (repeatable) as a mapping (dotted keys are nested when read)."""
+    from lossctl.readers.remote import parse_option
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, value = parse_option(item)
+        if key in out:
+            raise UsageError(f"--storage-option {key} given twice")
+        out[key] = value
+    return out
+
+
 #: the report format an ``--output`` file name implies when no ``--format`` is given (else table)
 FORMAT_OF_EXTENSION = {".json": "json", ".md": "markdown", ".markdown": "markdown", ".xml": "junit", ".csv": "csv"}
 
@@ -62,7 +75,8 @@ def write_output(path: str, text: str) -> None:
 
 
 #: ``lossctl evaluate`` parameters whose option (ScoringConfig field) is named differently
-_FIELD_OF_PARAM = {"loss": "losses", "input_": "inputs", "format_": "format", "plugin": "plugins", "hash_": "hash"}
+_FIELD_OF_PARAM = {"loss": "losses", "input_": "inputs", "format_": "format", "plugin": "plugins", "hash_": "hash",
+                   "storage_option": "storage_options"}
 
 
 def flags_config(params: Mapping[str, Any]) -> ScoringConfig:
@@ -74,6 +88,7 @@ def flags_config(params: Mapping[str, Any]) -> ScoringConfig:
     for name in ("losses", "plugins", "max_increase"):
         values[name] = list(values.get(name) or [])
     values["inputs"] = parse_named_inputs(values.get("inputs") or [])
+    values["storage_options"] = parse_storage_options(values.get("storage_options") or [])
     values["fail_above"] = {g.loss: g.limit for g in map(parse_fail_above, values.get("fail_above") or [])}
     return ScoringConfig(**values)
 
@@ -136,7 +151,8 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
                           reduction=s.reduction or "mean",
                           nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
                           worst=s.worst or 0, hash=hash_algorithm, provenance=provenance,
-                          header=s.header or "auto", delimiter=s.delimiter, classes=s.classes)
+                          header=s.header or "auto", delimiter=s.delimiter, classes=s.classes,
+                          storage_options=s.storage_options or None)
     finally:
         stop_prefetch()
     if base is not None:

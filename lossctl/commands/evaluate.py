@@ -43,6 +43,8 @@ def evaluate(
         "--delimiter", help="CSV field separator (one character, or 'tab'). Default: ',' (.csv), tab (.tsv), or ';'/'|' when the header splits better on it.")] = None,
     classes: Annotated[str | None, typer.Option(
         "--classes", help="String class labels in a CSV column, in the order of the logits' columns: 'cat,dog,bird' (index = position).")] = None,
+    storage_option: Annotated[list[str] | None, typer.Option(
+        "--storage-option", help="KEY=VALUE for URL inputs (s3://, gs://, az://, https://), passed to fsspec; dotted keys nest (client_kwargs.endpoint_url=...). Repeatable.")] = None,
     reduction: Annotated[str | None, typer.Option(help="mean | sum | none (none writes per-sample values). Default: mean.")] = None,
     nan_policy: Annotated[str | None, typer.Option("--nan-policy", help="raise | omit | propagate. Default: raise.")] = None,
     format_: Annotated[str | None, typer.Option("--format", "-f", help=FORMAT_HELP + " Default: table.")] = None,

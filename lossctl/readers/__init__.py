@@ -10,28 +10,36 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass
+from typing import Any
 
 from lossctl.arrays import LazyArray, check_not_empty, input_label, reading
 from lossctl.errors import InputError, option
 from lossctl.readers.csv import compression, open_csv
 from lossctl.readers.npy import open_npy
 from lossctl.readers.npz import open_npz
+from lossctl.readers.remote import filesystem, is_url, split_url
+from lossctl.readers.shards import is_glob, list_shards, sharded
 
 STDIN = "-"
+ARROW_SUFFIXES = (".parquet", ".pq", ".feather", ".arrow", ".ipc")  # (lossctl.readers.arrow: imports pyarrow)
 _CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How text inputs are read: ``--header``, ``--delimiter``, ``--classes`` (SPEC §5)."""
+    """How inputs are read: ``--header``, ``--delimiter``, ``--classes`` (SPEC §5), and
+    ``--storage-option`` for URLs (SPEC §8)."""
 
     header: str = "auto"
     delimiter: str | None = None
     classes: tuple[str, ...] | None = None
+    storage_options: Any = None  # a dict for fsspec (dotted keys already nested)
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
     """``file.npz:KEY`` → (file, KEY). A whole argument naming an existing file is used whole."""
+    if is_url(spec):
+        return split_url(spec)
     if os.path.exists(spec) or ":" not in spec:
         return spec, None
     path, _, selector = spec.rpartition(":")
@@ -69,12 +77,14 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
     path, selector = split_spec(spec)
     who = f"{name}: " if name else ""
     shown = None
+    if is_url(path):
+        return _open_url(path, selector, name, options, who)
     if path == STDIN and not os.path.exists(path):
         path, shown = stdin_file(name), STDIN
+    if os.path.isdir(path) or (is_glob(path) and not os.path.exists(path)):
+        return _open_shards(path, selector, name, options, who)
     if not os.path.exists(path):
         raise InputError(f"{who}no such file: {path}")
-    if os.path.isdir(path):
-        raise InputError(f"{who}{path} is a directory; give a .npy, .npz, .csv or .tsv file")
     if shown is None and not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO blocks, /dev/zero never ends
         raise InputError(f"{who}{path} is not a regular file (a pipe, device or socket); save the data to a "
                          f"file, or pipe it in as '-'")
@@ -89,6 +99,72 @@ def _open_path(spec: str, name: str, options: ReadOptions) -> LazyArray | dict[s
         raise InputError(f"{who}cannot read {path}: permission denied") from None
 
 
+def _open_url(url: str, selector: str | None, name: str, options: ReadOptions, who: str) -> LazyArray:
+    """A URL (one object, a directory or a glob of shards) through fsspec (:mod:`lossctl.readers.remote`)."""
+    from lossctl.readers.remote import remote_problem
+
+    label = f"{who}{url}"
+    fs, path = filesystem(url, options.storage_options, label)
+    try:
+        if is_glob(path) or fs.isdir(path):
+            files = list_shards(path, label, compression, listing=fs.find,
+                                expand=lambda pattern: [f for f in fs.glob(pattern) if fs.isfile(f)])
+            parts = [_open_object(fs, f, fs.unstrip_protocol(f), selector, name, options, who) for f in files]
+            return sharded(url, parts, name, selector)
+        return _open_object(fs, path, url, selector, name, options, who)
+    except OSError as exc:
+        raise remote_problem(label, exc) from None
+
+
+def _open_object(fs: Any, path: str, url: str, selector: str | None, name: str, options: ReadOptions,
+                 who: str) -> LazyArray:
+    from lossctl.readers.remote import describe_object, open_remote_npy
+
+    suffix = os.path.splitext(path.lower())[1]
+    if not fs.isfile(path):
+        raise InputError(f"{who}no such object: {url}")
+    with reading(input_label(name, url)):
+        if suffix == ".npy":
+            if selector:
+                raise InputError(f"{who}{url} is a single array; drop ':{selector}'")
+            return open_remote_npy(fs, path, url, name)
+        if suffix in ARROW_SUFFIXES:
+            from lossctl.readers.arrow import open_arrow
+
+            meta = describe_object(fs, path)
+            arr = open_arrow(url, selector, name, classes=options.classes, opener=FileOpener(fs, path),
+                             key=("remote", url, meta["etag"], meta["size"]))
+            arr.remote = meta
+            return arr
+    raise InputError(f"{who}{url}: remote {suffix or 'files without a suffix'} inputs are not supported; "
+                     f"use .npy, .parquet, .feather or .arrow (or copy the file here)")
+
+
+class FileOpener:
+    """``fs.open(path, "rb")`` as a picklable callable (a dask worker reopens the object itself)."""
+
+    def __init__(self, fs: Any, path: str) -> None:
+        self.fs, self.path = fs, path
+
+    def __call__(self) -> Any:
+        return self.fs.open(self.path, "rb")
+
+
+def _open_shards(path: str, selector: str | None, name: str, options: ReadOptions, who: str) -> LazyArray:
+    """A directory or glob of shards as one input (:mod:`lossctl.readers.shards`)."""
+    files = list_shards(path, f"{who}{path}", compression)
+    parts = []
+    for file in files:
+        if not stat.S_ISREG(os.stat(file).st_mode):
+            raise InputError(f"{who}{file} is not a regular file (a pipe, device or socket)")
+        found = _open_path(file if selector is None else f"{file}:{selector}", name, options)
+        if isinstance(found, dict) or not found.shape:
+            raise InputError(f"{who}{file}: a shard must be one array with a rows axis"
+                             f"{'; select one with ' + path + ':KEY' if isinstance(found, dict) else ''}")
+        parts.append(found)
+    return sharded(path, parts, name, selector)
+
+
 def _open_format(path: str, selector: str | None, name: str, options: ReadOptions, who: str, shown: str | None,
                  suffix: str, packed: str | None) -> LazyArray | dict[str, LazyArray]:
     if suffix == ".npy":
@@ -101,11 +177,16 @@ def _open_format(path: str, selector: str | None, name: str, options: ReadOption
         return open_npy(path, name)
     if suffix == ".npz" and packed is None:
         return open_npz(path, selector, name)
+    if suffix in ARROW_SUFFIXES and packed is None:
+        from lossctl.readers.arrow import open_arrow
+
+        return open_arrow(path, selector, name, classes=options.classes, shown=shown)
     if suffix in _CSV_SUFFIXES:
         sep = options.delimiter if options.delimiter is not None else "\t" if suffix == ".tsv" else None
         return open_csv(path, selector, name, sep, header=options.header, classes=options.classes, shown=shown)
-    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv or .tsv "
-                     f"(.csv/.tsv/.npy also .gz, .bz2 or .xz compressed)")
+    raise InputError(f"{who}{path}: unsupported file type {suffix or '(none)'!r}; use .npy, .npz, .csv, .tsv, "
+                     f".parquet, .feather or .arrow (.csv/.tsv/.npy also .gz, .bz2 or .xz compressed), or a "
+                     f"directory or quoted glob of shards")
 
 
 _STDIN_FILES: dict[str, object] = {}  # the stream read, and the file it was copied to
