@@ -1,0 +1,444 @@
+"""``--engine dask``: one :class:`~lossctl.state.LossState` per partition on a dask cluster, merged in
+a fixed-order tree (SPEC §8). Imported only when the dask engine is asked for.
+
+* **Partitions** are row ranges ``[start, stop)`` of the inputs (:func:`partitions`). A task gets the
+  input *specs* (paths), re-opens them on the worker and reads only its rows
+  (:meth:`LossState.update_rows`): nothing big travels from the client. A reader that knows its
+  shards or row groups exposes ``row_boundaries() -> list[int]`` (the first row of each) and
+  partitions then start on those rows. Inputs that cannot read a row range without reading
+  everything before it (a streamed CSV) or that are parsed whole into memory (CSV, ``.npz``) are one
+  partition: splitting them would make every worker parse the whole file.
+* **Merging**: the partition states merge in a tree of ``split_every`` states per node, built from
+  the partition order alone, so the merged state does not depend on the cluster size or on which
+  task finished first; it equals ``--engine local`` to float64 rounding (compensated sums, ≤ 1e-12
+  relative).
+* **Whole-batch losses** (triplet/contrastive mining, info_nce, cox_ph, and any loss with a
+  ``prepare`` step that looks at the whole input): from files, each partition's worker reads the
+  whole batch it needs and computes its own rows against it, exactly as the local engine does
+  chunk by chunk, so the value is the local one. From dask arrays (the Python API) such a loss runs
+  as one partition.
+* **Dask arrays** (``lossctl.evaluate``): partitions follow the chunks along axis 0; each block
+  becomes a state where it lives.
+
+A failed worker is retried by dask (``RETRIES``); a task that kills its workers repeatedly ends the
+run with one ``error:`` line (exit 2), never with a value from fewer partitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from lossctl import diagnostics, pitfalls
+from lossctl.arrays import LazyArray, MemoryArray, from_array
+from lossctl.binding import Sources
+from lossctl.errors import InputError, UsageError, option
+from lossctl.readers import STDIN, ReadOptions, open_input, open_source, split_spec, stdin_file
+from lossctl.result import Warning_
+from lossctl.state import LossState
+
+INSTALL = "pip install 'lossctl[dask]'"
+SPLIT_EVERY = 8  # states merged per tree node: depth = ceil(log8(partitions))
+PARTITION_ELEMENTS = 1 << 22  # default partition size: 4M elements of the widest input (16 MB float32)
+RETRIES = 2  # a task whose worker died is re-run (dask also reschedules it on its own)
+CONNECT_TIMEOUT = "5s"
+
+
+def require() -> None:
+    """Import dask and distributed, or exit 2 saying how to install them."""
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        raise UsageError(f"{option('engine', 'dask')} needs dask and distributed: {INSTALL}") from None
+
+
+# ------------------------------------------------------------------------------ partitions
+
+
+def partitions(arrays: Sequence[LazyArray], n: int, target_rows: int) -> list[tuple[int, int]]:
+    """Row ranges ``[start, stop)`` covering ``0:n`` in order, about ``target_rows`` each.
+
+    Cut points are the rows where an input's shards or row groups begin (``row_boundaries()`` of a
+    reader that has them); consecutive small pieces are joined up to ``target_rows`` and larger
+    pieces split evenly. An input that cannot read a row range cheaply makes it one partition.
+    """
+    if n <= 0:
+        return [(0, max(n, 0))]
+    if any(not _splittable(a) for a in arrays):
+        return [(0, n)]
+    cuts: set[int] = set()
+    for arr in arrays:
+        bounds = getattr(arr, "row_boundaries", None) or getattr(getattr(arr, "base", None), "row_boundaries", None)
+        if callable(bounds):
+            cuts.update(int(b) for b in bounds() if 0 < b < n)
+    edges = [0, *sorted(cuts), n]
+    pieces: list[tuple[int, int]] = []
+    for a, b in zip(edges, edges[1:]):
+        if pieces and (b - pieces[-1][0]) <= target_rows:  # join small shards
+            pieces[-1] = (pieces[-1][0], b)
+            continue
+        k = max(1, math.ceil((b - a) / target_rows))
+        pieces.extend((a + (b - a) * i // k, a + (b - a) * (i + 1) // k) for i in range(k))
+    return pieces
+
+
+def _splittable(arr: LazyArray) -> bool:
+    base = getattr(arr, "base", None)
+    if isinstance(base, LazyArray) and not _splittable(base):
+        return False
+    return not arr.sequential and not isinstance(arr, MemoryArray)
+
+
+def default_rows(n: int, row_elements: int, workers: int) -> int:
+    """Rows per partition: at most PARTITION_ELEMENTS elements, and at least one partition per worker."""
+    return max(1, min(math.ceil(n / max(1, workers)), PARTITION_ELEMENTS // max(1, row_elements)))
+
+
+# ------------------------------------------------------------------------------ scheduler
+
+
+def parse_scheduler(text: str | None) -> tuple[str, Any]:
+    """``local`` | ``local:N`` | ``tcp://HOST:PORT`` → ("local", N) or ("tcp", address)."""
+    text = (text or "local").strip()
+    if text == "local":
+        return "local", os.cpu_count() or 1
+    if text.startswith("local:"):
+        count = text[len("local:"):]
+        if count.isdigit() and int(count) >= 1:
+            return "local", int(count)
+    elif text.startswith(("tcp://", "tls://")) and ":" in text.split("://", 1)[1]:
+        return "tcp", text
+    raise UsageError(f"{option('scheduler', text)}: give local, local:N (N worker processes) or "
+                     f"tcp://HOST:PORT (an existing dask scheduler)")
+
+
+@contextlib.contextmanager
+def connect(scheduler: Any) -> Iterator[Any]:
+    """A ``distributed.Client``: the one given, a new ``LocalCluster`` (``local[:N]``), or a connection
+    to ``tcp://HOST:PORT`` (an unreachable one is exit 2 after CONNECT_TIMEOUT)."""
+    require()
+    from distributed import Client
+
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    kind, arg = parse_scheduler(scheduler)
+    if kind == "local":
+        import logging
+
+        from distributed import LocalCluster
+
+        with LocalCluster(n_workers=arg, threads_per_worker=1, processes=True, host="127.0.0.1",
+                          dashboard_address=None, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            yield client
+        return
+    try:
+        client = Client(arg, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise UsageError(f"{option('scheduler', arg)}: cannot reach the dask scheduler ({_short(exc)}); start it "
+                         f"(dask scheduler), check host and port, or use {option('scheduler', 'local:N')}") from None
+    with client:
+        yield client
+
+
+def _short(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:160]
+
+
+# ------------------------------------------------------------------------------ the evaluation
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What every partition task needs besides its rows: small, pickled to the workers."""
+
+    exprs: tuple[str, ...]
+    reduction: str
+    nan_policy: str
+    worst: int
+    summary: tuple[bool | None, ...]
+    plugins: tuple[str, ...] = ()  # plugin files whose losses the expressions use (loaded on the worker)
+
+    def states(self) -> list[LossState]:
+        _load_plugins(self.plugins)
+        return [LossState(e, self.reduction, self.worst, nan_policy=self.nan_policy, summary=s)
+                for e, s in zip(self.exprs, self.summary)]
+
+
+@dataclass(frozen=True)
+class FileInputs:
+    """The inputs by spec (``p.npy``, ``p.csv:col``, a URL…), re-opened on each worker."""
+
+    preds: str | None = None
+    targets: str | None = None
+    named: tuple[tuple[str, str], ...] = ()
+    weights: str | None = None
+    read: ReadOptions = field(default_factory=ReadOptions)
+
+    def open(self) -> Sources:
+        src = Sources(preds=open_source(self.preds, "preds", self.read) if self.preds else None,
+                      targets=open_source(self.targets, "targets", self.read) if self.targets else None)
+        for name, spec in self.named:
+            src.named[name] = open_input(spec, name, self.read)
+        if self.weights:
+            src.weights = open_input(self.weights, "weights")
+        return src
+
+
+def file_inputs(preds: Any, targets: Any, named: Mapping[str, Any], weights: Any, read: ReadOptions) -> FileInputs:
+    """The specs as the workers must see them: stdin (``-``) is the file it was copied to."""
+    def spec(value: Any) -> str | None:
+        if value is None:
+            return None
+        text = os.fspath(value)
+        path, selector = split_spec(text)
+        if path == STDIN and not os.path.exists(path):
+            return stdin_file() + (f":{selector}" if selector else "")
+        return text
+
+    return FileInputs(spec(preds), spec(targets), tuple((k, spec(v)) for k, v in named.items()),  # type: ignore[misc]
+                      spec(weights), read)
+
+
+@dataclass
+class Partial:
+    """A partition's (or a merged subtree's) states, one per expression, and what it warned."""
+
+    states: list[LossState]
+    warnings: list[Warning_]
+
+
+def _file_partition(ev: Evaluation, inputs: FileInputs, start: int, stop: int, which: tuple[int, ...],
+                    chunk_rows: int | None) -> Partial:
+    """The task of one partition: re-open the inputs, evaluate rows start:stop of expressions ``which``."""
+    states = ev.states()
+    with diagnostics.collecting() as warnings:
+        sources = inputs.open()
+        for i in which:
+            st = states[i]
+            observers = [pitfalls.observer(t.spec.name, t.params) for t in st.bound]
+            st.update_rows(sources, start, stop, observers=observers, chunk_rows=chunk_rows)
+            pitfalls.finish_all(observers)
+    return Partial([states[i] for i in which], list(warnings))
+
+
+def _block_partition(ev: Evaluation, start: int, blocks: dict[str, Any]) -> Partial:
+    """The task of one block of dask arrays (NumPy blocks by input name; ``weights`` among them)."""
+    states = ev.states()
+    weights = blocks.pop("weights", None)
+    preds, targets = blocks.pop("preds", None), blocks.pop("targets", None)
+    with diagnostics.collecting() as warnings:
+        for st in states:
+            st.update(preds, targets, start=start, weights=weights, **blocks)
+    return Partial(states, list(warnings))
+
+
+def _merge(*parts: Partial) -> Partial:
+    """Merge partials left to right (the tree fixes the order)."""
+    states = list(parts[0].states)
+    warnings = list(parts[0].warnings)
+    for p in parts[1:]:
+        states = [a.merge(b) for a, b in zip(states, p.states)]
+        warnings.extend(w for w in p.warnings if all((w.code, w.message) != (v.code, v.message) for v in warnings))
+    return Partial(states, warnings)
+
+
+def tree(leaves: Sequence[Any], split_every: int = SPLIT_EVERY) -> Any:
+    """The fixed-order merge tree over ``leaves`` (dask delayed objects, in partition order)."""
+    from dask import delayed
+
+    level = list(leaves)
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        level = [delayed(_merge, pure=True)(*level[i:i + split_every], dask_key_name=f"lossctl-merge-{depth}-{i}")
+                 for i in range(0, len(level), split_every)]
+    return level[0]
+
+
+def _load_plugins(paths: Sequence[str]) -> None:
+    if paths:
+        from lossctl.plugins import load_plugins
+
+        load_plugins(paths)
+
+
+def _compute(client: Any, root: Any) -> Partial:
+    """Run the graph on ``client`` (or dask's current scheduler); dask errors become one error line."""
+    from distributed import KilledWorker
+
+    try:
+        if client is None:
+            import dask
+
+            return dask.compute(root)[0]
+        future = client.compute(root, retries=RETRIES)
+        try:
+            return future.result()
+        finally:
+            future.release()
+    except KilledWorker as exc:
+        raise UsageError(f"the dask cluster lost the workers running a partition several times ({_short(exc)}); "
+                         f"no value was computed: check the workers' memory and logs, and run again") from None
+    except (OSError, TimeoutError) as exc:  # the scheduler went away
+        raise UsageError(f"lost the connection to the dask scheduler ({_short(exc)}); no value was computed") from None
+
+
+@dataclass
+class Outcome:
+    """The merged states (in the order of the expressions) and what the engine did."""
+
+    states: list[LossState]
+    warnings: list[Warning_]
+    engine: dict[str, Any]
+
+
+def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[Any]], scheduler: Any,
+                   chunk_rows: int | None = None) -> Outcome:
+    """Evaluate ``ev`` over files: ``plans[i]`` are expression i's plans bound on the client (their
+    sample counts and arrays decide the partitions). ``chunk_rows`` (``--chunk-size``): rows per
+    partition."""
+    from dask import delayed
+
+    groups: dict[int, list[int]] = {}
+    for i, terms in enumerate(plans):
+        groups.setdefault(max(t.n for t in terms), []).append(i)
+    with connect(scheduler) as client:
+        workers = len(client.scheduler_info().get("workers", {})) or 1
+        roots = []
+        count = 0
+        for n, which in groups.items():
+            arrays = [a for i in which for t in plans[i] for a in t.arrays.values()]
+            row_elements = max((_row_elements(a) for a in arrays), default=1)
+            rows = chunk_rows or default_rows(n, row_elements, workers)
+            parts = partitions(arrays, n, rows)
+            count += len(parts)
+            leaves = [delayed(_file_partition, pure=True)(ev, inputs, s, e, tuple(which), None,
+                                                          dask_key_name=f"lossctl-part-{n}-{s}-{e}")
+                      for s, e in parts]
+            roots.append((which, tree(leaves)))
+        done = _compute(client, delayed(_collect, pure=True)(*(r for _, r in roots))) if len(roots) > 1 else \
+            [_compute(client, roots[0][1])]
+    states: list[LossState | None] = [None] * len(plans)
+    warnings: list[Warning_] = []
+    for (which, _), part in zip(roots, done):
+        for i, st in zip(which, part.states):
+            states[i] = st
+        warnings.extend(part.warnings)
+    return Outcome(states, warnings, {"name": "dask", "workers": workers, "partitions": count})  # type: ignore[arg-type]
+
+
+def _collect(*parts: Partial) -> list[Partial]:
+    return list(parts)
+
+
+def _row_elements(arr: LazyArray) -> int:
+    return int(np.prod(arr.shape[1:], dtype=np.int64)) if len(arr.shape) > 1 else 1
+
+
+# ------------------------------------------------------------------------------ dask collections
+
+
+def is_collection(value: Any) -> bool:
+    """Whether ``value`` is a dask array, DataFrame or Series (without importing dask)."""
+    return type(value).__module__.split(".")[0] in ("dask", "dask_expr") and hasattr(value, "__dask_graph__")
+
+
+def as_dask_array(value: Any, label: str) -> Any:
+    """A dask array from a dask array, Series or DataFrame (columns as axis 1), lengths known."""
+    import dask.array as da
+
+    if isinstance(value, da.Array):
+        return value
+    if hasattr(value, "to_dask_array"):
+        return value.to_dask_array(lengths=True)
+    raise InputError(f"{label}: a {type(value).__name__} is not an array; give a dask array, Series or DataFrame")
+
+
+class DaskInput(LazyArray):
+    """A dask array seen by the client: its shape and dtype (blocks are read on the workers)."""
+
+    def __init__(self, arr: Any, name: str) -> None:
+        super().__init__(path="<dask array>", shape=tuple(int(s) for s in arr.shape), dtype=np.dtype(arr.dtype),
+                         name=name)
+        self.arr = arr
+
+    def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:  # (small reads on the client: checks)
+        index = [slice(None)] * len(self.shape)
+        index[axis] = slice(start, stop)
+        return np.asarray(self.arr[tuple(index)].compute())
+
+    def identity(self) -> Any:
+        return ("dask", self.arr.name)
+
+    def content(self) -> str | np.ndarray:
+        return self.path
+
+
+def evaluate_arrays(ev: Evaluation, arrays: Mapping[str, Any], scheduler: Any, *, whole: bool) -> Outcome:
+    """Evaluate ``ev`` over dask arrays by input name (``preds``, ``targets``, named inputs, ``weights``),
+    one state per block along axis 0 (``whole``: one block, for whole-batch losses)."""
+    import dask.array as da
+    from dask import delayed
+
+    first = next(iter(arrays.values()))
+    for name, a in arrays.items():
+        if np.isnan(a.shape[0]):
+            arrays = {**arrays, name: a.compute_chunk_sizes()}
+    first = next(iter(arrays.values()))
+    n = int(first.shape[0])
+    for name, a in arrays.items():
+        if int(a.shape[0]) != n:
+            raise InputError(f"{name} has {a.shape[0]} rows but {next(iter(arrays))} has {n}; "
+                             f"the inputs need the same number of samples")
+    rows = (n,) if whole else tuple(int(c) for c in first.chunks[0])
+    blocks: dict[str, list[Any]] = {}
+    for name, a in arrays.items():
+        a = a.rechunk({0: rows, **{i: -1 for i in range(1, a.ndim)}})
+        blocks[name] = list(a.to_delayed().reshape(-1))
+    starts = np.concatenate([[0], np.cumsum(rows)])[:-1]
+    leaves = [delayed(_block_partition, pure=True)(ev, int(s), {k: v[i] for k, v in blocks.items()})
+              for i, s in enumerate(starts)]
+    root = tree(leaves)
+    if scheduler is None:
+        done = _compute(_current_client(), root)
+        workers = _workers(_current_client())
+    else:
+        with connect(scheduler) as client:
+            done = _compute(client, root)
+            workers = _workers(client)
+    _ = da  # (dask.array is imported for rechunk's dispatch)
+    return Outcome(done.states, done.warnings, {"name": "dask", "workers": workers, "partitions": len(leaves)})
+
+
+def _current_client() -> Any:
+    """The distributed client in use (``Client()`` made by the user), or None: dask's default scheduler."""
+    try:
+        from distributed import get_client
+
+        return get_client()
+    except (ImportError, ValueError):
+        return None
+
+
+def _workers(client: Any) -> int:
+    if client is None:
+        return os.cpu_count() or 1
+    return len(client.scheduler_info().get("workers", {})) or 1
+
+
+def from_numpy(value: Any, name: str) -> Any:
+    """A NumPy array (or anything array-like) as a dask array, with the default partition size."""
+    import dask.array as da
+
+    arr = from_array(value, name).data
+    rows = max(1, PARTITION_ELEMENTS // max(1, int(np.prod(arr.shape[1:], dtype=np.int64))))
+    return da.from_array(arr, chunks=(rows,) + tuple(arr.shape[1:]))
