@@ -37,7 +37,7 @@ class FileArray(LazyArray):
                           f"was it changed while being read?); re-save it with numpy.save")
 
     def _read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:
-        stop = max(start, min(stop, self.shape[0] if self.shape else 1))
+        stop = max(start, min(stop, self.shape[axis] if self.shape else 1))
         if axis != 0 or self.fortran or not self.shape:
             return self._read_strided(start, stop, axis)
         row_items = int(np.prod(self.shape[1:], dtype=np.int64))
