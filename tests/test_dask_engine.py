@@ -36,8 +36,12 @@ def cluster():
 
     import logging
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as lc, Client(lc) as client:
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):  # a task killing 2 workers fails the run
+        lc = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, host="127.0.0.1",
+                          dashboard_address=None, silence_logs=logging.ERROR)
+    with lc, Client(lc) as client:
         yield client
 
 
@@ -206,11 +210,22 @@ def test_worker_killed_mid_run_recovers_with_the_same_value(cluster, tmp_path):
              "--engine", "dask", "--scheduler", cluster.scheduler.address, "--chunk-size", "1000",
              "--format", "json", timeout=90)
     assert (tmp_path / "killed").exists()  # a worker did die
-    assert r.returncode in (0, 2), r.stderr
-    if r.returncode == 0:
-        close(json.loads(r.stdout)["results"][0]["value"], float(np.mean((p - t) ** 2)), 1e-12)
-    else:
-        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: ")
+    assert r.returncode == 0, r.stderr
+    close(json.loads(r.stdout)["results"][0]["value"], float(np.mean((p - t) ** 2)), 1e-12)
+    cluster.wait_for_workers(2, timeout=30)
+
+
+def test_task_that_always_kills_its_worker_is_one_error_line(cluster, tmp_path):
+    """Past the scheduler's allowed failures (1 in the fixture) the run stops: exit 2, one line."""
+    np.save(tmp_path / "p.npy", np.zeros(10))
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(KILLER.format(marker="/nonexistent/dir/marker").replace(
+        'open(marker, "w").close()', "pass"))
+    r = _cli(str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "--loss", "dies_once", "--plugin", str(plugin),
+             "--engine", "dask", "--scheduler", cluster.scheduler.address, timeout=90)
+    assert r.returncode == 2 and r.stdout == "", r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the dask cluster lost the workers"), r.stderr
     cluster.wait_for_workers(2, timeout=30)
 
 
