@@ -20,8 +20,11 @@ a fixed-order tree (SPEC §8). Imported only when the dask engine is asked for.
 * **Dask arrays** (``lossctl.evaluate``): partitions follow the chunks along axis 0; each block
   becomes a state where it lives.
 
-A failed worker is retried by dask (``RETRIES``); a task that kills its workers repeatedly ends the
-run with one ``error:`` line (exit 2), never with a value from fewer partitions.
+A task whose worker dies is rerun by dask on another worker; one that kills its workers more often
+than the scheduler allows (``distributed.scheduler.allowed-failures``) ends the run with one
+``error:`` line (exit 2), never with a value from fewer partitions. An input error found on a
+worker (NaN, a value outside the loss's domain) is the local engine's message: the worker counts
+over the whole input, as the local engine does.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import numpy as np
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, MemoryArray, from_array
 from lossctl.binding import Sources
-from lossctl.errors import InputError, UsageError, option
+from lossctl.errors import InputError, LossctlError, UsageError, option
 from lossctl.readers import STDIN, ReadOptions, open_input, open_source, split_spec, stdin_file
 from lossctl.result import Warning_
 from lossctl.state import LossState
@@ -46,7 +49,6 @@ from lossctl.state import LossState
 INSTALL = "pip install 'lossctl[dask]'"
 SPLIT_EVERY = 8  # states merged per tree node: depth = ceil(log8(partitions))
 PARTITION_ELEMENTS = 1 << 22  # default partition size: 4M elements of the widest input (16 MB float32)
-RETRIES = 2  # a task whose worker died is re-run (dask also reschedules it on its own)
 CONNECT_TIMEOUT = "5s"
 
 
@@ -214,35 +216,53 @@ class Partial:
 
     states: list[LossState]
     warnings: list[Warning_]
+    error: LossctlError | None = None  # a user's error in this partition (the first in partition order wins)
 
 
 def _file_partition(ev: Evaluation, inputs: FileInputs, start: int, stop: int, which: tuple[int, ...],
                     chunk_rows: int | None) -> Partial:
     """The task of one partition: re-open the inputs, evaluate rows start:stop of expressions ``which``."""
-    states = ev.states()
-    with diagnostics.collecting() as warnings:
-        sources = inputs.open()
-        for i in which:
-            st = states[i]
-            observers = [pitfalls.observer(t.spec.name, t.params) for t in st.bound]
-            st.update_rows(sources, start, stop, observers=observers, chunk_rows=chunk_rows)
-            pitfalls.finish_all(observers)
-    return Partial([states[i] for i in which], list(warnings))
+    try:
+        states = ev.states()
+        with diagnostics.collecting() as warnings:
+            sources = inputs.open()
+            for i in which:
+                st = states[i]
+                observers = [pitfalls.observer(t.spec.name, t.params) for t in st.bound]
+                st.update_rows(sources, start, stop, observers=observers, chunk_rows=chunk_rows)
+                pitfalls.finish_all(observers)
+        return Partial([states[i] for i in which], list(warnings))
+    except LossctlError as exc:
+        return _failed(exc)
 
 
 def _block_partition(ev: Evaluation, start: int, blocks: dict[str, Any]) -> Partial:
     """The task of one block of dask arrays (NumPy blocks by input name; ``weights`` among them)."""
-    states = ev.states()
-    weights = blocks.pop("weights", None)
-    preds, targets = blocks.pop("preds", None), blocks.pop("targets", None)
-    with diagnostics.collecting() as warnings:
-        for st in states:
-            st.update(preds, targets, start=start, weights=weights, **blocks)
-    return Partial(states, list(warnings))
+    try:
+        states = ev.states()
+        weights = blocks.pop("weights", None)
+        preds, targets = blocks.pop("preds", None), blocks.pop("targets", None)
+        with diagnostics.collecting() as warnings:
+            for st in states:
+                st.update(preds, targets, start=start, weights=weights, **blocks)
+        return Partial(states, list(warnings))
+    except LossctlError as exc:
+        return _failed(exc)
+
+
+def _failed(exc: LossctlError) -> Partial:
+    """A partition's user error, returned (not raised) so the merge reports the first partition's
+    error whatever task failed first; as an InputError/UsageError with the same message (some error
+    classes take other constructor arguments and would not unpickle)."""
+    raw = exc.args[0] if exc.args else str(exc)
+    return Partial([], [], (InputError if isinstance(exc, InputError) else UsageError)(raw))
 
 
 def _merge(*parts: Partial) -> Partial:
-    """Merge partials left to right (the tree fixes the order)."""
+    """Merge partials left to right (the tree fixes the order); the first error stops the merge."""
+    for p in parts:
+        if p.error is not None:
+            return p
     states = list(parts[0].states)
     warnings = list(parts[0].warnings)
     for p in parts[1:]:
@@ -271,7 +291,7 @@ def _load_plugins(paths: Sequence[str]) -> None:
         load_plugins(paths)
 
 
-def _compute(client: Any, root: Any) -> Partial:
+def _compute(client: Any, root: Any) -> Any:
     """Run the graph on ``client`` (or dask's current scheduler); dask errors become one error line."""
     from distributed import KilledWorker
 
@@ -279,17 +299,22 @@ def _compute(client: Any, root: Any) -> Partial:
         if client is None:
             import dask
 
-            return dask.compute(root)[0]
-        future = client.compute(root, retries=RETRIES)
-        try:
-            return future.result()
-        finally:
-            future.release()
+            done = dask.compute(root)[0]
+        else:
+            future = client.compute(root)
+            try:
+                done = future.result()
+            finally:
+                future.release()
     except KilledWorker as exc:
         raise UsageError(f"the dask cluster lost the workers running a partition several times ({_short(exc)}); "
                          f"no value was computed: check the workers' memory and logs, and run again") from None
     except (OSError, TimeoutError) as exc:  # the scheduler went away
         raise UsageError(f"lost the connection to the dask scheduler ({_short(exc)}); no value was computed") from None
+    for part in done if isinstance(done, list) else [done]:
+        if part.error is not None:
+            raise part.error
+    return done
 
 
 @dataclass

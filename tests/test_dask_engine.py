@@ -271,3 +271,32 @@ def test_npy_read_along_axis_1_is_clamped_by_that_axis(tmp_path):
     x = np.arange(2 * 5 * 3, dtype=np.float64).reshape(2, 5, 3)
     np.save(tmp_path / "x.npy", x)
     np.testing.assert_array_equal(open_input(str(tmp_path / "x.npy")).read(1, 5, axis=1), x[:, 1:5])
+
+
+def test_input_errors_found_on_workers_read_as_the_local_ones(cluster, tmp_path):
+    p = np.random.default_rng(7).standard_normal(4000)
+    p[[2500, 3100]] = np.nan
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "t.npy", np.clip(p, 0, 1))
+    kw = {"preds": str(tmp_path / "p.npy"), "targets": str(tmp_path / "t.npy")}
+    for loss in ("mse", "mae + mse"):
+        with pytest.raises(lossctl.errors.InputError) as local:
+            lossctl.evaluate(loss=loss, **kw)
+        with pytest.raises(lossctl.errors.InputError) as dask:
+            lossctl.evaluate(loss=loss, engine="dask", scheduler=cluster, chunk_size=1000, **kw)
+        assert str(dask.value) == str(local.value)
+        assert "2 NaN values (first at sample 2500)" in str(dask.value)
+    np.save(tmp_path / "p.npy", np.where(np.isnan(p), 3.0, p))  # bce: preds outside [0, 1], counted over all rows
+    np.save(tmp_path / "t.npy", np.clip(np.nan_to_num(p), 0, 1))
+    with pytest.raises(lossctl.errors.InputError) as local:
+        lossctl.evaluate(loss="bce", **kw)
+    with pytest.raises(lossctl.errors.InputError) as dask:
+        lossctl.evaluate(loss="bce", engine="dask", scheduler=cluster, chunk_size=1000, **kw)
+    assert str(dask.value) == str(local.value)
+    # a plugin's exception on a worker: exit 2 naming the plugin and the loss (SPEC §2)
+    plugin = tmp_path / "broken.py"
+    plugin.write_text(KILLER.replace("dies_once", "broken_loss").format(marker=str(plugin)).replace(
+        "    return (np.asarray", "    raise ValueError('boom')\n    return (np.asarray"))
+    r = _cli(kw["preds"], kw["targets"], "--loss", "broken_loss", "--plugin", str(plugin), "--engine", "dask",
+             "--scheduler", cluster.scheduler.address)
+    assert r.returncode == 2 and r.stderr.strip() == "error: plugin broken.py: loss 'broken_loss' raised ValueError: boom"
