@@ -142,12 +142,27 @@ def connect(scheduler: Any) -> Iterator[Any]:
             yield client
         return
     try:
+        _reachable(arg)
         client = Client(arg, timeout=CONNECT_TIMEOUT)
-    except (OSError, TimeoutError) as exc:
+    except Exception as exc:  # refused, timed out, or something there that does not speak dask's protocol
+        if not isinstance(exc, (OSError, TimeoutError)):
+            raise UsageError(f"{option('scheduler', arg)}: what answers there is not a dask scheduler "
+                             f"({type(exc).__name__}); check the address (a scheduler's default port is 8786)") from None
         raise UsageError(f"{option('scheduler', arg)}: cannot reach the dask scheduler ({_short(exc)}); start it "
                          f"(dask scheduler), check host and port, or use {option('scheduler', 'local:N')}") from None
     with client:
         yield client
+
+
+def _reachable(address: str) -> None:
+    """Fail at once when nothing listens at ``address`` (the client would retry until its timeout)."""
+    import socket
+
+    host, _, port = address.split("://", 1)[1].rpartition(":")
+    if not port.isdigit():
+        raise OSError(f"no port in {address}")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=float(CONNECT_TIMEOUT.rstrip("s"))):
+        pass
 
 
 def _short(exc: BaseException) -> str:
