@@ -234,8 +234,7 @@ class Partial:
     error: LossctlError | None = None  # a user's error in this partition (the first in partition order wins)
 
 
-def _file_partition(ev: Evaluation, inputs: FileInputs, start: int, stop: int, which: tuple[int, ...],
-                    chunk_rows: int | None) -> Partial:
+def _file_partition(ev: Evaluation, inputs: FileInputs, start: int, stop: int, which: tuple[int, ...]) -> Partial:
     """The task of one partition: re-open the inputs, evaluate rows start:stop of expressions ``which``."""
     try:
         states = ev.states()
@@ -244,7 +243,7 @@ def _file_partition(ev: Evaluation, inputs: FileInputs, start: int, stop: int, w
             for i in which:
                 st = states[i]
                 observers = [pitfalls.observer(t.spec.name, t.params) for t in st.bound]
-                st.update_rows(sources, start, stop, observers=observers, chunk_rows=chunk_rows)
+                st.update_rows(sources, start, stop, observers=observers)
                 pitfalls.finish_all(observers)
         return Partial([states[i] for i in which], list(warnings))
     except LossctlError as exc:
@@ -361,7 +360,7 @@ def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[
             rows = chunk_rows or default_rows(n, row_elements, workers)
             parts = partitions(arrays, n, rows)
             count += len(parts)
-            leaves = [delayed(_file_partition, pure=True)(ev, inputs, s, e, tuple(which), None,
+            leaves = [delayed(_file_partition, pure=True)(ev, inputs, s, e, tuple(which),
                                                           dask_key_name=f"lossctl-part-{n}-{s}-{e}")
                       for s, e in parts]
             roots.append((which, tree(leaves)))
@@ -425,37 +424,32 @@ class DaskInput(LazyArray):
 
 def evaluate_arrays(ev: Evaluation, arrays: Mapping[str, Any], scheduler: Any, *, whole: bool) -> Outcome:
     """Evaluate ``ev`` over dask arrays by input name (``preds``, ``targets``, named inputs, ``weights``),
-    one state per block along axis 0 (``whole``: one block, for whole-batch losses)."""
-    import dask.array as da
+    one state per chunk of the first array along axis 0 (the others are rechunked to match);
+    ``whole``: one partition, for whole-batch losses."""
     from dask import delayed
 
-    first = next(iter(arrays.values()))
-    for name, a in arrays.items():
-        if np.isnan(a.shape[0]):
-            arrays = {**arrays, name: a.compute_chunk_sizes()}
-    first = next(iter(arrays.values()))
+    arrays = {k: (a.compute_chunk_sizes() if math.isnan(a.shape[0]) else a) for k, a in arrays.items()}
+    first_name, first = next(iter(arrays.items()))
     n = int(first.shape[0])
     for name, a in arrays.items():
         if int(a.shape[0]) != n:
-            raise InputError(f"{name} has {a.shape[0]} rows but {next(iter(arrays))} has {n}; "
+            raise InputError(f"{name} has {a.shape[0]} rows but {first_name} has {n}; "
                              f"the inputs need the same number of samples")
     rows = (n,) if whole else tuple(int(c) for c in first.chunks[0])
-    blocks: dict[str, list[Any]] = {}
-    for name, a in arrays.items():
-        a = a.rechunk({0: rows, **{i: -1 for i in range(1, a.ndim)}})
-        blocks[name] = list(a.to_delayed().reshape(-1))
+    blocks = {name: list(a.rechunk({0: rows, **{i: -1 for i in range(1, a.ndim)}}).to_delayed().reshape(-1))
+              for name, a in arrays.items()}
     starts = np.concatenate([[0], np.cumsum(rows)])[:-1]
     leaves = [delayed(_block_partition, pure=True)(ev, int(s), {k: v[i] for k, v in blocks.items()})
               for i, s in enumerate(starts)]
     root = tree(leaves)
     if scheduler is None:
-        done = _compute(_current_client(), root)
-        workers = _workers(_current_client())
+        client = _current_client()
+        done = _compute(client, root)
+        workers = _workers(client)
     else:
         with connect(scheduler) as client:
             done = _compute(client, root)
             workers = _workers(client)
-    _ = da  # (dask.array is imported for rechunk's dispatch)
     return Outcome(done.states, done.warnings, {"name": "dask", "workers": workers, "partitions": len(leaves)})
 
 

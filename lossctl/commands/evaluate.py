@@ -49,7 +49,7 @@ def evaluate(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Also write the report to FILE.")] = None,
     per_sample: Annotated[str | None, typer.Option("--per-sample", help="Write per-sample values to FILE (.npy or .csv).")] = None,
     worst: Annotated[int | None, typer.Option("--worst", help="Show summary statistics and the K worst samples.")] = None,
-    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per chunk (default: about 64K elements).")] = None,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per chunk (default: about 64K elements); with --engine dask, rows per partition.")] = None,
     hash_: Annotated[str | None, typer.Option(
         "--hash", help="Digest of each input in the report's provenance: xxh3 (fast, default), sha256 (cryptographic) or none.")] = None,
     engine: Annotated[str | None, typer.Option(
