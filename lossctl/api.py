@@ -237,6 +237,7 @@ def _run_dask(texts: Sequence[str], plans: Sequence[_ExprPlan], preds: Any, targ
         p.state = st
     for w in outcome.warnings:
         diagnostics.warn(w.code, w.message, w.level)
+    pitfalls.finish_all(obs for per_state in outcome.observers for obs in per_state)  # merged over the partitions
     return outcome.engine
 
 

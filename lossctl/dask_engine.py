@@ -232,20 +232,21 @@ class Partial:
     states: list[LossState]
     warnings: list[Warning_]
     error: LossctlError | None = None  # a user's error in this partition (the first in partition order wins)
+    observers: list[list[Any]] = field(default_factory=list)  # per state, per term: pitfalls observers
 
 
 def _file_partition(ev: Evaluation, inputs: FileInputs, start: int, stop: int, which: tuple[int, ...]) -> Partial:
     """The task of one partition: re-open the inputs, evaluate rows start:stop of expressions ``which``."""
     try:
         states = ev.states()
+        observed = []
         with diagnostics.collecting() as warnings:
             sources = inputs.open()
             for i in which:
                 st = states[i]
-                observers = [pitfalls.observer(t.spec.name, t.params) for t in st.bound]
-                st.update_rows(sources, start, stop, observers=observers)
-                pitfalls.finish_all(observers)
-        return Partial([states[i] for i in which], list(warnings))
+                observed.append([pitfalls.observer(t.spec.name, t.params) for t in st.bound])
+                st.update_rows(sources, start, stop, observers=observed[-1])
+        return Partial([states[i] for i in which], list(warnings), observers=observed)
     except LossctlError as exc:
         return _failed(exc)
 
@@ -279,10 +280,16 @@ def _merge(*parts: Partial) -> Partial:
             return p
     states = list(parts[0].states)
     warnings = list(parts[0].warnings)
+    observers = [list(obs) for obs in parts[0].observers]
     for p in parts[1:]:
         states = [a.merge(b) for a, b in zip(states, p.states)]
         warnings.extend(w for w in p.warnings if all((w.code, w.message) != (v.code, v.message) for v in warnings))
-    return Partial(states, warnings)
+        observers = [[_merge_observers(a, b) for a, b in zip(mine, theirs)] for mine, theirs in zip(observers, p.observers)]
+    return Partial(states, warnings, observers=observers)
+
+
+def _merge_observers(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else a.merge(b)
 
 
 def tree(leaves: Sequence[Any], split_every: int = SPLIT_EVERY) -> Any:
@@ -338,6 +345,7 @@ class Outcome:
     states: list[LossState]
     warnings: list[Warning_]
     engine: dict[str, Any]
+    observers: list[list[Any]] = field(default_factory=list)  # merged pitfalls observers, per state
 
 
 def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[Any]], scheduler: Any,
@@ -366,13 +374,14 @@ def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[
             roots.append((which, tree(leaves)))
         done = _compute(client, delayed(_collect, pure=True)(*(r for _, r in roots))) if len(roots) > 1 else \
             [_compute(client, roots[0][1])]
-    states: list[LossState | None] = [None] * len(plans)
+    states: list[Any] = [None] * len(plans)
+    observers: list[list[Any]] = [[] for _ in plans]
     warnings: list[Warning_] = []
     for (which, _), part in zip(roots, done):
-        for i, st in zip(which, part.states):
-            states[i] = st
+        for i, st, obs in zip(which, part.states, part.observers):
+            states[i], observers[i] = st, obs
         warnings.extend(part.warnings)
-    return Outcome(states, warnings, {"name": "dask", "workers": workers, "partitions": count})  # type: ignore[arg-type]
+    return Outcome(states, warnings, {"name": "dask", "workers": workers, "partitions": count}, observers)
 
 
 def _collect(*parts: Partial) -> list[Partial]:

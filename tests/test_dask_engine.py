@@ -83,6 +83,8 @@ def test_every_registry_loss_dask_equals_local(cluster, tmp_path):
         assert dask.provenance["engine"]["name"] == "dask"
         assert dask.provenance["engine"]["partitions"] == (1 if n == 1 else len(range(0, n, max(1, -(-n // 5)))))
         same_result(dask.results[0], local.results[0], MERGE_RTOL, summary=bool(worst))
+        # the pitfall checks see every partition and merge: the same warnings as one pass
+        assert [(w.code, w.message) for w in dask.warnings] == [(w.code, w.message) for w in local.warnings]
         checked.add(case.loss)
     assert checked == {s.name for s in lossctl.registry.all_specs() if s.family != "custom"}
 
@@ -99,6 +101,20 @@ def test_partitions_follow_boundaries_and_cover_rows():
     assert all(p[1] == q[0] for p, q in zip(parts, parts[1:]))
     assert {40, 90} <= {a for a, _ in parts}  # a partition never spans a shard boundary once cut
     assert dask_engine.partitions([lossctl.arrays.from_array(np.zeros(9))], 9, 2) == [(0, 9)]  # in memory: one
+
+
+def test_pitfall_observers_merge_like_one_pass(cluster, tmp_path):
+    """Class counts over partitions add up: the imbalance warning names the whole input's counts."""
+    rng = np.random.default_rng(8)
+    y = (rng.uniform(size=3000) < 0.04).astype(np.float64)
+    np.save(tmp_path / "p.npy", rng.standard_normal(3000))
+    np.save(tmp_path / "t.npy", y)
+    kw = {"preds": str(tmp_path / "p.npy"), "targets": str(tmp_path / "t.npy"), "loss": "bce_with_logits"}
+    local = lossctl.evaluate(**kw)
+    dask = lossctl.evaluate(**kw, engine="dask", scheduler=cluster, chunk_size=500)
+    assert [w.message for w in dask.warnings] == [w.message for w in local.warnings]
+    assert len(dask.warnings) == 1 and f"{int(y.sum())} positives, {3000 - int(y.sum())} negatives" in \
+        dask.warnings[0].message
 
 
 def test_cli_tcp_and_local2_equal_local(cluster, tmp_path):
@@ -300,3 +316,23 @@ def test_input_errors_found_on_workers_read_as_the_local_ones(cluster, tmp_path)
     r = _cli(kw["preds"], kw["targets"], "--loss", "broken_loss", "--plugin", str(plugin), "--engine", "dask",
              "--scheduler", cluster.scheduler.address)
     assert r.returncode == 2 and r.stderr.strip() == "error: plugin broken.py: loss 'broken_loss' raised ValueError: boom"
+
+
+@pytest.mark.parametrize("loss, params, chunk", [
+    ("cross_entropy", {}, lambda r, n: {"preds": r.dirichlet(np.ones(4), n), "targets": (r.uniform(size=n) < 0.05) * 1}),
+    ("bce", {}, lambda r, n: {"preds": r.standard_normal(n), "targets": (r.uniform(size=n) < 0.5) * 1.0}),
+    ("kl_div", {}, lambda r, n: {"preds": r.uniform(size=(n, 3)), "targets": r.dirichlet(np.ones(3), n)}),
+    ("mse", {}, lambda r, n: {"preds": r.standard_normal(n), "targets": r.integers(0, 2, n) * 1.0}),
+])
+def test_observer_merge_equals_one_pass(loss, params, chunk):
+    """A pitfalls Observer fed two halves and merged says what one fed the whole says."""
+    from lossctl import pitfalls
+
+    data = chunk(np.random.default_rng(9), 600)
+    whole = pitfalls.observer(loss, params)
+    whole(data)
+    a, b = pitfalls.observer(loss, params), pitfalls.observer(loss, params)
+    a({k: v[:250] for k, v in data.items()})
+    b({k: v[250:] for k, v in data.items()})
+    assert whole.messages(), "the case should warn"
+    assert a.merge(b).messages() == whole.messages()
