@@ -211,7 +211,8 @@ class FileInputs:
 
 
 def file_inputs(preds: Any, targets: Any, named: Mapping[str, Any], weights: Any, read: ReadOptions) -> FileInputs:
-    """The specs as the workers must see them: stdin (``-``) is the file it was copied to."""
+    """The specs as the workers must see them: absolute paths (a worker's working directory is its
+    own), stdin (``-``) as the file it was copied to; URLs as given."""
     def spec(value: Any) -> str | None:
         if value is None:
             return None
@@ -219,7 +220,9 @@ def file_inputs(preds: Any, targets: Any, named: Mapping[str, Any], weights: Any
         path, selector = split_spec(text)
         if path == STDIN and not os.path.exists(path):
             return stdin_file() + (f":{selector}" if selector else "")
-        return text
+        if "://" in text or os.path.isabs(text):
+            return text
+        return os.path.join(os.getcwd(), text)  # (a glob or a PATH:COL selection too)
 
     return FileInputs(spec(preds), spec(targets), tuple((k, spec(v)) for k, v in named.items()),  # type: ignore[misc]
                       spec(weights), read)

@@ -336,3 +336,16 @@ def test_observer_merge_equals_one_pass(loss, params, chunk):
     b({k: v[250:] for k, v in data.items()})
     assert whole.messages(), "the case should warn"
     assert a.merge(b).messages() == whole.messages()
+
+
+def test_relative_paths_reach_workers_with_another_working_directory(cluster, tmp_path, monkeypatch):
+    """The workers started in another directory: relative input paths are made absolute first."""
+    rng = np.random.default_rng(10)
+    p, t = rng.standard_normal(900), rng.standard_normal(900)
+    np.save(tmp_path / "p.npy", p)
+    np.save(tmp_path / "t.npy", t)
+    monkeypatch.chdir(tmp_path)
+    assert cluster.run(os.getcwd) != {a: str(tmp_path) for a in cluster.scheduler_info()["workers"]}
+    rep = lossctl.evaluate("p.npy", "t.npy", "mae", engine="dask", scheduler=cluster, chunk_size=200)
+    close(rep.results[0].value, float(np.mean(np.abs(p - t))), 1e-12)
+    assert rep.inputs["preds"]["path"] == "p.npy"  # (the report names them as given)
