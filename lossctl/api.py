@@ -248,17 +248,25 @@ def _evaluate_arrays(texts: Sequence[str], given: Mapping[str, Any], reduction: 
 
     arrays = {k: (dask_engine.as_dask_array(v, k) if _is_dask(v) else dask_engine.from_numpy(v, k))
               for k, v in given.items()}
-    bound = [t for text in texts for t in bind(text)]
+    used = {k: dask_engine.dask_input(a, k) for k, a in arrays.items()}
     # a loss that looks at the whole input before chunking (mining, CTC's targets), or whose samples
-    # are not along axis 0 of an input, runs as one partition: never a value from split batches
-    whole = any(t.spec.prepare is not None or any(t.spec.sample_axis(k) for k in arrays) for t in bound)
+    # are not the rows of its inputs (one unbatched distribution), runs as one partition: never a
+    # value from split batches. The others are bound here, on shapes only, so shape errors come first.
+    whole = any(t.spec.prepare is not None for text in texts for t in bind(text))
+    if not whole:
+        named = {k: v for k, v in used.items() if k not in ("preds", "targets", WEIGHTS)}
+        sources = Sources(preds=used.get("preds"), targets=used.get("targets"), named=named)
+        rows = next(iter(used.values())).shape[0]
+        for text in texts:
+            for plan in LossState(text, reduction, nan_policy=nan_policy).plans(sources):
+                whole = whole or plan.n != rows or any(a.shape[plan.spec.sample_axis(k)] != rows or
+                                                       plan.spec.sample_axis(k) != 0 for k, a in plan.arrays.items())
     with diagnostics.collecting() as warnings:
         outcome = dask_engine.evaluate_arrays(_evaluation(texts, reduction, nan_policy, worst), arrays,
                                               scheduler, whole=whole)
         for w in outcome.warnings:
             diagnostics.warn(w.code, w.message, w.level)
         results = [st.result() for st in outcome.states]
-    used = {k: dask_engine.DaskInput(a, k) for k, a in arrays.items()}
     report = Report(version=__version__, inputs={k: a.describe() for k, a in used.items()}, results=results,
                     warnings=warnings)
     if provenance:

@@ -414,13 +414,11 @@ def as_dask_array(value: Any, label: str) -> Any:
     raise InputError(f"{label}: a {type(value).__name__} is not an array; give a dask array, Series or DataFrame")
 
 
+@dataclass
 class DaskInput(LazyArray):
     """A dask array seen by the client: its shape and dtype (blocks are read on the workers)."""
 
-    def __init__(self, arr: Any, name: str) -> None:
-        super().__init__(path="<dask array>", shape=tuple(int(s) for s in arr.shape), dtype=np.dtype(arr.dtype),
-                         name=name)
-        self.arr = arr
+    arr: Any = field(default=None, repr=False)
 
     def read(self, start: int, stop: int, axis: int = 0) -> np.ndarray:  # (small reads on the client: checks)
         index = [slice(None)] * len(self.shape)
@@ -434,23 +432,32 @@ class DaskInput(LazyArray):
         return self.path
 
 
+def dask_input(arr: Any, name: str) -> DaskInput:
+    return DaskInput(path="<dask array>", shape=tuple(int(s) for s in arr.shape), dtype=np.dtype(arr.dtype),
+                     name=name, arr=arr)
+
+
 def evaluate_arrays(ev: Evaluation, arrays: Mapping[str, Any], scheduler: Any, *, whole: bool) -> Outcome:
     """Evaluate ``ev`` over dask arrays by input name (``preds``, ``targets``, named inputs, ``weights``),
     one state per chunk of the first array along axis 0 (the others are rechunked to match);
     ``whole``: one partition, for whole-batch losses."""
     from dask import delayed
 
-    arrays = {k: (a.compute_chunk_sizes() if math.isnan(a.shape[0]) else a) for k, a in arrays.items()}
-    first_name, first = next(iter(arrays.items()))
-    n = int(first.shape[0])
-    for name, a in arrays.items():
-        if int(a.shape[0]) != n:
-            raise InputError(f"{name} has {a.shape[0]} rows but {first_name} has {n}; "
-                             f"the inputs need the same number of samples")
-    rows = (n,) if whole else tuple(int(c) for c in first.chunks[0])
-    blocks = {name: list(a.rechunk({0: rows, **{i: -1 for i in range(1, a.ndim)}}).to_delayed().reshape(-1))
-              for name, a in arrays.items()}
-    starts = np.concatenate([[0], np.cumsum(rows)])[:-1]
+    arrays = {k: (a.compute_chunk_sizes() if a.ndim and math.isnan(a.shape[0]) else a) for k, a in arrays.items()}
+    if whole:  # each input in one block, whatever its sample axis (CTC's log_probs is (T, N, C))
+        blocks = {name: [a.rechunk(-1).to_delayed().reshape(-1)[0]] for name, a in arrays.items()}
+        starts = np.zeros(1, dtype=np.int64)
+    else:
+        first_name, first = next(iter(arrays.items()))
+        n = int(first.shape[0])
+        for name, a in arrays.items():
+            if int(a.shape[0]) != n:
+                raise InputError(f"{name} has {a.shape[0]} rows but {first_name} has {n}; "
+                                 f"the inputs need the same number of samples")
+        rows = tuple(int(c) for c in first.chunks[0])
+        blocks = {name: list(a.rechunk({0: rows, **{i: -1 for i in range(1, a.ndim)}}).to_delayed().reshape(-1))
+                  for name, a in arrays.items()}
+        starts = np.concatenate([[0], np.cumsum(rows)])[:-1]
     leaves = [delayed(_block_partition, pure=True)(ev, int(s), {k: v[i] for k, v in blocks.items()})
               for i, s in enumerate(starts)]
     root = tree(leaves)

@@ -349,3 +349,21 @@ def test_relative_paths_reach_workers_with_another_working_directory(cluster, tm
     rep = lossctl.evaluate("p.npy", "t.npy", "mae", engine="dask", scheduler=cluster, chunk_size=200)
     close(rep.results[0].value, float(np.mean(np.abs(p - t))), 1e-12)
     assert rep.inputs["preds"]["path"] == "p.npy"  # (the report names them as given)
+
+
+def test_every_registry_loss_from_dask_arrays(cluster):
+    """``lossctl.evaluate`` on dask arrays (one state per chunk) = on the NumPy arrays: the first case of
+    every loss (the file path above runs them all)."""
+    import dask.array as da
+
+    firsts = {}
+    for case in CASES:
+        firsts.setdefault(case.loss, case)
+    for case in firsts.values():
+        inputs = case.inputs()
+        local = lossctl.evaluate(loss=case.expr, inputs=inputs, provenance=False)
+        chunked = {k: da.from_array(v, chunks=(max(1, -(-len(v) // 4)),) + v.shape[1:]) for k, v in inputs.items()}
+        rep = lossctl.evaluate(loss=case.expr, inputs=chunked)
+        same_result(rep.results[0], local.results[0], MERGE_RTOL)
+        whole = case.mining or case.unbatched or get_spec(case.loss).prepare is not None
+        assert rep.provenance["engine"]["partitions"] == (1 if whole else len(chunked[next(iter(chunked))].chunks[0]))
