@@ -46,9 +46,20 @@ def cluster():
 
 
 def _cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``lossctl evaluate`` in a subprocess (for --plugin: its losses must not stay registered here)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run([sys.executable, "-m", "lossctl", "evaluate", *args], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    """``lossctl evaluate`` in this process (CliRunner), as a CompletedProcess."""
+    from typer.testing import CliRunner
+
+    from lossctl.cli import app
+
+    r = CliRunner().invoke(app, ["evaluate", *args])
+    return subprocess.CompletedProcess(args, r.exit_code, r.stdout, r.stderr)
 
 
 def _files(tmp: Path, case, inputs: dict[str, np.ndarray]) -> dict:
@@ -124,7 +135,7 @@ def test_cli_tcp_and_local2_equal_local(cluster, tmp_path):
     np.save(tmp_path / "t.npy", t)
     args = [str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), "--loss", "cross_entropy", "--loss",
             "focal(gamma=1) + 0.5*multi_margin", "--format", "json", "--worst", "4", "--chunk-size", "700"]
-    runs = {"local": _cli(*args), "tcp": _cli(*args, "--engine", "dask", "--scheduler", cluster.scheduler.address),
+    runs = {"local": _run(*args), "tcp": _run(*args, "--engine", "dask", "--scheduler", cluster.scheduler.address),
             "local:2": _cli(*args, "--engine", "dask", "--scheduler", "local:2")}
     docs = {}
     for k, r in runs.items():
@@ -152,7 +163,7 @@ def test_scoring_file_engine(cluster, tmp_path):
     (tmp_path / "s.yaml").write_text(f"inputs: {{preds: p.npy, targets: t.npy}}\nlosses: [huber]\nengine: dask\n"
                                      f"scheduler: {cluster.scheduler.address}\nchunk_size: 100\n"
                                      f"report: {{format: json}}\n")
-    r = _cli("--config", str(tmp_path / "s.yaml"))
+    r = _run("--config", str(tmp_path / "s.yaml"))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["provenance"]["engine"]["partitions"] == 5
@@ -168,7 +179,7 @@ def test_unreachable_scheduler_is_exit_2_quickly(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     start = time.monotonic()
-    r = _cli(str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "--loss", "mse", "--engine", "dask",
+    r = _run(str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "--loss", "mse", "--engine", "dask",
              "--scheduler", f"tcp://127.0.0.1:{port}")
     assert time.monotonic() - start < 15
     assert r.returncode == 2 and r.stdout == ""
