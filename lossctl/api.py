@@ -215,13 +215,14 @@ def _evaluation(texts: Sequence[str], reduction: str, nan_policy: str, worst: in
     from lossctl.dask_engine import Evaluation
 
     plugins = []
-    for term in (t for text in texts for t in bind(text)):
+    terms = [t for text in texts for t in bind(text)]
+    for term in terms:
         module = sys.modules.get(term.spec.plugin or "")
         path = getattr(module, "__file__", None)
         if path and (term.spec.plugin or "").startswith("lossctl_plugin_") and path not in plugins:
-            plugins.append(path)
+            plugins.append(path)  # (--plugin FILE.py; an entry point's module is importable on the workers)
     return Evaluation(tuple(texts), reduction, nan_policy, worst, tuple(worst > 0 or None for _ in texts),
-                      tuple(plugins))
+                      tuple(plugins), custom=any(t.spec.plugin for t in terms))
 
 
 def _run_dask(texts: Sequence[str], plans: Sequence[_ExprPlan], preds: Any, targets: Any, inputs: Mapping[str, Any],

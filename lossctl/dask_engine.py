@@ -183,9 +183,11 @@ class Evaluation:
     worst: int
     summary: tuple[bool | None, ...]
     plugins: tuple[str, ...] = ()  # plugin files whose losses the expressions use (loaded on the worker)
+    custom: bool = False  # a loss comes from a plugin (a file above, or an installed entry point)
 
     def states(self) -> list[LossState]:
-        _load_plugins(self.plugins)
+        if self.custom:
+            _load_plugins(self.plugins)
         return [LossState(e, self.reduction, self.worst, nan_policy=self.nan_policy, summary=s)
                 for e, s in zip(self.exprs, self.summary)]
 
@@ -309,10 +311,9 @@ def tree(leaves: Sequence[Any], split_every: int = SPLIT_EVERY) -> Any:
 
 
 def _load_plugins(paths: Sequence[str]) -> None:
-    if paths:
-        from lossctl.plugins import load_plugins
+    from lossctl.plugins import load_plugins  # (files once per worker process; entry points too)
 
-        load_plugins(paths)
+    load_plugins(paths)
 
 
 def _compute(client: Any, root: Any) -> Any:
