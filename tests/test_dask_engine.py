@@ -378,3 +378,27 @@ def test_every_registry_loss_from_dask_arrays(cluster):
         same_result(rep.results[0], local.results[0], MERGE_RTOL)
         whole = case.mining or case.unbatched or get_spec(case.loss).prepare is not None
         assert rep.provenance["engine"]["partitions"] == (1 if whole else len(chunked[next(iter(chunked))].chunks[0]))
+
+
+def test_same_partitions_give_the_same_bits_on_any_cluster_size(cluster, tmp_path):
+    """The merge tree depends on the partitions only: 2 worker processes, or one thread in this
+    process (dask's synchronous scheduler), give bit-identical states."""
+    import dask
+    from dask import delayed
+
+    rng = np.random.default_rng(11)
+    np.save(tmp_path / "p.npy", rng.standard_normal(5000) * 1e3)
+    np.save(tmp_path / "t.npy", rng.standard_normal(5000))
+    ev = dask_engine.Evaluation(("huber + 0.1*mae", "mse"), "mean", "raise", 3, (True, True))
+    files = dask_engine.FileInputs(str(tmp_path / "p.npy"), str(tmp_path / "t.npy"))
+    leaves = [delayed(dask_engine._file_partition)(ev, files, s, min(5000, s + 333), (0, 1))
+              for s in range(0, 5000, 333)]
+    root = dask_engine.tree(leaves, split_every=4)
+    on_cluster = cluster.compute(root).result()
+    in_one_thread = dask.compute(root, scheduler="sync")[0]
+    for a, b in zip(on_cluster.states, in_one_thread.states):
+        ra, rb = a.result(), b.result()
+        assert ra.value == rb.value and ra.summary == rb.summary
+    local = lossctl.evaluate(files.preds, files.targets, ["huber + 0.1*mae", "mse"], provenance=False)
+    for a, ref in zip(on_cluster.states, local.results):
+        close(a.result().value, ref.value, MERGE_RTOL)
