@@ -70,6 +70,9 @@ def evaluate(
     delimiter: str | None = None,
     classes: str | Sequence[str] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    engine: str | None = None,
+    scheduler: Any = None,
+    data: Any = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -82,6 +85,13 @@ def evaluate(
     ``header`` (auto | yes | no), ``delimiter`` and ``classes`` (string class labels in the order of
     the logits' columns, a list or ``"a,b,c"``) say how CSV inputs are read (SPEC §5).
     ``storage_options``: fsspec options for URL inputs (``s3://``…; dotted keys nest), SPEC §8.
+
+    ``engine``: ``local`` (threads in this process) or ``dask`` (SPEC §8, :mod:`lossctl.dask_engine`),
+    with ``scheduler`` ``local[:N]``, ``tcp://HOST:PORT`` or a ``distributed.Client``. Dask arrays,
+    Series and DataFrames are evaluated by dask where they live, one state per chunk along axis 0
+    (on the current ``Client`` unless ``scheduler`` says otherwise). ``data``: a pandas or dask
+    DataFrame whose columns ``preds``, ``targets``, ``inputs`` and ``weights`` name (a list of columns
+    is an (N, C) input): ``evaluate(preds="y_pred", targets="y_true", data=ddf, loss="mse")``.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -92,6 +102,10 @@ def evaluate(
     if worst < 0:
         raise UsageError(f"{option('worst')} must be >= 0, got {worst}")
     hash = check_algorithm(hash, "hash")
+    if engine not in (None, "local", "dask"):
+        raise UsageError(f"{option('engine')} must be local or dask, got {engine!r}")
+    if data is not None:
+        preds, targets, inputs, weights = _columns(data, preds, targets, inputs, weights)
     texts = [loss] if isinstance(loss, str) else list(loss)
     if not texts:
         raise UsageError(f"no loss given; pass {option('loss', 'NAME')} (see 'lossctl losses')")
@@ -99,6 +113,21 @@ def evaluate(
     check_named_inputs(list(inputs or {}), [term.spec for term in bound])
 
     read = ReadOptions(header, _delimiter(delimiter), _classes(classes), nest_options(dict(storage_options or {})))
+    given = {"preds": preds, "targets": targets, **(inputs or {}), "weights": weights}
+    given = {k: v for k, v in given.items() if v is not None}
+    if engine is None and any(_is_dask(v) for v in given.values()):
+        engine = "dask"
+    if engine == "dask":
+        if per_sample:
+            raise UsageError(f"{option('per_sample')} writes one value per sample in order, which needs "
+                             f"{option('engine', 'local')}; drop one of them")
+        from lossctl import dask_engine
+
+        dask_engine.require()
+        if not all(isinstance(v, (str, os.PathLike)) for v in given.values()):
+            return _evaluate_arrays(texts, given, reduction, nan_policy, worst, provenance, scheduler)
+    elif any(_is_dask(v) for v in given.values()):
+        raise UsageError(f"dask inputs are evaluated by dask: drop {option('engine', 'local')}, or pass NumPy arrays")
     sources = Sources(preds=_open(preds, "preds", read), targets=_open(targets, "targets", read))
     for name, value in (inputs or {}).items():
         opened = value if isinstance(value, LazyArray) else (
@@ -124,8 +153,15 @@ def evaluate(
                 p.after_chunk()
 
         try:
-            run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
-            pitfalls.finish_all(t.observe for t in all_terms)
+            if engine == "dask":
+                engine_info = _run_dask(texts, plans, preds, targets, inputs or {}, weights, read, reduction,
+                                        nan_policy, worst, scheduler, chunk_size)
+            else:
+                run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
+                pitfalls.finish_all(t.observe for t in all_terms)
+                from lossctl import workers as workers_module
+
+                engine_info = {"name": "local", "workers": workers_module.worker_count(None), "partitions": 1}
             results = [p.state.result() for p in plans]
             for p, res in zip(plans, results):
                 if p.sink is not None:
@@ -142,6 +178,104 @@ def evaluate(
                         results=results, warnings=warnings)
         if provenance:
             report.provenance = provenance_block(used, hashing)
+            report.provenance["engine"] = engine_info
+    return report
+
+
+def _is_dask(value: Any) -> bool:
+    """A dask array, Series or DataFrame (told without importing dask)."""
+    return type(value).__module__.split(".")[0] in ("dask", "dask_expr") and hasattr(value, "__dask_graph__")
+
+
+def _columns(data: Any, preds: Any, targets: Any, inputs: Mapping[str, Any] | None,
+             weights: Any) -> tuple[Any, Any, dict[str, Any], Any]:
+    """``data=``: a pandas or dask DataFrame; string (or list of strings) inputs name its columns."""
+    if not hasattr(data, "columns"):
+        raise UsageError(f"{option('data')} must be a pandas or dask DataFrame, got {type(data).__name__}")
+    names = [str(c) for c in data.columns]
+
+    def col(value: Any, role: str) -> Any:
+        if value is None:
+            return None
+        wanted = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else None
+        if wanted is None:
+            return value  # an array given beside data=
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise UsageError(f"{role}: no column {missing[0]!r} in {option('data')} (columns: {', '.join(names)})")
+        picked = data[wanted[0]] if isinstance(value, str) else data[wanted]
+        if _is_dask(picked):
+            return picked.to_dask_array(lengths=True)
+        return picked.to_numpy()
+
+    named = {k: col(v, k) for k, v in (inputs or {}).items()}
+    return col(preds, "preds"), col(targets, "targets"), named, col(weights, "weights")
+
+
+def _evaluation(texts: Sequence[str], reduction: str, nan_policy: str, worst: int) -> Any:
+    import sys
+
+    from lossctl.dask_engine import Evaluation
+
+    plugins = []
+    terms = [t for text in texts for t in bind(text)]
+    for term in terms:
+        module = sys.modules.get(term.spec.plugin or "")
+        path = getattr(module, "__file__", None)
+        if path and (term.spec.plugin or "").startswith("lossctl_plugin_") and path not in plugins:
+            plugins.append(path)  # (--plugin FILE.py; an entry point's module is importable on the workers)
+    return Evaluation(tuple(texts), reduction, nan_policy, worst, tuple(worst > 0 or None for _ in texts),
+                      tuple(plugins), custom=any(t.spec.plugin for t in terms))
+
+
+def _run_dask(texts: Sequence[str], plans: Sequence[_ExprPlan], preds: Any, targets: Any, inputs: Mapping[str, Any],
+              weights: Any, read: ReadOptions, reduction: str, nan_policy: str, worst: int, scheduler: Any,
+              chunk_size: int | None) -> dict[str, Any]:
+    """Evaluate the planned expressions over files on dask; their merged states replace the plans'."""
+    from lossctl import dask_engine
+
+    files = dask_engine.file_inputs(preds, targets, inputs, weights, read)
+    outcome = dask_engine.evaluate_files(_evaluation(texts, reduction, nan_policy, worst), files,
+                                         [p.terms for p in plans], scheduler, chunk_size)
+    for p, st in zip(plans, outcome.states):
+        p.state = st
+    for w in outcome.warnings:
+        diagnostics.warn(w.code, w.message, w.level)
+    pitfalls.finish_all(obs for per_state in outcome.observers for obs in per_state)  # merged over the partitions
+    return outcome.engine
+
+
+def _evaluate_arrays(texts: Sequence[str], given: Mapping[str, Any], reduction: str, nan_policy: str, worst: int,
+                     provenance: bool, scheduler: Any) -> Report:
+    """Dask arrays (and NumPy arrays beside them) on dask: one state per chunk along axis 0."""
+    from lossctl import dask_engine
+
+    arrays = {k: (dask_engine.as_dask_array(v, k) if _is_dask(v) else dask_engine.from_numpy(v, k))
+              for k, v in given.items()}
+    used = {k: dask_engine.dask_input(a, k) for k, a in arrays.items()}
+    # a loss that looks at the whole input before chunking (mining, CTC's targets), or whose samples
+    # are not the rows of its inputs (one unbatched distribution), runs as one partition: never a
+    # value from split batches. The others are bound here, on shapes only, so shape errors come first.
+    whole = any(t.spec.prepare is not None for text in texts for t in bind(text))
+    if not whole:
+        named = {k: v for k, v in used.items() if k not in ("preds", "targets", WEIGHTS)}
+        sources = Sources(preds=used.get("preds"), targets=used.get("targets"), named=named)
+        rows = next(iter(used.values())).shape[0]
+        for text in texts:
+            for plan in LossState(text, reduction, nan_policy=nan_policy).plans(sources):
+                whole = whole or plan.n != rows or any(a.shape[plan.spec.sample_axis(k)] != rows or
+                                                       plan.spec.sample_axis(k) != 0 for k, a in plan.arrays.items())
+    with diagnostics.collecting() as warnings:
+        outcome = dask_engine.evaluate_arrays(_evaluation(texts, reduction, nan_policy, worst), arrays,
+                                              scheduler, whole=whole)
+        for w in outcome.warnings:
+            diagnostics.warn(w.code, w.message, w.level)
+        results = [st.result() for st in outcome.states]
+    report = Report(version=__version__, inputs={k: a.describe() for k, a in used.items()}, results=results,
+                    warnings=warnings)
+    if provenance:
+        report.provenance = provenance_block(used, None)
+        report.provenance["engine"] = outcome.engine
     return report
 
 

@@ -131,7 +131,7 @@ def _raise_nan(arr: LazyArray, first_index: int, rows: int) -> None:
 
 
 def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | None = None,
-        on_progress: Any = None, *, threads: int | None = None) -> None:
+        on_progress: Any = None, *, threads: int | None = None, span: tuple[int, int] | None = None) -> None:
     """Stream over the samples of every plan (grouped by sample count), accumulating each term.
 
     Work is split into tasks of consecutive chunks that run on ``threads`` worker threads (NumPy
@@ -140,6 +140,9 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     summed straight from zero-copy windows of the inputs; everything else goes through the kernels.
     ``on_progress(samples)`` is called after each chunk of each pass, in order, once that chunk's
     per-sample values (kept by plans with ``keep_values``) are in the plans.
+
+    ``span=(lo, hi)``: only samples ``lo:hi`` of every plan (one partition of a distributed run,
+    :mod:`lossctl.dask_engine`); indices and error messages stay those of the whole input.
     """
     if nan_policy not in NAN_POLICIES:
         raise UsageError(f"{option('nan_policy')} must be one of {', '.join(NAN_POLICIES)}, got {nan_policy!r}")
@@ -156,17 +159,18 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
         rows = chunk_rows or _default_rows(group, n)
         if not chunk_rows and any(a.sequential for p in group for a in p.arrays.values()):
             rows = max(rows, SEQUENTIAL_CHUNK_ELEMENTS // _row_elements(group))  # fewer, larger hand-offs
+        lo, hi = (0, n) if span is None else (max(0, span[0]), min(n, span[1]))
         if fast_plans:
-            passes.append(("fast", n, fast_plans, fused, rows))
+            passes.append(("fast", (lo, hi), fast_plans, fused, rows))
         if slow_plans:
-            passes.append(("slow", n, slow_plans, fused, rows))
+            passes.append(("slow", (lo, hi), slow_plans, fused, rows))
     tracker = _progress_tracker(passes)
     try:
-        for kind, n, group, fused, rows in passes:
+        for kind, (lo, hi), group, fused, rows in passes:
             if kind == "fast":
-                _run_fast(group, fused, n, rows, nan_policy, on_progress, tracker, workers)
+                _run_fast(group, fused, hi, rows, nan_policy, on_progress, tracker, workers, lo)
             else:
-                _run_slow(group, n, rows, nan_policy, on_progress, tracker, workers)
+                _run_slow(group, hi, rows, nan_policy, on_progress, tracker, workers, lo)
     finally:
         if tracker is not None:
             tracker.close()
@@ -193,25 +197,26 @@ def _default_rows(group: Sequence[TermPlan], n: int) -> int:
     return max(1, budget // _row_elements(group))
 
 
-def _tasks(group: Sequence[TermPlan], n: int, rows: int, workers: int = 1) -> list[tuple[int, int]]:
-    """Consecutive ranges of whole chunks: at most TASK_ELEMENTS elements each, and (for mid-sized
-    inputs) at least 4 tasks per worker, so every core gets work. Ranges also end where an input's
-    storage units end (a Parquet row group, a shard: :func:`_cuts`), so a task decodes whole units."""
+def _tasks(group: Sequence[TermPlan], n: int, rows: int, workers: int = 1, lo: int = 0) -> list[tuple[int, int]]:
+    """Consecutive ranges of whole chunks of samples ``lo:n``: at most TASK_ELEMENTS elements each,
+    and (for mid-sized inputs) at least 4 tasks per worker, so every core gets work. Ranges also end
+    where an input's storage units end (a Parquet row group, a shard: :func:`_cuts`), so a task
+    decodes whole units."""
     chunk_elements = max(1, rows * _row_elements(group))
-    total_chunks = -(-n // rows)
+    total_chunks = -(-(n - lo) // rows)
     per_task = max(1, TASK_ELEMENTS // chunk_elements)
     if total_chunks > per_task:  # big enough to share: at least 4 tasks per worker
         per_task = max(1, min(per_task, -(-total_chunks // (4 * max(1, workers)))))
     per_task *= rows
-    edges = [0]
-    for cut in _cuts(group, n, rows):  # units much smaller than a task (tiny row groups): not every one
+    edges = [lo]
+    for cut in _cuts(group, n, rows, lo):  # units much smaller than a task (tiny row groups): not every one
         if cut - edges[-1] >= per_task // 8:
             edges.append(cut)
     edges.append(n)
     return [(s, min(b, s + per_task)) for a, b in zip(edges, edges[1:]) for s in range(a, b, per_task)]
 
 
-def _cuts(group: Sequence[TermPlan], n: int, rows: int) -> list[int]:
+def _cuts(group: Sequence[TermPlan], n: int, rows: int, lo: int = 0) -> list[int]:
     """Where the inputs' storage units end (``LazyArray.boundaries()``: row groups, shards). A task
     then reads whole units without copying; the fused sums' sub-chunks start at each task's start,
     so the value depends on the input's layout only through the last bits of its compensated sums
@@ -223,7 +228,7 @@ def _cuts(group: Sequence[TermPlan], n: int, rows: int) -> list[int]:
             bounds = getattr(arr, "boundaries", None)
             if bounds is not None and plan.spec.sample_axis(name) == 0 and arr.shape[:1] == (n,):
                 cuts.update(bounds())
-    return sorted(c for c in cuts if 0 < c < n)
+    return sorted(c for c in cuts if lo < c < n)
 
 
 def _ordered_map(fn: Any, items: Any, workers: int, count: int) -> Iterator[Any]:
@@ -264,7 +269,7 @@ class _ChunkResult:
 
 
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
-              tracker: Any, workers: int) -> None:
+              tracker: Any, workers: int, lo: int = 0) -> None:
     locks = {id(p): threading.Lock() for p in group}
     sequential = {}
     for plan in group:
@@ -273,7 +278,7 @@ def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_
                 axis = plan.spec.sample_axis(name)
                 sequential[(arr.identity(), axis, arr.shape)] = (arr, axis)
     # prefetched (sequential) inputs: one chunk per task, so what is read ahead stays small
-    tasks = [(s, min(n, s + rows)) for s in range(0, n, rows)] if sequential else _tasks(group, n, rows, workers)
+    tasks = [(s, min(n, s + rows)) for s in range(lo, n, rows)] if sequential else _tasks(group, n, rows, workers, lo)
 
     def prefetched() -> Iterator[tuple[int, int, dict[int, dict[Any, np.ndarray]]]]:
         for start, stop in tasks:
@@ -307,7 +312,7 @@ def _slow_range(group: Sequence[TermPlan], start: int, stop: int, rows: int, nan
 
 
 def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: int,
-              nan_policy: str, on_progress: Any, tracker: Any, workers: int) -> None:
+              nan_policy: str, on_progress: Any, tracker: Any, workers: int, lo: int = 0) -> None:
     """Fused sums over zero-copy windows; a window the fast path cannot take goes to the kernels."""
     locks = {id(p): threading.Lock() for p in group}
     keys: dict[Any, Any] = {}  # identity -> the LazyArray to window
@@ -346,7 +351,7 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             return ("sums", start, stop, sums)
         return ("chunks", start, stop, _slow_range(group, start, stop, rows, nan_policy, locks))
 
-    tasks = _tasks(group, n, sub_rows, workers)
+    tasks = _tasks(group, n, sub_rows, workers, lo)
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
             for plan, (total, weight, stats, samples) in zip(group, result):
@@ -373,7 +378,7 @@ def _progress_tracker(passes: Sequence[Any]) -> Any:
     """A progress bar for long evaluations (only when one is asked for: see lossctl.progress)."""
     from lossctl import progress
 
-    return progress.tracker_for([(kind, n, group) for kind, n, group, _, _ in passes])
+    return progress.tracker_for([(kind, hi - lo, group) for kind, (lo, hi), group, _, _ in passes])
 
 
 def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.ndarray], nan_policy: str,

@@ -123,6 +123,16 @@ class _Range:
             elif len(self.distinct) <= MAX_DISTINCT:
                 self.distinct.update(float(v) for v in np.unique(s)[: MAX_DISTINCT + 1])
 
+    def merge(self, other: _Range) -> _Range:
+        """Both inputs' statistics (the distinct values up to the same bound as :meth:`update`)."""
+        out = _Range()
+        out.count = self.count + other.count
+        out.min, out.max = min(self.min, other.min), max(self.max, other.max)
+        out.integer = self.integer and other.integer
+        if out.integer:
+            out.distinct = set(sorted(self.distinct | other.distinct)[: MAX_DISTINCT + 1])
+        return out
+
     @property
     def in_unit(self) -> bool:
         return self.count > 0 and self.min >= 0.0 and self.max <= 1.0
@@ -264,6 +274,37 @@ class Observer:
         self.ctc_rows += len(rows)
         if lse.size:
             self.ctc_worst_lse = max(self.ctc_worst_lse, float(np.max(np.abs(lse))))
+
+    # ------------------------------------------------------------------------------- merging
+
+    def merge(self, other: Observer) -> Observer:
+        """What one observer would have seen over both observers' chunks (the dask engine observes
+        each partition on its worker and merges them on the client, in partition order)."""
+        out = Observer(self.loss, self.params)
+        out.preds, out.targets = self.preds.merge(other.preds), self.targets.merge(other.targets)
+        out.unit = self.unit and other.unit
+        out.unit_min, out.unit_max = min(self.unit_min, other.unit_min), max(self.unit_max, other.unit_max)
+        for name in ("rows_seen", "rows_normalized", "positives", "negatives", "ctc_rows"):
+            setattr(out, name, getattr(self, name) + getattr(other, name))
+        if self.counts is None or other.counts is None:
+            out.counts = self.counts if other.counts is None else other.counts
+        else:
+            size = max(len(self.counts), len(other.counts))
+            out.counts = np.pad(self.counts, (0, size - len(self.counts))) + np.pad(other.counts,
+                                                                                    (0, size - len(other.counts)))
+        out.binary_targets = self.binary_targets and other.binary_targets
+        out.approx = self.approx or other.approx
+        out.kl_bad = dict(self.kl_bad)
+        for role, bad in other.kl_bad.items():
+            if role not in out.kl_bad or bad[0] > out.kl_bad[role][0]:
+                out.kl_bad[role] = bad
+        out.kl_total = {r: self.kl_total.get(r, 0.0) + other.kl_total.get(r, 0.0)
+                        for r in {*self.kl_total, *other.kl_total}}
+        out.ctc_max = max(self.ctc_max, other.ctc_max)
+        out.ctc_worst_lse = max(self.ctc_worst_lse, other.ctc_worst_lse)
+        out.index_targets = self.index_targets or other.index_targets
+        out.broken = self.broken or other.broken
+        return out
 
     # ------------------------------------------------------------------------------ finishing
 

@@ -19,6 +19,8 @@ the same format as a JSON Schema (tests keep the two in agreement)::
     nan_policy: raise            # raise | omit | propagate
     chunk_size: 65536
     hash: xxh3                   # xxh3 | sha256 | none: the inputs' digest in the report
+    engine: local                # local | dask (SPEC §8)
+    scheduler: local:2           # with engine dask: local[:N] | tcp://HOST:PORT
     plugins: [my_losses.py]
     fail_above:                  # LOSS: VALUE (expression as written, or a bare loss name)
       mse: 1.5
@@ -48,10 +50,12 @@ from lossctl.errors import UsageError
 FORMATS = ("table", "json", "csv", "markdown", "junit")
 REDUCTIONS = ("mean", "sum", "none")
 NAN_POLICIES = ("raise", "omit", "propagate")
+ENGINES = ("local", "dask")
 HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which imports NumPy; a test keeps them equal)
 
 TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins",
-            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes", "storage_options")
+            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes",
+            "storage_options", "engine", "scheduler")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
 REPORT_KEYS = ("format", "output", "worst", "per_sample")
 
@@ -85,6 +89,8 @@ class ScoringConfig:
     delimiter: str | None = None
     classes: str | None = None  # "a,b,c": string class labels -> index
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for URL inputs (SPEC §8)
+    engine: str | None = None  # local | dask (SPEC §8)
+    scheduler: str | None = None  # local[:N] | tcp://HOST:PORT (engine dask)
 
 
 class _Reader:
@@ -223,6 +229,13 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
         cfg.chunk_size = r.integer(doc, "chunk_size", "chunk_size", 1)
     if "hash" in doc:
         cfg.hash = r.choice(doc, "hash", "hash", HASHES)
+    if "engine" in doc:
+        cfg.engine = r.choice(doc, "engine", "engine", ENGINES)
+    if "scheduler" in doc:
+        value = doc["scheduler"]
+        if not isinstance(value, str) or not (value.strip() == "local" or value.strip().startswith(("local:", "tcp://", "tls://"))):
+            raise r.fail(doc, "scheduler", f"scheduler must be local, local:N or tcp://HOST:PORT, got {value!r}")
+        cfg.scheduler = value.strip()
     _read_csv_keys(r, doc, cfg)
     if "storage_options" in doc:
         opts = doc["storage_options"]

@@ -137,6 +137,18 @@ class LossState:
         self.rows = max(self.rows, first + max(p.n for p in plans))
         return self
 
+    def update_rows(self, sources: Sources, start: int, stop: int, *, observers: Sequence[Any] | None = None,
+                    chunk_rows: int | None = None) -> LossState:
+        """Add samples ``start:stop`` of ``sources`` (whole inputs, opened lazily): one partition of a
+        distributed run (:mod:`lossctl.dask_engine`). Only those rows are read (whole-batch losses
+        such as mining read the batch they mine in); indices and error messages are those of the
+        whole input, so the merged partitions equal one update over all samples."""
+        plans = self.plans(sources, start=0, observers=observers)
+        run(plans, nan_policy=self.nan_policy, chunk_rows=chunk_rows, on_progress=lambda _: self.take_chunk(plans),
+            threads=1, span=(start, stop))
+        self.rows = max(self.rows, min(stop, max(p.n for p in plans)))
+        return self
+
     # ------------------------------------------------------------------------------ merging
 
     def merge(self, other: LossState) -> LossState:

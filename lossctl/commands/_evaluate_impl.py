@@ -93,6 +93,17 @@ def flags_config(params: Mapping[str, Any]) -> ScoringConfig:
     return ScoringConfig(**values)
 
 
+def _engine(engine: str | None, scheduler: str | None) -> str:
+    """``--engine`` (default local); ``--scheduler`` alone means dask."""
+    if engine is None:
+        return "dask" if scheduler else "local"
+    if engine not in ("local", "dask"):
+        raise UsageError(f"--engine must be local or dask, got {engine!r}")
+    if engine == "local" and scheduler:
+        raise UsageError("--scheduler is for --engine dask; drop it, or pass --engine dask")
+    return engine
+
+
 def run_evaluate(params: Mapping[str, Any]) -> int:
     """``lossctl evaluate`` with the command's parameters by name (see :mod:`lossctl.commands.evaluate`)."""
     state = {"github": bool(params.get("github"))}
@@ -152,7 +163,8 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
                           nan_policy=s.nan_policy or "raise", chunk_size=s.chunk_size, per_sample=s.per_sample,
                           worst=s.worst or 0, hash=hash_algorithm, provenance=provenance,
                           header=s.header or "auto", delimiter=s.delimiter, classes=s.classes,
-                          storage_options=s.storage_options or None)
+                          storage_options=s.storage_options or None,
+                          engine=_engine(s.engine, s.scheduler), scheduler=s.scheduler)
     finally:
         stop_prefetch()
     if base is not None:

@@ -51,9 +51,13 @@ def evaluate(
     output: Annotated[str | None, typer.Option("--output", "-o", help="Also write the report to FILE.")] = None,
     per_sample: Annotated[str | None, typer.Option("--per-sample", help="Write per-sample values to FILE (.npy or .csv).")] = None,
     worst: Annotated[int | None, typer.Option("--worst", help="Show summary statistics and the K worst samples.")] = None,
-    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per chunk (default: about 64K elements).")] = None,
+    chunk_size: Annotated[int | None, typer.Option("--chunk-size", help="Samples per chunk (default: about 64K elements); with --engine dask, rows per partition.")] = None,
     hash_: Annotated[str | None, typer.Option(
         "--hash", help="Digest of each input in the report's provenance: xxh3 (fast, default), sha256 (cryptographic) or none.")] = None,
+    engine: Annotated[str | None, typer.Option(
+        "--engine", help="local (threads in this process, default) or dask (one state per partition on a dask cluster; pip install 'lossctl[dask]').")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        "--scheduler", help="With --engine dask: local[:N] (a local cluster of N processes; default: the core count) or tcp://HOST:PORT.")] = None,
     plugin: Annotated[list[str] | None, typer.Option("--plugin", help="Python file registering custom losses. Repeatable.")] = None,
     fail_above: Annotated[list[str] | None, typer.Option(
         "--fail-above", rich_help_panel=GATES,
