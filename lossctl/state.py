@@ -32,10 +32,11 @@ from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights
                              sample_count, weights_for)
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
+from lossctl.intervals import CIConfig, GroupSums, bootstrap_interval, clt_interval, jackknife_interval, BUCKETS
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
-from lossctl.result import LossResult, TermResult
+from lossctl.result import Interval, LossResult, TermResult
 
 
 class LossState:
@@ -43,11 +44,14 @@ class LossState:
 
     ``reduction`` applies to terms without their own ``reduction=``; ``worst`` keeps the K worst
     samples; ``summary`` keeps per-sample statistics (default: when ``worst`` > 0 or the reduction is
-    ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``.
+    ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``. ``ci`` (a
+    :class:`~lossctl.intervals.CIConfig`, or True for the defaults) keeps what a confidence interval
+    needs (``result().ci``): per-sample moments (CLT), and per term the sums of 20 row buckets
+    (jackknife) or of the bootstrap resamples, keyed by global row index.
     """
 
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
-                 summary: bool | None = None) -> None:
+                 summary: bool | None = None, ci: CIConfig | bool | None = None) -> None:
         if reduction not in REDUCTIONS:
             raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         if nan_policy not in NAN_POLICIES:
@@ -59,9 +63,14 @@ class LossState:
         self.worst = worst
         self.nan_policy = nan_policy
         self._bind()
+        self.ci = CIConfig() if ci is True else (ci or None)
         if summary is None:
             summary = self.expr_reduction == "none" or worst > 0
+        if self.ci is not None and self.ci.method in ("auto", "clt"):
+            summary = True  # the CLT reads the per-sample moments
         self.terms = [TermAccumulator() for _ in self.bound]
+        residual = all(t.spec.fused is not None and t.spec.fused.c_kind is not None for t in self.bound)
+        self.groups: list[GroupSums | None] = [self._new_groups(t, not residual) for t in self.bound]
         self.samples: SampleStats | None = SampleStats(k=worst or 10) if summary else None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
 
@@ -72,10 +81,23 @@ class LossState:
         all_explicit = all(t.reduction for t in self.bound)
         self.expr_reduction = explicit.pop() if len(explicit) == 1 and all_explicit else self.reduction
 
+    def _new_groups(self, term: BoundTerm, needed: bool) -> GroupSums | None:
+        """A term's bucket/resample sums when the interval may need them: always for the jackknife and
+        the bootstrap; for ``auto``/``clt`` unless every term is a residual loss with a C kernel
+        (mse, mae, huber: plain means of per-sample values, whose moments the fast path keeps) and
+        there are no weights (``needed``)."""
+        if self.ci is None:
+            return None
+        if self.ci.method == "bootstrap":
+            return GroupSums("bootstrap", self.ci.resamples, self.ci.seed)
+        if self.ci.method == "jackknife" or needed:
+            return GroupSums("jackknife", BUCKETS)
+        return None
+
     # ------------------------------------------------------------------------------ updating
 
     def plans(self, sources: Sources, *, start: int = 0, observers: Sequence[Any] | None = None,
-              stream_values: bool = False) -> list[TermPlan]:
+              stream_values: bool = False, rows: np.ndarray | None = None) -> list[TermPlan]:
         """Bind this state's terms to ``sources``: plans whose sums go into this state.
 
         ``stream_values``: the caller wants the per-sample values from :meth:`take_chunk` (a per-sample
@@ -93,9 +115,17 @@ class LossState:
                 raise InputError(f"{term.spec.name}: no samples to evaluate ({shapes}); give non-empty inputs")
             if sources.weights is not None:  # one more per-sample input of every term
                 arrays = {**arrays, WEIGHTS: weights_for(term.spec, sources.weights, arrays, n)}
+            if sources.weights is not None and self.ci is not None and None in self.groups:
+                self.groups = [g or self._new_groups(t, True) for g, t in zip(self.groups, self.bound)]
+            if sources.weights is not None and self.ci is not None and self.groups[i] is None:
+                self.groups[i] = self._new_groups(term, True)
+                if self.terms[i].samples:
+                    self.groups[i].unavailable = "weights were given after unweighted samples"
+            if rows is not None and len(rows) != n:
+                raise UsageError(f"{option('rows')} has {len(rows)} row indices for {n} samples; give one per sample")
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
                                 acc=self.terms[i], keep_values=self.samples is not None, start=start,
-                                observe=observers[i] if observers else None))
+                                observe=observers[i] if observers else None, groups=self.groups[i], row_ids=rows))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
         return out
@@ -116,13 +146,16 @@ class LossState:
         return values, index
 
     def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None, weights: Any = None,
-               **inputs: Any) -> LossState:
+               rows: Any = None, **inputs: Any) -> LossState:
         """Add samples (along axis 0; CTC: its batch axis) given as arrays by input name.
 
         ``weights``: one non-negative weight per sample (scikit-learn's ``sample_weight``): the mean
         becomes Σ wᵢ·ℓᵢ / Σ wᵢ, the sum Σ wᵢ·ℓᵢ (a batch may be all zero; the value of a state whose
         weights sum to 0 is NaN). ``start`` is the index of the first sample (for the worst samples'
-        indices; default: right after the samples this state has seen). Returns the state itself.
+        indices; default: right after the samples this state has seen). ``rows``: the global row
+        index of each sample (an int64 array, one per sample; default ``start + arange(n)``), for
+        samples that are not consecutive rows (a slice of the data); the worst samples' indices, the
+        jackknife buckets and the bootstrap draws are keyed by it. Returns the state itself.
         """
         check_named_inputs(list(inputs), [term.spec for term in self.bound])
         w = None
@@ -132,9 +165,16 @@ class LossState:
         sources = Sources(preds=_wrap(preds, "preds"), targets=_wrap(targets, "targets"), weights=w,
                           named={k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()})
         first = self.rows if start is None else int(start)
-        plans = self.plans(sources, start=first)
+        row_ids = None
+        if rows is not None:
+            row_ids = np.asarray(rows)
+            if row_ids.ndim != 1 or row_ids.dtype.kind not in "iu" or (row_ids.size and row_ids.min() < 0):
+                raise UsageError(f"{option('rows')} must be a 1-D array of non-negative integer row indices")
+            row_ids = row_ids.astype(np.int64)
+        plans = self.plans(sources, start=first, rows=row_ids)
         run(plans, nan_policy=self.nan_policy, on_progress=lambda _: self.take_chunk(plans), threads=1)
-        self.rows = max(self.rows, first + max(p.n for p in plans))
+        end = first + max(p.n for p in plans) if row_ids is None else int(row_ids.max(initial=-1)) + 1
+        self.rows = max(self.rows, end)
         return self
 
     # ------------------------------------------------------------------------------ merging
@@ -143,8 +183,8 @@ class LossState:
         """A new state holding both states' samples; ``self`` and ``other`` are unchanged."""
         if not isinstance(other, LossState):
             raise TypeError(f"cannot merge a LossState with {type(other).__name__}")
-        mine = (self.canonical, self.reduction, self.nan_policy, self.samples is not None)
-        theirs = (other.canonical, other.reduction, other.nan_policy, other.samples is not None)
+        mine = (self.canonical, self.reduction, self.nan_policy, self.samples is not None, self.ci)
+        theirs = (other.canonical, other.reduction, other.nan_policy, other.samples is not None, other.ci)
         if mine != theirs:
             raise UsageError(f"cannot merge states of different evaluations: {mine} and {theirs}")
         out = LossState.__new__(LossState)
@@ -152,12 +192,15 @@ class LossState:
         out.worst = max(self.worst, other.worst)
         out.terms = [a.merge(b) for a, b in zip(self.terms, other.terms)]
         out.samples = self.samples.merge(other.samples) if self.samples and other.samples else None
+        out.groups = [a.merge(b) if a is not None and b is not None else (a or b)
+                      for a, b in zip(self.groups, other.groups)]
         out.rows = max(self.rows, other.rows)
         return out
 
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
-                "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows}
+                "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
+                "ci": self.ci, "groups": self.groups}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -192,7 +235,62 @@ class LossState:
                             samples=max(a.samples + a.omitted for a in self.terms))
         if self.samples is not None:
             result.summary = self.samples.summary()
+        if self.ci is not None:
+            result.ci = self.interval(value)
         return result
+
+    # ------------------------------------------------------------------------------ intervals
+
+    def is_plain_mean(self) -> bool:
+        """Whether the value is the mean of per-sample values (so the CLT interval applies): every
+        term is a residual loss or was seen to have no weights, divisors or summed statistics."""
+        return all(g is None or not g.ratio for g in self.groups)
+
+    def interval_method(self) -> str:
+        method = self.ci.method
+        if method == "auto":
+            return "clt" if self.is_plain_mean() else "jackknife"
+        return method
+
+    def replicates(self) -> dict[int, float]:
+        """The expression's value per jackknife replicate (all rows but bucket k) or per bootstrap
+        resample: the weighted sum of each term's value from its group sums."""
+        per_term = []
+        for term, groups in zip(self.bound, self.groups):
+            if groups is None:
+                raise UsageError(f"{term.spec.name}: no bucket sums were kept for its interval")
+            with blamed_on_plugin(term.spec.plugin, term.spec.name):
+                per_term.append({g: acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
+                                 for g, acc in groups.group_accumulators().items()})
+        common = set(per_term[0]).intersection(*per_term[1:]) if per_term else set()
+        return {g: sum(t.weight * vals[g] for t, vals in zip(self.bound, per_term)) for g in sorted(common)}
+
+    def unavailable(self) -> str:
+        return next((g.unavailable for g in self.groups if g is not None and g.unavailable), "")
+
+    def interval(self, value: float) -> Interval:
+        """The confidence interval of the value (SPEC §9); see :mod:`lossctl.intervals`."""
+        cfg, method = self.ci, self.interval_method()
+        if method == "clt":
+            if not self.is_plain_mean():
+                return Interval(None, None, cfg.level, "clt", None,
+                                f"{self.expr} is not a mean of per-sample values; use the jackknife or the bootstrap")
+            s = self.samples
+            scale = 1.0
+            if self.expr_reduction == "sum":
+                per = {float(a.denominator.value) / a.samples for a in self.terms if a.samples}
+                if len(per) != 1:
+                    return Interval(None, None, cfg.level, "clt", None, "terms with different sample sizes: no "
+                                                                         "interval for their sum")
+                scale = per.pop() * s.finite
+            return clt_interval(s.finite, s.mean, s.m2, cfg.level, scale, center=value)
+        why = self.unavailable()
+        if why:
+            return Interval(None, None, cfg.level, method, None, why)
+        reps = np.array(list(self.replicates().values()))
+        if method == "jackknife":
+            return jackknife_interval(value, reps, cfg.level)
+        return bootstrap_interval(reps, cfg.level)
 
 
 def _wrap(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:
