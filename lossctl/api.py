@@ -22,7 +22,8 @@ from lossctl.readers import ReadOptions, open_input, open_source
 from lossctl.version import __version__
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Report
-from lossctl.state import LossState
+from lossctl.intervals import CIConfig
+from lossctl.state import LossState, PairedState
 
 
 @dataclass
@@ -32,11 +33,19 @@ class _ExprPlan:
     state: LossState
     terms: list[TermPlan]
     sink: PerSampleSink | None = None
+    paired: PairedState | None = None  # --against: the candidate (state) with its baseline
+    base_terms: list[TermPlan] | None = None
 
     def after_chunk(self) -> None:
-        chunk = self.state.take_chunk(self.terms)
+        if self.paired is not None:
+            chunk = self.paired.take_chunk(self.terms, self.base_terms or [])
+        else:
+            chunk = self.state.take_chunk(self.terms)
         if chunk is not None and self.sink is not None:
             self.sink.write(*chunk)
+
+    def result(self) -> Any:
+        return self.paired.result() if self.paired is not None else self.state.result()
 
 
 def _open(value: Any, name: str, read: ReadOptions | None = None) -> LazyArray | dict[str, LazyArray] | None:
@@ -68,6 +77,8 @@ def evaluate(
     header: str = "auto",
     delimiter: str | None = None,
     classes: str | Sequence[str] | None = None,
+    ci: CIConfig | bool | None = None,
+    against: Any = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -79,6 +90,9 @@ def evaluate(
     provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
     ``header`` (auto | yes | no), ``delimiter`` and ``classes`` (string class labels in the order of
     the logits' columns, a list or ``"a,b,c"``) say how CSV inputs are read (SPEC §5).
+    ``ci`` (True, or a :class:`~lossctl.intervals.CIConfig`) adds each result's confidence interval;
+    ``against`` (a PREDS-like path or array, or an .npz / mapping with the same named inputs) scores a
+    baseline model on the same targets in the same pass: each result gets a paired ``comparison``.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -106,11 +120,23 @@ def evaluate(
             open_input(os.fspath(weights), WEIGHTS) if isinstance(weights, (str, os.PathLike))
             else from_array(weights, WEIGHTS))
         check_weights(sources.weights)
+    ci = CIConfig() if ci is True else (ci or None)
+    base_sources = None
+    if against is not None:
+        base_sources = Sources(preds=_open(against, "preds", read), targets=sources.targets,
+                               named=dict(sources.named), weights=sources.weights)
+        if isinstance(base_sources.preds, dict):  # an .npz of named inputs: its keys replace the candidate's
+            named = dict(base_sources.preds)
+            base_sources.preds = named.pop("preds", None)
+            base_sources.targets = sources.targets
+            base_sources.named.update({k: v for k, v in named.items() if k != "targets"})
 
     with diagnostics.collecting() as warnings:
-        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts))
+        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts), ci,
+                                  base_sources, against)
                  for text in texts]
         all_terms = [t for p in plans for t in p.terms]
+        base_terms = [t for p in plans for t in (p.base_terms or [])]
         used = _used_inputs(all_terms)
         for note in dict.fromkeys(n for a in used.values() for n in getattr(a, "notes", ())):
             diagnostics.warn("input-note", note, level="info")  # (a CSV header read as pandas' column names)
@@ -121,9 +147,9 @@ def evaluate(
                 p.after_chunk()
 
         try:
-            run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
+            run(all_terms + base_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
             pitfalls.finish_all(t.observe for t in all_terms)
-            results = [p.state.result() for p in plans]
+            results = [p.result() for p in plans]
             for p, res in zip(plans, results):
                 if p.sink is not None:
                     p.sink.finish()
@@ -167,11 +193,20 @@ def _classes(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: str, per_sample: str | None,
-                     worst: int, count: int) -> _ExprPlan:
-    state = LossState(text, reduction, worst, nan_policy=nan_policy,
-                      summary=bool(per_sample) or worst > 0 or None)
-    observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-    terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
+                     worst: int, count: int, ci: CIConfig | None = None, base_sources: Sources | None = None,
+                     against: Any = None) -> _ExprPlan:
+    paired = base_terms = None
+    if base_sources is not None:
+        paired = PairedState(text, reduction, worst, nan_policy=nan_policy, ci=ci,
+                             against=os.fspath(against) if isinstance(against, (str, os.PathLike)) else "<array>")
+        state = paired.cand
+        observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
+        terms, base_terms = paired.plans(sources, base_sources, observers=observers)
+    else:
+        state = LossState(text, reduction, worst, nan_policy=nan_policy,
+                          summary=bool(per_sample) or worst > 0 or None, ci=ci)
+        observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
+        terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
     sink = None
     if per_sample:
         path = per_sample
@@ -179,7 +214,7 @@ def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: st
             root, ext = os.path.splitext(path)
             path = f"{root}-{_slug(text)}{ext}"
         sink = PerSampleSink(path)
-    return _ExprPlan(state=state, terms=terms, sink=sink)
+    return _ExprPlan(state=state, terms=terms, sink=sink, paired=paired, base_terms=base_terms)
 
 
 def _slug(text: str) -> str:

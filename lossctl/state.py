@@ -32,11 +32,12 @@ from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights
                              sample_count, weights_for)
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
-from lossctl.intervals import CIConfig, GroupSums, bootstrap_interval, clt_interval, jackknife_interval, BUCKETS
+from lossctl.intervals import (BUCKETS, CIConfig, GroupSums, Moments, bootstrap_interval, clt_interval,
+                               jackknife_interval)
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
-from lossctl.result import Interval, LossResult, TermResult
+from lossctl.result import Comparison, Interval, LossResult, TermResult
 
 
 class LossState:
@@ -291,6 +292,144 @@ class LossState:
         if method == "jackknife":
             return jackknife_interval(value, reps, cfg.level)
         return bootstrap_interval(reps, cfg.level)
+
+
+ROUNDING = 1e-12  # a relative difference treated as float noise: "no_difference"
+
+
+class PairedState:
+    """A candidate model and a baseline model scored on the same rows (``--against``, SPEC §9).
+
+    Two :class:`LossState` of one expression, updated in the same pass over the targets, and the
+    moments of the per-row differences dᵢ = ℓᵢ(candidate) − ℓᵢ(baseline) (the paired CLT interval;
+    the jackknife and the bootstrap difference the two states' replicates, which share row keys).
+    ``update``/``merge``/pickling as for :class:`LossState`.
+    """
+
+    def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
+                 ci: CIConfig | bool | None = None, against: str = "baseline") -> None:
+        self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, summary=True, ci=ci)
+        self.base = LossState(expr, reduction, worst, nan_policy=nan_policy, summary=True, ci=ci)
+        self.diff = Moments()
+        self.against = against
+        self.worst = worst
+
+    @property
+    def ci(self) -> CIConfig | None:
+        return self.cand.ci
+
+    def plans(self, sources: Sources, base_sources: Sources, *, start: int = 0, rows: np.ndarray | None = None,
+              observers: Sequence[Any] | None = None) -> tuple[list[TermPlan], list[TermPlan]]:
+        """The candidate's and the baseline's plans (per-sample values streamed: the pairs need them)."""
+        return (self.cand.plans(sources, start=start, observers=observers, stream_values=True, rows=rows),
+                self.base.plans(base_sources, start=start, stream_values=True, rows=rows))
+
+    def take_chunk(self, cand_plans: Sequence[TermPlan], base_plans: Sequence[TermPlan],
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Both states' chunk; the differences of the rows both kept go into the moments. Returns the
+        candidate's per-sample values (for a per-sample file)."""
+        c, b = self.cand.take_chunk(cand_plans), self.base.take_chunk(base_plans)
+        if c is None or b is None:
+            return c
+        (vc, ic), (vb, ib) = c, b
+        sc, sb = _per_sample(vc, ic), _per_sample(vb, ib)
+        sc, sb = (sc.reshape(len(sc), -1).mean(axis=1) if sc.ndim > 1 else sc,
+                  sb.reshape(len(sb), -1).mean(axis=1) if sb.ndim > 1 else sb)
+        if ic.shape != ib.shape or not np.array_equal(ic, ib):  # --nan-policy omit dropped different rows
+            _, i1, i2 = np.intersect1d(ic, ib, assume_unique=True, return_indices=True)
+            sc, sb = sc[i1], sb[i2]
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = sc - sb
+        self.diff.update(d[np.isfinite(d)])
+        return c
+
+    def update(self, preds: Any = None, baseline: Any = None, targets: Any = None, *, start: int | None = None,
+               rows: Any = None, weights: Any = None, **inputs: Any) -> PairedState:
+        """Add samples: ``preds`` of the candidate, ``baseline`` of the baseline model (arrays, or
+        mappings of named inputs), the shared ``targets`` and named ``inputs``."""
+        w = None if weights is None else (weights if isinstance(weights, LazyArray) else from_array(weights, WEIGHTS))
+        named = {k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()}
+        tgt = _wrap(targets, "targets")
+        sources = Sources(preds=_wrap(preds, "preds"), targets=tgt, weights=w, named=dict(named))
+        base_sources = Sources(preds=_wrap(baseline, "preds"), targets=tgt, weights=w, named=dict(named))
+        first = self.cand.rows if start is None else int(start)
+        row_ids = None if rows is None else np.asarray(rows, dtype=np.int64)
+        cp, bp = self.plans(sources, base_sources, start=first, rows=row_ids)
+        run(cp + bp, nan_policy=self.cand.nan_policy, on_progress=lambda _: self.take_chunk(cp, bp), threads=1)
+        end = first + max(p.n for p in cp) if row_ids is None else int(row_ids.max(initial=-1)) + 1
+        self.cand.rows = self.base.rows = max(self.cand.rows, end)
+        return self
+
+    def merge(self, other: PairedState) -> PairedState:
+        out = PairedState.__new__(PairedState)
+        out.cand, out.base = self.cand.merge(other.cand), self.base.merge(other.base)
+        out.diff = self.diff.merge(other.diff)
+        out.against, out.worst = self.against, max(self.worst, other.worst)
+        return out
+
+    def result(self) -> LossResult:
+        """The candidate's result with its ``comparison`` against the baseline."""
+        res = self.cand.result()
+        with diagnostics.collecting():  # (the baseline's own warnings are the candidate's, once)
+            base = self.base.result()
+        if not self.worst and self.cand.expr_reduction != "none":
+            res.summary = None
+        res.comparison = self.comparison(res.value, base.value)
+        return res
+
+    def comparison(self, value: float, base_value: float) -> Comparison:
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = value - base_value
+        relative = diff / abs(base_value) if math.isfinite(base_value) and base_value != 0 and \
+            math.isfinite(diff) else None
+        diff_ci = self.diff_interval(diff) if self.ci is not None else None
+        return Comparison(against=self.against, paired=True, baseline_value=base_value, diff=diff,
+                          relative=relative, verdict=verdict_of(diff, diff_ci, max(abs(value), abs(base_value))),
+                          diff_ci=diff_ci)
+
+    def diff_interval(self, diff: float) -> Interval:
+        cfg = self.ci
+        plain = self.cand.is_plain_mean() and self.base.is_plain_mean()
+        method = ("clt" if plain else "jackknife") if cfg.method == "auto" else cfg.method
+        if method == "clt":
+            if not plain:
+                return Interval(None, None, cfg.level, "clt", None,
+                                f"{self.cand.expr} is not a mean of per-sample values; use the jackknife or the bootstrap")
+            scale = 1.0
+            if self.cand.expr_reduction == "sum":
+                a = self.cand.terms[0]
+                scale = float(a.denominator.value) / max(a.samples, 1) * self.diff.n
+            return clt_interval(self.diff.n, self.diff.mean, self.diff.m2, cfg.level, scale, center=diff)
+        why = self.cand.unavailable() or self.base.unavailable()
+        if why:
+            return Interval(None, None, cfg.level, method, None, why)
+        rc, rb = self.cand.replicates(), self.base.replicates()
+        reps = np.array([rc[g] - rb[g] for g in sorted(set(rc) & set(rb))])
+        if method == "jackknife":
+            return jackknife_interval(diff, reps, cfg.level)
+        return bootstrap_interval(reps, cfg.level)
+
+    def __repr__(self) -> str:
+        return f"PairedState({self.cand.expr!r}, against={self.against!r})"
+
+
+def verdict_of(diff: float, interval: Interval | None, size: float = 0.0) -> str:
+    """``better`` / ``worse`` / ``no_difference`` for candidate − baseline (lower is better).
+
+    With an interval: ``worse`` when it lies above 0, ``better`` when below, else ``no_difference``
+    (also when the interval could not be computed). Without: the sign of the difference, with
+    ``no_difference`` for a difference within float rounding (1e-12 relative) or not finite."""
+    if interval is not None:
+        if not interval.known:
+            return "no_difference"
+        if interval.low > 0:
+            return "worse"
+        if interval.high < 0:
+            return "better"
+        return "no_difference"
+    if not math.isfinite(diff) or abs(diff) <= ROUNDING * size:
+        return "no_difference"
+    return "worse" if diff > 0 else "better"
 
 
 def _wrap(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:
