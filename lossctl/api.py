@@ -138,6 +138,10 @@ def evaluate(
         all_terms = [t for p in plans for t in p.terms]
         base_terms = [t for p in plans for t in (p.base_terms or [])]
         used = _used_inputs(all_terms)
+        if base_sources is not None:  # the baseline model's predictions: described and digested too
+            for name, arr in _used_inputs(base_terms).items():
+                if name not in used or used[name].identity() != arr.identity():
+                    used[f"against_{name}" if name != "preds" else "against"] = arr
         for note in dict.fromkeys(n for a in used.values() for n in getattr(a, "notes", ())):
             diagnostics.warn("input-note", note, level="info")  # (a CSV header read as pandas' column names)
         hashing = start_hashing(used, hash) if provenance else None  # overlaps the evaluation

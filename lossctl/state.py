@@ -67,6 +67,7 @@ class LossState:
         self.ci = CIConfig() if ci is True else (ci or None)
         if summary is None:
             summary = self.expr_reduction == "none" or worst > 0
+        self.show_summary = summary  # (kept for the CLT alone, the summary is not reported)
         if self.ci is not None and self.ci.method in ("auto", "clt"):
             summary = True  # the CLT reads the per-sample moments
         self.terms = [TermAccumulator() for _ in self.bound]
@@ -196,16 +197,20 @@ class LossState:
         out.groups = [a.merge(b) if a is not None and b is not None else (a or b)
                       for a, b in zip(self.groups, other.groups)]
         out.rows = max(self.rows, other.rows)
+        out.show_summary = self.show_summary or other.show_summary
         return out
 
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
                 "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
-                "ci": self.ci, "groups": self.groups}
+                "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._bind()
+        self.__dict__.setdefault("ci", None)  # (states pickled before intervals)
+        self.__dict__.setdefault("groups", [None] * len(self.bound))
+        self.__dict__.setdefault("show_summary", self.samples is not None)
 
     def __repr__(self) -> str:
         return f"LossState({self.expr!r}, reduction={self.reduction!r}, samples={self.terms[0].samples})"
@@ -234,7 +239,7 @@ class LossState:
         result = LossResult(loss=self.expr, canonical=self.canonical, value=value, reduction=self.expr_reduction,
                             terms=terms, omitted=max(a.omitted for a in self.terms),
                             samples=max(a.samples + a.omitted for a in self.terms))
-        if self.samples is not None:
+        if self.samples is not None and self.show_summary:
             result.summary = self.samples.summary()
         if self.ci is not None:
             result.ci = self.interval(value)
@@ -310,6 +315,7 @@ class PairedState:
                  ci: CIConfig | bool | None = None, against: str = "baseline") -> None:
         self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, summary=True, ci=ci)
         self.base = LossState(expr, reduction, worst, nan_policy=nan_policy, summary=True, ci=ci)
+        self.cand.show_summary = self.base.show_summary = worst > 0 or self.cand.expr_reduction == "none"
         self.diff = Moments()
         self.against = against
         self.worst = worst
@@ -372,8 +378,6 @@ class PairedState:
         res = self.cand.result()
         with diagnostics.collecting():  # (the baseline's own warnings are the candidate's, once)
             base = self.base.result()
-        if not self.worst and self.cand.expr_reduction != "none":
-            res.summary = None
         res.comparison = self.comparison(res.value, base.value)
         return res
 
