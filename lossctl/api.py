@@ -123,13 +123,12 @@ def evaluate(
     ci = CIConfig() if ci is True else (ci or None)
     base_sources = None
     if against is not None:
-        base_sources = Sources(preds=_open(against, "preds", read), targets=sources.targets,
-                               named=dict(sources.named), weights=sources.weights)
-        if isinstance(base_sources.preds, dict):  # an .npz of named inputs: its keys replace the candidate's
-            named = dict(base_sources.preds)
-            base_sources.preds = named.pop("preds", None)
-            base_sources.targets = sources.targets
-            base_sources.named.update({k: v for k, v in named.items() if k != "targets"})
+        base = _open(against, "preds", read)
+        if isinstance(base, dict):  # an .npz of named inputs: its keys replace the candidate's; the targets
+            # and any input it lacks are the candidate's (the same arrays: read once for both)
+            cand = sources.preds if isinstance(sources.preds, dict) else {}
+            base = {**cand, **{k: v for k, v in base.items() if k != "targets"}}
+        base_sources = Sources(preds=base, targets=sources.targets, named=dict(sources.named), weights=sources.weights)
 
     with diagnostics.collecting() as warnings:
         plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts), ci,

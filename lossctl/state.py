@@ -74,6 +74,8 @@ class LossState:
         residual = all(t.spec.fused is not None and t.spec.fused.c_kind is not None for t in self.bound)
         self.groups: list[GroupSums | None] = [self._new_groups(t, not residual) for t in self.bound]
         self.samples: SampleStats | None = SampleStats(k=worst or 10) if summary else None
+        #: the per-sample values' moments alone, for the CLT, when no summary is kept (paired states)
+        self.moments: Moments | None = None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
 
     def _bind(self) -> None:
@@ -126,7 +128,8 @@ class LossState:
             if rows is not None and len(rows) != n:
                 raise UsageError(f"{option('rows')} has {len(rows)} row indices for {n} samples; give one per sample")
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
-                                acc=self.terms[i], keep_values=self.samples is not None, start=start,
+                                acc=self.terms[i], keep_values=self.samples is not None or self.moments is not None,
+                                start=start,
                                 observe=observers[i] if observers else None, groups=self.groups[i], row_ids=rows))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
@@ -194,6 +197,7 @@ class LossState:
         out.worst = max(self.worst, other.worst)
         out.terms = [a.merge(b) for a, b in zip(self.terms, other.terms)]
         out.samples = self.samples.merge(other.samples) if self.samples and other.samples else None
+        out.moments = self.moments.merge(other.moments) if self.moments and other.moments else None
         out.groups = [a.merge(b) if a is not None and b is not None else (a or b)
                       for a, b in zip(self.groups, other.groups)]
         out.rows = max(self.rows, other.rows)
@@ -203,7 +207,7 @@ class LossState:
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
                 "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
-                "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary}
+                "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary, "moments": self.moments}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -211,6 +215,7 @@ class LossState:
         self.__dict__.setdefault("ci", None)  # (states pickled before intervals)
         self.__dict__.setdefault("groups", [None] * len(self.bound))
         self.__dict__.setdefault("show_summary", self.samples is not None)
+        self.__dict__.setdefault("moments", None)
 
     def __repr__(self) -> str:
         return f"LossState({self.expr!r}, reduction={self.reduction!r}, samples={self.terms[0].samples})"
@@ -282,14 +287,16 @@ class LossState:
                 return Interval(None, None, cfg.level, "clt", None,
                                 f"{self.expr} is not a mean of per-sample values; use the jackknife or the bootstrap")
             s = self.samples
+            n, mean, m2 = (s.finite, s.mean, s.m2) if s is not None else (self.moments.n, self.moments.mean,
+                                                                          self.moments.m2)
             scale = 1.0
             if self.expr_reduction == "sum":
                 per = {float(a.denominator.value) / a.samples for a in self.terms if a.samples}
                 if len(per) != 1:
                     return Interval(None, None, cfg.level, "clt", None, "terms with different sample sizes: no "
                                                                          "interval for their sum")
-                scale = per.pop() * s.finite
-            return clt_interval(s.finite, s.mean, s.m2, cfg.level, scale, center=value)
+                scale = per.pop() * n
+            return clt_interval(n, mean, m2, cfg.level, scale, center=value)
         why = self.unavailable()
         if why:
             return Interval(None, None, cfg.level, method, None, why)
@@ -313,9 +320,11 @@ class PairedState:
 
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
                  ci: CIConfig | bool | None = None, against: str = "baseline") -> None:
-        self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, summary=True, ci=ci)
-        self.base = LossState(expr, reduction, worst, nan_policy=nan_policy, summary=True, ci=ci)
-        self.cand.show_summary = self.base.show_summary = worst > 0 or self.cand.expr_reduction == "none"
+        self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci)
+        self.base = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci)
+        for state in (self.cand, self.base):
+            if not state.show_summary:  # the pairs need the per-sample values, not their summary
+                state.samples, state.moments = None, Moments()
         self.diff = Moments()
         self.against = against
         self.worst = worst
@@ -334,13 +343,14 @@ class PairedState:
                    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Both states' chunk; the differences of the rows both kept go into the moments. Returns the
         candidate's per-sample values (for a per-sample file)."""
-        c, b = self.cand.take_chunk(cand_plans), self.base.take_chunk(base_plans)
+        c, b = _chunk(self.cand, cand_plans), _chunk(self.base, base_plans)
         if c is None or b is None:
             return c
         (vc, ic), (vb, ib) = c, b
-        sc, sb = _per_sample(vc, ic), _per_sample(vb, ib)
-        sc, sb = (sc.reshape(len(sc), -1).mean(axis=1) if sc.ndim > 1 else sc,
-                  sb.reshape(len(sb), -1).mean(axis=1) if sb.ndim > 1 else sb)
+        sc, sb = _scores(vc, ic), _scores(vb, ib)
+        for state, score in ((self.cand, sc), (self.base, sb)):
+            if state.moments is not None:
+                state.moments.update(score[np.isfinite(score)])
         if ic.shape != ib.shape or not np.array_equal(ic, ib):  # --nan-policy omit dropped different rows
             _, i1, i2 = np.intersect1d(ic, ib, assume_unique=True, return_indices=True)
             sc, sb = sc[i1], sb[i2]
@@ -415,6 +425,16 @@ class PairedState:
 
     def __repr__(self) -> str:
         return f"PairedState({self.cand.expr!r}, against={self.against!r})"
+
+
+def _chunk(state: LossState, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
+    return state.take_chunk(plans) if state.samples is not None else combine_values(plans)
+
+
+def _scores(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """One value per sample (the mean over a sample's elements), as the per-sample statistics take them."""
+    values = _per_sample(values, index)
+    return values.reshape(len(values), -1).mean(axis=1) if values.ndim > 1 else values
 
 
 def verdict_of(diff: float, interval: Interval | None, size: float = 0.0) -> str:

@@ -270,3 +270,73 @@ def test_cli_ci_usage_errors(tmp_path):
     assert r.exit_code == 2 and "--ci-method" in r.stderr
     r = run_cli(["evaluate", cand, t, "--loss", "mse", "--ci", "--confidence", "2"])
     assert r.exit_code == 2 and "--confidence" in r.stderr
+
+
+def test_against_reads_the_targets_once_per_chunk(monkeypatch, tmp_path):
+    from lossctl.arrays import MemoryArray
+
+    reads: dict[str, int] = {}
+    original = MemoryArray.read
+
+    def counting(self, start, stop, axis=0):
+        reads[self.name] = reads.get(self.name, 0) + (stop - start)
+        return original(self, start, stop, axis)
+
+    monkeypatch.setattr(MemoryArray, "read", counting)
+    rng = np.random.default_rng(8)
+    t = rng.normal(size=5000)
+    from lossctl.api import evaluate
+
+    rep = evaluate(t + rng.normal(size=5000), t, ["mse", "mae"], against=t + rng.normal(size=5000), chunk_size=700,
+                   provenance=False, ci=True)
+    assert reads["targets"] == 5000  # one pass over the targets for both models and both losses
+    assert all(r.comparison is not None and r.ci is not None for r in rep.results)
+
+
+def test_against_npz_with_named_inputs_and_combined_expression(tmp_path):
+    rng = np.random.default_rng(9)
+    n = 300
+    x1, x2 = rng.normal(size=(n, 4)), rng.normal(size=(n, 4))
+    y = rng.integers(0, 2, size=n)
+    b1 = x1 + 0.1 * rng.normal(size=(n, 4))
+    np.savez(tmp_path / "cand.npz", x1=x1, x2=x2, targets=y)
+    np.savez(tmp_path / "base.npz", x1=b1, x2=x2)
+    r = run_cli(["evaluate", tmp_path / "cand.npz", "--loss", "contrastive + 0.5*contrastive(margin=2)",
+                 "--against", tmp_path / "base.npz", "--ci", "--ci-method", "jackknife", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"][0]
+    from lossctl import LossState
+
+    ref_base = LossState("contrastive + 0.5*contrastive(margin=2)").update(x1=b1, x2=x2, targets=y).result().value
+    assert res["comparison"]["baseline_value"] == pytest.approx(ref_base, rel=1e-12)
+    assert res["comparison"]["diff_method"] == "jackknife" and len(res["comparison"]["diff_ci"]) == 2
+
+
+def test_scoring_file_against_and_ci(tmp_path):
+    t, base, cand = _pair(tmp_path, 12, 4000, 0.10)
+    cfg = tmp_path / "scoring.yaml"
+    cfg.write_text(f"inputs: {{preds: {cand}, targets: {t}}}\nlosses: [mse]\nagainst: {base}\n"
+                   f"ci: {{level: 0.9, method: bootstrap, seed: 3, resamples: 200}}\n"
+                   f"baseline: {{report: {tmp_path / 'none.json'}, max_increase: 1%}}\n".replace(
+                       f"baseline: {{report: {tmp_path / 'none.json'}, max_increase: 1%}}\n", ""))
+    r = run_cli(["evaluate", "--config", cfg, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"][0]
+    assert res["ci"]["level"] == 0.9 and res["ci"]["method"] == "bootstrap"
+    assert res["comparison"]["diff_method"] == "bootstrap" and res["comparison"]["verdict"] == "worse"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("losses: [mse]\nci: {levl: 0.9}\n")
+    r = run_cli(["evaluate", "x.npy", "y.npy", "--config", bad])
+    assert r.exit_code == 2 and "ci.level" in r.stderr
+
+
+def test_markdown_and_junit_show_interval_and_verdict(tmp_path):
+    t, base, cand = _pair(tmp_path, 99, 20000, 0.10)
+    md = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", base, "--ci", "--max-increase", "1%",
+                  "--format", "markdown"])
+    assert md.exit_code == 1
+    line = next(x for x in md.stdout.splitlines() if x.startswith("- `mse`"))
+    assert "(95 % clt)" in line and "**worse**" in line and "against: fail" in line
+    xml = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", base, "--ci", "--max-increase", "1%",
+                   "--format", "junit"])
+    assert "verdict: fail" in xml.stdout and "interval: [" in xml.stdout
