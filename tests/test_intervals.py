@@ -340,3 +340,11 @@ def test_markdown_and_junit_show_interval_and_verdict(tmp_path):
     xml = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", base, "--ci", "--max-increase", "1%",
                    "--format", "junit"])
     assert "verdict: fail" in xml.stdout and "interval: [" in xml.stdout
+
+
+def test_inconclusive_is_a_warning_that_strict_does_not_turn_into_exit_2(tmp_path):
+    t, base, cand = _pair(tmp_path, 4, 500, 0.0)
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", base, "--ci", "--max-increase", "0.1%",
+                 "--strict", "--github"])
+    assert r.exit_code == 0, r.output
+    assert "::warning title=lossctl%3A inconclusive::" in r.stderr

@@ -177,8 +177,9 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
             append_step_summary(summary)
         except OSError as exc:
             console.warn(f"could not append to $GITHUB_STEP_SUMMARY: {exc.strerror or exc}")
-    if s.strict and any(w.level != "info" for w in report.warnings):
-        n = sum(w.level != "info" for w in report.warnings)
+    # (an inconclusive gate is a statistical outcome, not bad input: --strict does not make it exit 2)
+    if s.strict and any(w.level != "info" and w.code != "inconclusive" for w in report.warnings):
+        n = sum(w.level != "info" and w.code != "inconclusive" for w in report.warnings)
         raise UsageError(f"--strict: {n} warning{'s' if n != 1 else ''} (see above); fix the inputs or the "
                          f"loss, or drop --strict")
     if not report.passed:
