@@ -291,8 +291,12 @@ def baseline_check(label: str, old: float, new: float, tolerance: Tolerance, dif
                              "change_pct": change_pct(old, new), "max_increase": tolerance.describe()}
     if diff_ci is not None and _non_finite(new) is None and _non_finite(old) is None:
         extra["diff_ci"] = list(diff_ci)
-        return interval_check(kind, label, "the increase's", diff_ci[0], diff_ci[1], tolerance.allowed(old),
-                              extra, inconclusive)
+        check = interval_check(kind, label, "the increase's", diff_ci[0], diff_ci[1], tolerance.allowed(old),
+                               extra, inconclusive)
+        if check.extra["verdict"] == "fail":
+            check.message = (f"{label} = {_fmt(new)} got worse than the baseline {_fmt(old)} by more than the allowed "
+                             f"increase {tolerance.describe()}: {check.message.removeprefix(label + ': ')}")
+        return check
     bad_new, bad_old = _non_finite(new), _non_finite(old)
     if bad_new is not None:
         return _verdict(Check(kind, None, False, f"{label} is {bad_new}, which never passes a gate "

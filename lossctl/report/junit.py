@@ -68,7 +68,7 @@ def _out(res: LossResult, check: Check | None) -> str:
             lines.append(f"interval: {interval_text(res.ci)}")
         if res.comparison is not None:
             lines.append(comparison_text(res).replace("`", "").replace("**", ""))
-    if check is not None and "verdict" in check.extra:
+    if check is not None and "verdict" in check.extra and (res.ci is not None or res.comparison is not None):
         lines.append(f"verdict: {check.extra['verdict']}")
     if res.summary is not None and res.summary.count:
         lines.append(_summary_text(res.summary))
