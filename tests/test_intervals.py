@@ -348,3 +348,22 @@ def test_inconclusive_is_a_warning_that_strict_does_not_turn_into_exit_2(tmp_pat
                  "--strict", "--github"])
     assert r.exit_code == 0, r.output
     assert "::warning title=lossctl%3A inconclusive::" in r.stderr
+
+
+def test_coverage_paired_dice_difference_jackknife():
+    # a ratio of sums, paired: per pixel t ~ Bernoulli(1/2); model A: p ~ U(0, 1) independent of t
+    # (global dice 1 − 2·E[pt]/(E[p] + E[t]) = 1/2); model B: p ~ U(1/2, 1) on t = 1, U(0, 1/2) on
+    # t = 0 (1 − 2·0.375/1 = 1/4). The true difference A − B is 1/4.
+    n = 400
+
+    def make(rng):
+        t = (rng.uniform(size=(n, 4)) < 0.5).astype(float)
+        a = rng.uniform(size=(n, 4))
+        b = np.where(t == 1, rng.uniform(0.5, 1, size=(n, 4)), rng.uniform(0, 0.5, size=(n, 4)))
+        state = PairedState("dice(smooth=0)", ci=CIConfig())
+        return state.update(preds=a, baseline=b, targets=t).result().comparison.diff_ci
+
+    iv = make(np.random.default_rng(0))
+    assert iv.method == "jackknife"
+    cov = _coverage(make, 0.25)
+    assert 0.93 <= cov <= 0.97, cov
