@@ -201,10 +201,11 @@ def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: st
     paired = base_terms = None
     if base_sources is not None:
         paired = PairedState(text, reduction, worst, nan_policy=nan_policy, ci=ci,
-                             against=os.fspath(against) if isinstance(against, (str, os.PathLike)) else "<array>")
+                             against=os.fspath(against) if isinstance(against, (str, os.PathLike)) else "<array>",
+                             summary=bool(per_sample) or worst > 0 or None)
         state = paired.cand
         observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-        terms, base_terms = paired.plans(sources, base_sources, observers=observers)
+        terms, base_terms = paired.plans(sources, base_sources, observers=observers, stream_values=bool(per_sample))
     else:
         state = LossState(text, reduction, worst, nan_policy=nan_policy,
                           summary=bool(per_sample) or worst > 0 or None, ci=ci)

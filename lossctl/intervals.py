@@ -174,7 +174,8 @@ class Moments:
         if x.size:
             mean = float(np.add.reduce(x)) / x.size
             d = x - mean
-            self._combine(x.size, mean, float(np.add.reduce(d * d)))
+            d *= d
+            self._combine(x.size, mean, float(np.add.reduce(d)))
 
     def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
         n = self.n + n_b

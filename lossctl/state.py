@@ -319,12 +319,15 @@ class PairedState:
     """
 
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
-                 ci: CIConfig | bool | None = None, against: str = "baseline") -> None:
-        self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci)
+                 ci: CIConfig | bool | None = None, against: str = "baseline", summary: bool | None = None) -> None:
+        self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci, summary=summary)
         self.base = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci)
+        #: the CLT needs each row's pair of values; otherwise the two states' sums (and their
+        #: buckets/resamples) are all a comparison needs, and the fast paths may take them
+        self.pairs = self.cand.ci is not None and self.cand.ci.method in ("auto", "clt")
         for state in (self.cand, self.base):
             if not state.show_summary:  # the pairs need the per-sample values, not their summary
-                state.samples, state.moments = None, Moments()
+                state.samples, state.moments = None, (Moments() if self.pairs else None)
         self.diff = Moments()
         self.against = against
         self.worst = worst
@@ -334,15 +337,21 @@ class PairedState:
         return self.cand.ci
 
     def plans(self, sources: Sources, base_sources: Sources, *, start: int = 0, rows: np.ndarray | None = None,
-              observers: Sequence[Any] | None = None) -> tuple[list[TermPlan], list[TermPlan]]:
-        """The candidate's and the baseline's plans (per-sample values streamed: the pairs need them)."""
-        return (self.cand.plans(sources, start=start, observers=observers, stream_values=True, rows=rows),
-                self.base.plans(base_sources, start=start, stream_values=True, rows=rows))
+              observers: Sequence[Any] | None = None, stream_values: bool = False,
+              ) -> tuple[list[TermPlan], list[TermPlan]]:
+        """The candidate's and the baseline's plans (per-sample values streamed when the pairs need
+        them, or ``stream_values``: the candidate's go to a per-sample file)."""
+        return (self.cand.plans(sources, start=start, observers=observers, stream_values=self.pairs or stream_values,
+                                rows=rows),
+                self.base.plans(base_sources, start=start, stream_values=self.pairs, rows=rows))
 
     def take_chunk(self, cand_plans: Sequence[TermPlan], base_plans: Sequence[TermPlan],
                    ) -> tuple[np.ndarray, np.ndarray] | None:
         """Both states' chunk; the differences of the rows both kept go into the moments. Returns the
         candidate's per-sample values (for a per-sample file)."""
+        if not self.pairs:
+            self.base.take_chunk(base_plans)
+            return self.cand.take_chunk(cand_plans)
         c, b = _chunk(self.cand, cand_plans), _chunk(self.base, base_plans)
         if c is None or b is None:
             return c
@@ -350,13 +359,13 @@ class PairedState:
         sc, sb = _scores(vc, ic), _scores(vb, ib)
         for state, score in ((self.cand, sc), (self.base, sb)):
             if state.moments is not None:
-                state.moments.update(score[np.isfinite(score)])
+                state.moments.update(score if np.isfinite(np.add.reduce(score)) else score[np.isfinite(score)])
         if ic.shape != ib.shape or not np.array_equal(ic, ib):  # --nan-policy omit dropped different rows
             _, i1, i2 = np.intersect1d(ic, ib, assume_unique=True, return_indices=True)
             sc, sb = sc[i1], sb[i2]
         with np.errstate(invalid="ignore", over="ignore"):
             d = sc - sb
-        self.diff.update(d[np.isfinite(d)])
+        self.diff.update(d if np.isfinite(np.add.reduce(d)) else d[np.isfinite(d)])
         return c
 
     def update(self, preds: Any = None, baseline: Any = None, targets: Any = None, *, start: int | None = None,
@@ -380,7 +389,7 @@ class PairedState:
         out = PairedState.__new__(PairedState)
         out.cand, out.base = self.cand.merge(other.cand), self.base.merge(other.base)
         out.diff = self.diff.merge(other.diff)
-        out.against, out.worst = self.against, max(self.worst, other.worst)
+        out.against, out.worst, out.pairs = self.against, max(self.worst, other.worst), self.pairs
         return out
 
     def result(self) -> LossResult:

@@ -367,3 +367,19 @@ def test_coverage_paired_dice_difference_jackknife():
     assert iv.method == "jackknife"
     cov = _coverage(make, 0.25)
     assert 0.93 <= cov <= 0.97, cov
+
+
+@pytest.mark.parametrize("ci", [[], ["--ci"]])
+def test_against_keeps_per_sample_file_and_worst(tmp_path, ci):
+    t, base, cand = _pair(tmp_path, 14, 6000, 0.0)  # beyond the exact-summary limit: the fast paths' territory
+    out = tmp_path / "ps.npy"
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", base, "--worst", "2", "--per-sample", out,
+                 "--format", "json", *ci])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)["results"][0]
+    x = (np.load(cand) - np.load(t)) ** 2
+    assert np.allclose(np.load(out), x, rtol=1e-12)
+    assert [w["index"] for w in res["summary"]["worst"]] == list(np.argsort(-x)[:2])
+    xb = (np.load(base) - np.load(t)) ** 2
+    assert res["comparison"]["baseline_value"] == pytest.approx(xb.mean(), rel=1e-12)
+    assert ("ci" in res) == bool(ci)
