@@ -383,3 +383,11 @@ def test_against_keeps_per_sample_file_and_worst(tmp_path, ci):
     xb = (np.load(base) - np.load(t)) ** 2
     assert res["comparison"]["baseline_value"] == pytest.approx(xb.mean(), rel=1e-12)
     assert ("ci" in res) == bool(ci)
+
+
+def test_table_shows_interval_comparison_and_inconclusive(tmp_path):
+    t, base, cand = _pair(tmp_path, 4, 500, 0.0)
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", base, "--ci", "--max-increase", "0.1%"])
+    assert r.exit_code == 0
+    assert "interval" in r.stdout and "95% clt" in r.stdout and "no_difference" in r.stdout
+    assert "INCONCLUSIVE" in r.stdout
