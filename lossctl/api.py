@@ -123,7 +123,7 @@ def evaluate(
     ci = CIConfig() if ci is True else (ci or None)
     base_sources = None
     if against is not None:
-        base = _open(against, "preds", read)
+        base = _open(against, "against", read)
         if isinstance(base, dict):  # an .npz of named inputs: its keys replace the candidate's; the targets
             # and any input it lacks are the candidate's (the same arrays: read once for both)
             cand = sources.preds if isinstance(sources.preds, dict) else {}

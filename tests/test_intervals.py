@@ -391,3 +391,15 @@ def test_table_shows_interval_comparison_and_inconclusive(tmp_path):
     assert r.exit_code == 0
     assert "interval" in r.stdout and "95% clt" in r.stdout and "no_difference" in r.stdout
     assert "INCONCLUSIVE" in r.stdout
+
+
+def test_against_errors_name_the_file(tmp_path):
+    t, base, cand = _pair(tmp_path, 15, 50, 0.0)
+    short = tmp_path / "short.npy"
+    np.save(short, np.zeros(10))
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", short])
+    assert r.exit_code == 2 and "short.npy" in r.stderr and "(10,)" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--against", tmp_path / "missing.npy"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: against: no such file")
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--max-increase", "1%"])
+    assert r.exit_code == 2 and "--against" in r.stderr
