@@ -403,3 +403,17 @@ def test_against_errors_name_the_file(tmp_path):
     assert r.exit_code == 2 and r.stderr.startswith("error: against: no such file")
     r = run_cli(["evaluate", cand, t, "--loss", "mse", "--max-increase", "1%"])
     assert r.exit_code == 2 and "--against" in r.stderr
+
+
+def test_nan_values_give_no_interval_and_never_pass(tmp_path):
+    t, base, cand = _pair(tmp_path, 16, 100, 0.0)
+    p = np.load(cand)
+    p[5] = np.nan
+    np.save(cand, p)
+    r = run_cli(["evaluate", cand, t, "--loss", "mse", "--nan-policy", "propagate", "--against", base, "--ci",
+                 "--max-increase", "1%", "--fail-above", "mse=100", "--format", "json"])
+    assert r.exit_code == 1, r.output
+    res = json.loads(r.stdout)["results"][0]  # (valid JSON: no NaN literal)
+    assert res["ci"]["low"] is None and res["ci"]["note"]
+    assert res["comparison"]["verdict"] == "no_difference"
+    assert {c["verdict"] for c in res["checks"]} == {"fail"}
