@@ -4,7 +4,8 @@ The public Python API:
 
 * ``lossctl.functional``: every loss as a function, ``huber(preds, targets, delta=1.0)``.
 * ``lossctl.evaluate(preds, targets, loss="huber")``: the result object the CLI renders.
-* ``lossctl.LossState("huber")``: the mergeable state under every evaluation (update/merge/result).
+* ``lossctl.LossState("huber")``: the mergeable state under every evaluation (update/merge/result);
+  ``lossctl.CIConfig`` sets up its confidence intervals, ``lossctl.PairedState`` compares two models.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from lossctl.version import __version__
 
 if TYPE_CHECKING:  # pragma: no cover
     from lossctl.api import evaluate as evaluate
+    from lossctl.intervals import CIConfig as CIConfig
     from lossctl.state import LossState as LossState
+    from lossctl.state import PairedState as PairedState
 
-__all__ = ["LossState", "__version__", "evaluate"]
+__all__ = ["CIConfig", "LossState", "PairedState", "__version__", "evaluate"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +33,12 @@ def __getattr__(name: str) -> Any:
         from lossctl.state import LossState
 
         return LossState
+    if name == "PairedState":
+        from lossctl.state import PairedState
+
+        return PairedState
+    if name == "CIConfig":
+        from lossctl.intervals import CIConfig
+
+        return CIConfig
     raise AttributeError(f"module 'lossctl' has no attribute {name!r}")

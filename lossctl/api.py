@@ -23,7 +23,8 @@ from lossctl.readers.remote import nest_options
 from lossctl.version import __version__
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Report
-from lossctl.state import LossState
+from lossctl.intervals import CIConfig
+from lossctl.state import LossState, PairedState
 
 
 @dataclass
@@ -33,11 +34,19 @@ class _ExprPlan:
     state: LossState
     terms: list[TermPlan]
     sink: PerSampleSink | None = None
+    paired: PairedState | None = None  # --against: the candidate (state) with its baseline
+    base_terms: list[TermPlan] | None = None
 
     def after_chunk(self) -> None:
-        chunk = self.state.take_chunk(self.terms)
+        if self.paired is not None:
+            chunk = self.paired.take_chunk(self.terms, self.base_terms or [])
+        else:
+            chunk = self.state.take_chunk(self.terms)
         if chunk is not None and self.sink is not None:
             self.sink.write(*chunk)
+
+    def result(self) -> Any:
+        return self.paired.result() if self.paired is not None else self.state.result()
 
 
 def _open(value: Any, name: str, read: ReadOptions | None = None) -> LazyArray | dict[str, LazyArray] | None:
@@ -73,6 +82,8 @@ def evaluate(
     engine: str | None = None,
     scheduler: Any = None,
     data: Any = None,
+    ci: CIConfig | bool | None = None,
+    against: Any = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -92,6 +103,10 @@ def evaluate(
     (on the current ``Client`` unless ``scheduler`` says otherwise). ``data``: a pandas or dask
     DataFrame whose columns ``preds``, ``targets``, ``inputs`` and ``weights`` name (a list of columns
     is an (N, C) input): ``evaluate(preds="y_pred", targets="y_true", data=ddf, loss="mse")``.
+
+    ``ci`` (True, or a :class:`~lossctl.intervals.CIConfig`) adds each result's confidence interval;
+    ``against`` (a PREDS-like path or array, or an .npz / mapping with the same named inputs) scores a
+    baseline model on the same targets in the same pass: each result gets a paired ``comparison``.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -121,10 +136,16 @@ def evaluate(
         if per_sample:
             raise UsageError(f"{option('per_sample')} writes one value per sample in order, which needs "
                              f"{option('engine', 'local')}; drop one of them")
+        if against is not None:
+            raise UsageError(f"{option('against')} pairs two models row by row in one pass, which needs "
+                             f"{option('engine', 'local')} for now; drop one of them")
         from lossctl import dask_engine
 
         dask_engine.require()
         if not all(isinstance(v, (str, os.PathLike)) for v in given.values()):
+            if ci:
+                raise UsageError(f"{option('ci')} on dask arrays is not supported yet: save the arrays (.npy) "
+                                 f"and evaluate the files with {option('engine', 'dask')}, or drop {option('ci')}")
             return _evaluate_arrays(texts, given, reduction, nan_policy, worst, provenance, scheduler)
     elif any(_is_dask(v) for v in given.values()):
         raise UsageError(f"dask inputs are evaluated by dask: drop {option('engine', 'local')}, or pass NumPy arrays")
@@ -138,12 +159,27 @@ def evaluate(
             open_input(os.fspath(weights), WEIGHTS, read) if isinstance(weights, (str, os.PathLike))
             else from_array(weights, WEIGHTS))
         check_weights(sources.weights)
+    ci = CIConfig() if ci is True else (ci or None)
+    base_sources = None
+    if against is not None:
+        base = _open(against, "against", read)
+        if isinstance(base, dict):  # an .npz of named inputs: its keys replace the candidate's; the targets
+            # and any input it lacks are the candidate's (the same arrays: read once for both)
+            cand = sources.preds if isinstance(sources.preds, dict) else {}
+            base = {**cand, **{k: v for k, v in base.items() if k != "targets"}}
+        base_sources = Sources(preds=base, targets=sources.targets, named=dict(sources.named), weights=sources.weights)
 
     with diagnostics.collecting() as warnings:
-        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts))
+        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts), ci,
+                                  base_sources, against)
                  for text in texts]
         all_terms = [t for p in plans for t in p.terms]
+        base_terms = [t for p in plans for t in (p.base_terms or [])]
         used = _used_inputs(all_terms)
+        if base_sources is not None:  # the baseline model's predictions: described and digested too
+            for name, arr in _used_inputs(base_terms).items():
+                if name not in used or used[name].identity() != arr.identity():
+                    used[f"against_{name}" if name != "preds" else "against"] = arr
         for note in dict.fromkeys(n for a in used.values() for n in getattr(a, "notes", ())):
             diagnostics.warn("input-note", note, level="info")  # (a CSV header read as pandas' column names)
         hashing = start_hashing(used, hash) if provenance else None  # overlaps the evaluation
@@ -155,14 +191,14 @@ def evaluate(
         try:
             if engine == "dask":
                 engine_info = _run_dask(texts, plans, preds, targets, inputs or {}, weights, read, reduction,
-                                        nan_policy, worst, scheduler, chunk_size)
+                                        nan_policy, worst, scheduler, chunk_size, ci)
             else:
-                run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
+                run(all_terms + base_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
                 pitfalls.finish_all(t.observe for t in all_terms)
                 from lossctl import workers as workers_module
 
                 engine_info = {"name": "local", "workers": workers_module.worker_count(None), "partitions": 1}
-            results = [p.state.result() for p in plans]
+            results = [p.result() for p in plans]
             for p, res in zip(plans, results):
                 if p.sink is not None:
                     p.sink.finish()
@@ -212,7 +248,7 @@ def _columns(data: Any, preds: Any, targets: Any, inputs: Mapping[str, Any] | No
     return col(preds, "preds"), col(targets, "targets"), named, col(weights, "weights")
 
 
-def _evaluation(texts: Sequence[str], reduction: str, nan_policy: str, worst: int) -> Any:
+def _evaluation(texts: Sequence[str], reduction: str, nan_policy: str, worst: int, ci: Any = None) -> Any:
     import sys
 
     from lossctl.dask_engine import Evaluation
@@ -225,17 +261,17 @@ def _evaluation(texts: Sequence[str], reduction: str, nan_policy: str, worst: in
         if path and (term.spec.plugin or "").startswith("lossctl_plugin_") and path not in plugins:
             plugins.append(path)  # (--plugin FILE.py; an entry point's module is importable on the workers)
     return Evaluation(tuple(texts), reduction, nan_policy, worst, tuple(worst > 0 or None for _ in texts),
-                      tuple(plugins), custom=any(t.spec.plugin for t in terms))
+                      tuple(plugins), custom=any(t.spec.plugin for t in terms), ci=ci)
 
 
 def _run_dask(texts: Sequence[str], plans: Sequence[_ExprPlan], preds: Any, targets: Any, inputs: Mapping[str, Any],
               weights: Any, read: ReadOptions, reduction: str, nan_policy: str, worst: int, scheduler: Any,
-              chunk_size: int | None) -> dict[str, Any]:
+              chunk_size: int | None, ci: Any = None) -> dict[str, Any]:
     """Evaluate the planned expressions over files on dask; their merged states replace the plans'."""
     from lossctl import dask_engine
 
     files = dask_engine.file_inputs(preds, targets, inputs, weights, read)
-    outcome = dask_engine.evaluate_files(_evaluation(texts, reduction, nan_policy, worst), files,
+    outcome = dask_engine.evaluate_files(_evaluation(texts, reduction, nan_policy, worst, ci), files,
                                          [p.terms for p in plans], scheduler, chunk_size)
     for p, st in zip(plans, outcome.states):
         p.state = st
@@ -304,11 +340,21 @@ def _classes(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: str, per_sample: str | None,
-                     worst: int, count: int) -> _ExprPlan:
-    state = LossState(text, reduction, worst, nan_policy=nan_policy,
-                      summary=bool(per_sample) or worst > 0 or None)
-    observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-    terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
+                     worst: int, count: int, ci: CIConfig | None = None, base_sources: Sources | None = None,
+                     against: Any = None) -> _ExprPlan:
+    paired = base_terms = None
+    if base_sources is not None:
+        paired = PairedState(text, reduction, worst, nan_policy=nan_policy, ci=ci,
+                             against=os.fspath(against) if isinstance(against, (str, os.PathLike)) else "<array>",
+                             summary=bool(per_sample) or worst > 0 or None)
+        state = paired.cand
+        observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
+        terms, base_terms = paired.plans(sources, base_sources, observers=observers, stream_values=bool(per_sample))
+    else:
+        state = LossState(text, reduction, worst, nan_policy=nan_policy,
+                          summary=bool(per_sample) or worst > 0 or None, ci=ci)
+        observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
+        terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
     sink = None
     if per_sample:
         path = per_sample
@@ -316,7 +362,7 @@ def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: st
             root, ext = os.path.splitext(path)
             path = f"{root}-{_slug(text)}{ext}"
         sink = PerSampleSink(path)
-    return _ExprPlan(state=state, terms=terms, sink=sink)
+    return _ExprPlan(state=state, terms=terms, sink=sink, paired=paired, base_terms=base_terms)
 
 
 def _slug(text: str) -> str:

@@ -184,11 +184,12 @@ class Evaluation:
     summary: tuple[bool | None, ...]
     plugins: tuple[str, ...] = ()  # plugin files whose losses the expressions use (loaded on the worker)
     custom: bool = False  # a loss comes from a plugin (a file above, or an installed entry point)
+    ci: Any = None  # a CIConfig (--ci): the interval's buckets/resamples are keyed by row, so they merge
 
     def states(self) -> list[LossState]:
         if self.custom:
             _load_plugins(self.plugins)
-        return [LossState(e, self.reduction, self.worst, nan_policy=self.nan_policy, summary=s)
+        return [LossState(e, self.reduction, self.worst, nan_policy=self.nan_policy, summary=s, ci=self.ci)
                 for e, s in zip(self.exprs, self.summary)]
 
 

@@ -25,6 +25,7 @@ from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
 from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.binding import WEIGHTS
+from lossctl.intervals import GroupSums, part_sums, poisson_weights, bucket_of, row_sums
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -68,6 +69,15 @@ class TermPlan:
     start: int = 0  # global index of the plan's first sample (per-sample indices)
     #: where the fused path may put per-sample statistics directly (the values are wanted for nothing else)
     samples: SampleStats | None = None
+    #: per-bucket / per-resample sums for confidence intervals (lossctl.intervals); the plan then
+    #: takes the kernels, which give per-sample sums
+    groups: GroupSums | None = None
+    #: the global row index of each of the plan's samples (non-contiguous rows: slices); None: start + i
+    row_ids: np.ndarray | None = None
+
+    def global_rows(self, index: np.ndarray) -> np.ndarray:
+        """Global row indices of the plan's samples at local positions ``index``."""
+        return self.row_ids[index] if self.row_ids is not None else index + self.start
 
     @property
     def spec(self) -> LossSpec:
@@ -153,7 +163,8 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     passes = []
     for n, group in groups.items():
         fused = {id(p): f for p in group  # (the fused sums are unweighted: weighted plans take the kernels)
-                 if FAST_PATHS and WEIGHTS not in p.arrays and (f := fast.fused_for(p)) is not None}
+                 if FAST_PATHS and WEIGHTS not in p.arrays and p.groups is None and p.row_ids is None
+                 and (f := fast.fused_for(p)) is not None}
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
@@ -266,6 +277,7 @@ class _ChunkResult:
     index: np.ndarray
     omitted: int
     weights: np.ndarray | None = None  # the chunk's sample weights (--weights)
+    groups: Any = None  # ("rows", per-row sums, rows) | ("groups", sums, stats) | ("unavailable", why)
 
 
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
@@ -421,7 +433,58 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
     if weights is not None and part.stats and "sample_weight" not in kwargs:
         raise UsageError(f"{spec.name} cannot be weighted per sample: its kernel sums statistics over samples "
                          f"without taking sample_weight; evaluate it without {option('weights')}")
-    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights)
+    groups = None
+    if plan.groups is not None:
+        groups = _group_sums(plan, part, chunk, kwargs, weights, plan.global_rows(index))
+    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups)
+
+
+def _group_sums(plan: TermPlan, part: Part, chunk: dict[str, np.ndarray], kwargs: dict[str, Any],
+                weights: np.ndarray | None, rows: np.ndarray) -> Any:
+    """One chunk's contribution to the plan's jackknife buckets / bootstrap resamples.
+
+    A loss whose sums are per sample gives each row's share of them (one kernel call). A loss with
+    extra statistics summed over the chunk (global Dice) is run again per bucket on that bucket's
+    rows, or (bootstrap) once per resample with the draws as ``sample_weight``."""
+    if not part.stats:
+        per_row = row_sums(part, weights, len(rows))
+        if per_row is not None:
+            return ("rows", per_row, rows)
+        return ("unavailable", f"{plan.spec.name} has no per-sample values, so rows cannot be resampled")
+    spec, groups = plan.spec, plan.groups
+    kernel_weight = "sample_weight" in kwargs or _takes_sample_weight(spec.kernel)
+    base = np.ones(len(rows)) if weights is None else weights
+    sums = np.zeros((groups.groups, 4))
+    stats: dict[str, np.ndarray] = {}
+
+    def add(g: int, p: Part, w: np.ndarray | None, count: float) -> None:
+        sums[g, :3] = part_sums(p, w)
+        sums[g, 3] = count
+        for key, val in (p.stats or {}).items():
+            val = np.asarray(val, dtype=np.float64)
+            stats.setdefault(key, np.zeros((groups.groups,) + val.shape))[g] = val
+
+    if groups.kind == "jackknife":
+        bucket = bucket_of(rows)
+        for g in np.unique(bucket):
+            mask = bucket == g
+            sub = {name: np.compress(mask, arr, axis=spec.sample_axis(name)) for name, arr in chunk.items()}
+            kw = dict(kwargs)
+            if "sample_weight" in kw:
+                kw["sample_weight"] = weights[mask]
+            with blamed_on_plugin(spec.plugin, spec.name):
+                add(int(g), _as_part(spec.kernel(**sub, **kw)), None if weights is None else weights[mask],
+                    float(mask.sum()))
+        return ("groups", sums, stats)
+    if not kernel_weight:
+        return ("unavailable", f"{spec.name} sums statistics over samples and cannot weight them, so it has "
+                               f"no bootstrap; use {option('ci_method', 'jackknife')}")
+    draws = poisson_weights(rows, groups.seed, groups.groups)
+    for g in range(groups.groups):
+        w = draws[g] * base
+        with blamed_on_plugin(spec.plugin, spec.name):
+            add(g, _as_part(spec.kernel(**chunk, **{**kwargs, "sample_weight": w})), w, float(draws[g].sum()))
+    return ("groups", sums, stats)
 
 
 _TAKES_SAMPLE_WEIGHT: dict[Any, bool] = {}
@@ -467,9 +530,29 @@ def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
         return
     plan.acc.samples += len(res.index)
     plan.add(part, res.weights)
+    if res.groups is not None:
+        plan.groups.ratio = plan.groups.ratio or _is_ratio(part, res.weights)
+        kind, *data = res.groups
+        if kind == "rows":
+            plan.groups.add_rows(*data)
+        elif kind == "groups":
+            plan.groups.add_groups(*data)
+        else:
+            plan.groups.unavailable = plan.groups.unavailable or data[0]
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
-        plan.indices.append(res.index + plan.start)
+        plan.indices.append(plan.global_rows(res.index))
+
+
+def _is_ratio(part: Part, weights: np.ndarray | None) -> bool:
+    """Whether a chunk's mean is not the plain mean of its per-sample values: a weight per element
+    other than 1, a per-sample divisor, statistics summed over samples, or sample weights."""
+    if weights is not None or part.mean_values is not None or part.stats:
+        return True
+    if part.weight is None:
+        return False
+    w = np.asarray(part.weight)
+    return w.ndim == 0 or not bool(np.all(w == 1))
 
 
 def _apply_nan_policy(plan: TermPlan, chunk: dict[str, np.ndarray], index: np.ndarray, policy: str,

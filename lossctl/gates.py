@@ -18,6 +18,16 @@ Rules, chosen so that a gate fails for the right reasons only:
 * A baseline value that was non-finite cannot be regressed from: a finite value now passes (with
   a message saying there was nothing to compare against).
 * A loss in the baseline that this run did not evaluate fails unless ``allow_missing``.
+
+With confidence intervals (``--ci``, SPEC §9) a gate is a test with three outcomes, in
+``Check.extra["verdict"]``: ``--fail-above`` fails when the interval lies above the limit (low >
+limit), passes when it lies at or below it (high ≤ limit), else is ``inconclusive``; ``--max-increase``
+is a non-inferiority test on the difference candidate − baseline: pass when its interval's high ≤ the
+allowed increase, fail when its low > it, else inconclusive. An inconclusive check passes (with a
+warning) unless ``inconclusive="fail"``. An interval that could not be computed (one sample) is
+inconclusive. The difference's interval is the paired one (``--against``) or, against a
+``--baseline`` report written with ``--ci``, Welch's: diff ± t·√(se_new² + se_old²) with the
+Welch–Satterthwaite degrees of freedom.
 """
 
 from __future__ import annotations
@@ -206,8 +216,35 @@ def _non_finite(value: float) -> str | None:
     return None
 
 
-def fail_above_check(label: str, value: float, limit: float) -> Check:
-    """Passes when ``value <= limit``; a non-finite value never passes."""
+def _verdict(check: Check, inconclusive: str = "pass") -> Check:
+    check.extra.setdefault("verdict", "pass" if check.passed else "fail")
+    if check.extra["verdict"] == "inconclusive":
+        check.passed = inconclusive == "pass"
+    return check
+
+
+def interval_check(kind: str, label: str, what: str, low: float | None, high: float | None, limit: float,
+                   extra: dict[str, Any], inconclusive: str) -> Check:
+    """The three-way test of an interval [low, high] against ``limit``: pass when high ≤ limit, fail
+    when low > limit, else (or without an interval) inconclusive."""
+    if low is None or high is None:
+        verdict, message = "inconclusive", f"{label}: no interval for {what} (see its note), so the limit " \
+                                           f"{_fmt(limit)} is neither met nor exceeded"
+    elif high <= limit:
+        verdict, message = "pass", f"{label}: {what} interval [{_fmt(low)}, {_fmt(high)}] is within {_fmt(limit)}"
+    elif low > limit:
+        verdict, message = "fail", f"{label}: {what} interval [{_fmt(low)}, {_fmt(high)}] lies above {_fmt(limit)}"
+    else:
+        verdict, message = "inconclusive", (f"{label}: {what} interval [{_fmt(low)}, {_fmt(high)}] contains the "
+                                            f"limit {_fmt(limit)}: inconclusive (more samples would tell)")
+    return _verdict(Check(kind, limit, verdict == "pass", message, {**extra, "verdict": verdict}), inconclusive)
+
+
+def fail_above_check(label: str, value: float, limit: float, ci: Any = None, inconclusive: str = "pass") -> Check:
+    """Passes when ``value <= limit``; a non-finite value never passes. With an interval ``ci``: see
+    :func:`interval_check`."""
+    if ci is not None and _non_finite(value) is None:
+        return interval_check("fail_above", label, "the value's", ci.low, ci.high, limit, {"value": value}, inconclusive)
     bad = _non_finite(value)
     if bad is not None:
         passed = False
@@ -218,7 +255,7 @@ def fail_above_check(label: str, value: float, limit: float) -> Check:
     else:
         passed = True
         message = f"{label} = {_fmt(value)} is within the limit {_fmt(limit)}"
-    return Check(kind="fail_above", limit=limit, passed=passed, message=message, extra={"value": value})
+    return _verdict(Check(kind="fail_above", limit=limit, passed=passed, message=message, extra={"value": value}))
 
 
 def change_pct(old: float, new: float) -> float | None:
@@ -230,18 +267,43 @@ def change_pct(old: float, new: float) -> float | None:
     return 100.0 * (new - old) / abs(old)
 
 
-def baseline_check(label: str, old: float, new: float, tolerance: Tolerance) -> Check:
-    """Compare ``new`` with the baseline value ``old`` under ``tolerance`` (see the module rules)."""
+def welch_interval(old: float, se_old: float, n_old: int | None, new: float, se_new: float, n_new: int | None,
+                   level: float) -> tuple[float, float]:
+    """Welch's interval for new − old from two independent estimates with standard errors."""
+    from lossctl.intervals import normal_quantile, t_quantile
+
+    se = math.sqrt(se_old ** 2 + se_new ** 2)
+    q = normal_quantile(0.5 + level / 2)
+    if se > 0 and n_old and n_new and n_old > 1 and n_new > 1:
+        den = se_old ** 4 / (n_old - 1) + se_new ** 4 / (n_new - 1)
+        if den > 0:
+            q = t_quantile(0.5 + level / 2, se ** 4 / den)
+    diff = new - old
+    return diff - q * se, diff + q * se
+
+
+def baseline_check(label: str, old: float, new: float, tolerance: Tolerance, diff_ci: Any = None,
+                   inconclusive: str = "pass", kind: str = "baseline") -> Check:
+    """Compare ``new`` with the baseline value ``old`` under ``tolerance`` (see the module rules);
+    with ``diff_ci`` = (low, high) of new − old, the non-inferiority test of :func:`interval_check`."""
     change = new - old if math.isfinite(old) and math.isfinite(new) else math.nan
     extra: dict[str, Any] = {"baseline": old, "value": new, "change": change,
                              "change_pct": change_pct(old, new), "max_increase": tolerance.describe()}
+    if diff_ci is not None and _non_finite(new) is None and _non_finite(old) is None:
+        extra["diff_ci"] = list(diff_ci)
+        check = interval_check(kind, label, "the increase's", diff_ci[0], diff_ci[1], tolerance.allowed(old),
+                               extra, inconclusive)
+        if check.extra["verdict"] == "fail":
+            check.message = (f"{label} = {_fmt(new)} got worse than the baseline {_fmt(old)} by more than the allowed "
+                             f"increase {tolerance.describe()}: {check.message.removeprefix(label + ': ')}")
+        return check
     bad_new, bad_old = _non_finite(new), _non_finite(old)
     if bad_new is not None:
-        return Check("baseline", None, False, f"{label} is {bad_new}, which never passes a gate "
-                                              f"(baseline {_fmt(old)})", extra)
+        return _verdict(Check(kind, None, False, f"{label} is {bad_new}, which never passes a gate "
+                                                 f"(baseline {_fmt(old)})", extra))
     if bad_old is not None:
-        return Check("baseline", None, True, f"{label} = {_fmt(new)}; the baseline value was {bad_old}, "
-                                             f"so there is nothing to regress from", extra)
+        return _verdict(Check(kind, None, True, f"{label} = {_fmt(new)}; the baseline value was {bad_old}, "
+                                                f"so there is nothing to regress from", extra))
     allowed = tolerance.allowed(old)
     limit = old + allowed
     slack = ROUNDING * max(abs(old), abs(new))
@@ -257,7 +319,7 @@ def baseline_check(label: str, old: float, new: float, tolerance: Tolerance) -> 
         if old == 0 and tolerance.relative is not None and not tolerance.absolute:
             message += (" (the baseline is 0, so a relative tolerance allows no increase; add an absolute "
                         "--max-increase to tolerate some)")
-    return Check("baseline", limit, passed, message, extra)
+    return _verdict(Check(kind, limit, passed, message, extra))
 
 
 # ------------------------------------------------------------------------------------ baseline
@@ -269,6 +331,8 @@ class BaselineEntry:
     value: float
     reduction: str | None = None
     samples: int | None = None
+    se: float | None = None  # from a report written with --ci
+    level: float | None = None
 
 
 @dataclass
@@ -315,6 +379,11 @@ def baseline_from_dict(doc: Any, path: str) -> Baseline:
         reduction = res.get("reduction") if isinstance(res.get("reduction"), str) else None
         samples = res.get("samples") if isinstance(res.get("samples"), int) else None
         entry = BaselineEntry(res["loss"], _entry_value(res, where), reduction, samples)
+        ci = res.get("ci")
+        if isinstance(ci, dict) and isinstance(ci.get("se"), (int, float)) and not isinstance(ci.get("se"), bool) \
+                and math.isfinite(ci["se"]) and ci["se"] >= 0:
+            entry.se = float(ci["se"])
+            entry.level = float(ci["level"]) if isinstance(ci.get("level"), (int, float)) else None
         first = seen.get(_norm(res["loss"]))
         if first is not None:  # "mse" and "MSE" are one loss (--loss mse --loss MSE writes both)
             if not _same_entry(first, entry):  # which value would be meant? refuse, not first-wins
@@ -413,8 +482,12 @@ def _find_entry(res: LossResult, entries: Sequence[BaselineEntry]) -> BaselineEn
 
 
 def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: Baseline | None = None,
-                tolerance: Tolerance | None = None, allow_missing: bool = False) -> Report:
+                tolerance: Tolerance | None = None, allow_missing: bool = False, inconclusive: str = "pass",
+                against: bool = False) -> Report:
     """Append the checks for every gate to ``report`` (in place) and return it.
+
+    ``against``: ``tolerance`` also bounds each result's paired ``comparison`` (``--against``).
+    An inconclusive check adds a warning; it passes unless ``inconclusive="fail"``.
 
     A ``fail_above`` naming no evaluated loss is a UsageError (exit 2), as is a baseline entry whose
     reduction differs from this run's (the values are not comparable).
@@ -426,13 +499,25 @@ def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: 
             raise UsageError(_no_match_message(gate.loss, f"{gate.origin} {gate.loss}={gate.limit:g}", results))
         for res, term in matches:
             if term is None:
-                res.checks.append(fail_above_check(res.loss, res.value, gate.limit))
+                res.checks.append(fail_above_check(res.loss, res.value, gate.limit, res.ci, inconclusive))
             else:
                 t = res.terms[term]
                 check = fail_above_check(f"{res.loss} [term {t.name}]", t.value, gate.limit)
                 check.extra["term"] = t.name
                 res.checks.append(check)
+    if against:
+        for res in results:
+            cmp = res.comparison
+            if cmp is None:
+                continue
+            ci = cmp.diff_ci
+            diff_ci = None if ci is None else (ci.low, ci.high)
+            check = baseline_check(res.loss, cmp.baseline_value, res.value, tolerance or Tolerance(), diff_ci,
+                                   inconclusive, kind="against")
+            check.extra["against"] = cmp.against
+            res.checks.append(check)
     if baseline is None:
+        _warn_inconclusive(report)
         return report
     tolerance = tolerance or Tolerance()
     used: set[int] = set()
@@ -445,7 +530,17 @@ def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: 
             raise UsageError(f"--baseline {baseline.path}: {res.loss} was reduced with {entry.reduction} "
                              f"there but with {res.reduction} now; the values are not comparable "
                              f"(regenerate the baseline or use the same --reduction)")
-        check = baseline_check(res.loss, entry.value, res.value, tolerance)
+        diff_ci = None
+        if res.ci is not None and entry.se is not None:  # both reports carry intervals: Welch's
+            se_new = res.ci.se if res.ci.se is not None else math.nan
+            if math.isfinite(se_new):
+                diff_ci = welch_interval(entry.value, entry.se, entry.samples, res.value, se_new, res.samples,
+                                         res.ci.level)
+            else:
+                diff_ci = (None, None)
+        check = baseline_check(res.loss, entry.value, res.value, tolerance, diff_ci, inconclusive)
+        if diff_ci is not None:
+            check.extra["paired"] = False
         if entry.loss != res.loss:
             check.extra["baseline_loss"] = entry.loss
         res.checks.append(check)
@@ -470,7 +565,14 @@ def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: 
                 message=f"the {name} differ from the baseline's ({baseline.path}); the comparison is "
                         f"only meaningful on the same evaluation data",
                 code="baseline_inputs_differ"))
+    _warn_inconclusive(report)
     return report
+
+
+def _warn_inconclusive(report: Report) -> None:
+    for c in (c for r in report.results for c in r.checks):
+        if c.extra.get("verdict") == "inconclusive":
+            report.warnings.append(Warning_(message=c.message, code="inconclusive"))
 
 
 def _inputs_differ(old: str, new: str) -> bool:

@@ -26,6 +26,41 @@ class Check:
 
 
 @dataclass
+class Interval:
+    """One interval: ``low``/``high`` are None (with ``note``) when the data cannot give one."""
+
+    low: float | None
+    high: float | None
+    level: float
+    method: str
+    se: float | None
+    note: str = ""
+
+    @property
+    def known(self) -> bool:
+        return self.low is not None and self.high is not None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {"low": self.low, "high": self.high, "level": self.level, "method": self.method, "se": self.se}
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class Comparison:
+    """``--against``: this model's value against a baseline model's on the same rows (SPEC §9)."""
+
+    against: str
+    paired: bool
+    baseline_value: float
+    diff: float  # candidate − baseline (lower is better)
+    relative: float | None  # diff / abs(baseline_value); None when the baseline is 0 or not finite
+    verdict: str  # "better" | "worse" | "no_difference"
+    diff_ci: Interval | None = None
+
+
+@dataclass
 class Summary:
     """Distribution of per-sample values (``--reduction none`` / ``--worst``)."""
 
@@ -52,6 +87,8 @@ class LossResult:
     samples: int = 0
     summary: Summary | None = None
     per_sample_path: str | None = None
+    ci: Interval | None = None
+    comparison: Comparison | None = None
 
     @property
     def passed(self) -> bool:

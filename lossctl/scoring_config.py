@@ -36,6 +36,9 @@ the same format as a JSON Schema (tests keep the two in agreement)::
     no_fail: false
     github: false
     strict: false
+    against: ../sample_data/regression_preds_baseline.npy   # = --against (a paired comparison)
+    ci: {level: 0.95, method: auto, seed: 0, resamples: 1000}   # = --ci ...; or ci: true
+    inconclusive: pass           # pass | fail: an inconclusive gate (with ci)
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which im
 
 TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins",
             "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes",
-            "storage_options", "engine", "scheduler")
+            "storage_options", "engine", "scheduler", "against", "ci", "inconclusive")
+CI_KEYS = ("level", "method", "seed", "resamples")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
 REPORT_KEYS = ("format", "output", "worst", "per_sample")
 
@@ -91,6 +95,13 @@ class ScoringConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options for URL inputs (SPEC §8)
     engine: str | None = None  # local | dask (SPEC §8)
     scheduler: str | None = None  # local[:N] | tcp://HOST:PORT (engine dask)
+    against: str | None = None  # --against BASE: a second model's predictions, compared row by row
+    ci: bool = False
+    confidence: float | None = None
+    ci_method: str | None = None
+    seed: int | None = None
+    resamples: int | None = None
+    inconclusive: str | None = None  # pass | fail
 
 
 class _Reader:
@@ -183,6 +194,35 @@ def _read_csv_keys(r: _Reader, doc: Any, cfg: ScoringConfig) -> None:
         if not isinstance(value, str) or not value.strip():
             raise r.fail(doc, "classes", "classes must be a list of class labels or 'a,b,c', in the logits' order")
         cfg.classes = value
+
+
+def _read_ci_keys(r: _Reader, doc: Any, cfg: ScoringConfig) -> None:
+    """``against: PATH``, ``ci: true`` or ``ci: {level, method, seed, resamples}``, ``inconclusive``."""
+    if "against" in doc:
+        cfg.against = r.path_value(doc, "against", "against")
+    if "inconclusive" in doc:
+        cfg.inconclusive = r.choice(doc, "inconclusive", "inconclusive", ("pass", "fail"))
+    if "ci" not in doc:
+        return
+    ci = doc["ci"]
+    if isinstance(ci, bool):
+        cfg.ci = ci
+        return
+    if not _mapping(ci):
+        raise r.fail(doc, "ci", "ci must be true/false or a mapping with level, method, seed, resamples")
+    r.check_keys(ci, CI_KEYS, "ci.")
+    cfg.ci = True
+    if "level" in ci:
+        level = ci["level"]
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+            raise r.fail(ci, "level", f"ci.level must be a number between 0 and 1 (e.g. 0.95), got {level!r}")
+        cfg.confidence = float(level)
+    if "method" in ci:
+        cfg.ci_method = r.choice(ci, "method", "ci.method", ("auto", "clt", "jackknife", "bootstrap"))
+    if "seed" in ci:
+        cfg.seed = r.integer(ci, "seed", "ci.seed", 0)
+    if "resamples" in ci:
+        cfg.resamples = r.integer(ci, "resamples", "ci.resamples", 2)
 
 
 def parse_config(doc: Any, path: str) -> ScoringConfig:
@@ -300,6 +340,7 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
             cfg.worst = r.integer(rep, "worst", "report.worst", 0)
         if "per_sample" in rep:
             cfg.per_sample = r.path_value(rep, "per_sample", "report.per_sample", read=False)
+    _read_ci_keys(r, doc, cfg)
     for key in ("no_fail", "github", "strict"):
         if key in doc:
             setattr(cfg, key, r.boolean(doc, key, key))
@@ -319,7 +360,7 @@ def load_config(path: str) -> ScoringConfig:
 _REPLACE_IF_GIVEN = ("losses", "max_increase")  # lists: the flags' list replaces the file's
 _UPDATE = ("inputs", "fail_above", "storage_options")  # mappings: flags override entries by name, keep the others
 _APPEND = ("plugins",)  # added to the file's
-_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict")  # booleans: a flag can only switch on
+_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict", "ci")  # booleans: a flag can only switch on
 
 
 def merge(cfg: ScoringConfig, flags: ScoringConfig) -> ScoringConfig:

@@ -32,10 +32,12 @@ from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights
                              sample_count, weights_for)
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
+from lossctl.intervals import (BUCKETS, CIConfig, GroupSums, Moments, bootstrap_interval, clt_interval,
+                               jackknife_interval)
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
-from lossctl.result import LossResult, TermResult
+from lossctl.result import Comparison, Interval, LossResult, TermResult
 
 
 class LossState:
@@ -43,11 +45,14 @@ class LossState:
 
     ``reduction`` applies to terms without their own ``reduction=``; ``worst`` keeps the K worst
     samples; ``summary`` keeps per-sample statistics (default: when ``worst`` > 0 or the reduction is
-    ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``.
+    ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``. ``ci`` (a
+    :class:`~lossctl.intervals.CIConfig`, or True for the defaults) keeps what a confidence interval
+    needs (``result().ci``): per-sample moments (CLT), and per term the sums of 20 row buckets
+    (jackknife) or of the bootstrap resamples, keyed by global row index.
     """
 
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
-                 summary: bool | None = None) -> None:
+                 summary: bool | None = None, ci: CIConfig | bool | None = None) -> None:
         if reduction not in REDUCTIONS:
             raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         if nan_policy not in NAN_POLICIES:
@@ -59,10 +64,18 @@ class LossState:
         self.worst = worst
         self.nan_policy = nan_policy
         self._bind()
+        self.ci = CIConfig() if ci is True else (ci or None)
         if summary is None:
             summary = self.expr_reduction == "none" or worst > 0
+        self.show_summary = summary  # (kept for the CLT alone, the summary is not reported)
+        if self.ci is not None and self.ci.method in ("auto", "clt"):
+            summary = True  # the CLT reads the per-sample moments
         self.terms = [TermAccumulator() for _ in self.bound]
+        residual = all(t.spec.fused is not None and t.spec.fused.c_kind is not None for t in self.bound)
+        self.groups: list[GroupSums | None] = [self._new_groups(t, not residual) for t in self.bound]
         self.samples: SampleStats | None = SampleStats(k=worst or 10) if summary else None
+        #: the per-sample values' moments alone, for the CLT, when no summary is kept (paired states)
+        self.moments: Moments | None = None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
 
     def _bind(self) -> None:
@@ -72,10 +85,23 @@ class LossState:
         all_explicit = all(t.reduction for t in self.bound)
         self.expr_reduction = explicit.pop() if len(explicit) == 1 and all_explicit else self.reduction
 
+    def _new_groups(self, term: BoundTerm, needed: bool) -> GroupSums | None:
+        """A term's bucket/resample sums when the interval may need them: always for the jackknife and
+        the bootstrap; for ``auto``/``clt`` unless every term is a residual loss with a C kernel
+        (mse, mae, huber: plain means of per-sample values, whose moments the fast path keeps) and
+        there are no weights (``needed``)."""
+        if self.ci is None:
+            return None
+        if self.ci.method == "bootstrap":
+            return GroupSums("bootstrap", self.ci.resamples, self.ci.seed)
+        if self.ci.method == "jackknife" or needed:
+            return GroupSums("jackknife", BUCKETS)
+        return None
+
     # ------------------------------------------------------------------------------ updating
 
     def plans(self, sources: Sources, *, start: int = 0, observers: Sequence[Any] | None = None,
-              stream_values: bool = False) -> list[TermPlan]:
+              stream_values: bool = False, rows: np.ndarray | None = None) -> list[TermPlan]:
         """Bind this state's terms to ``sources``: plans whose sums go into this state.
 
         ``stream_values``: the caller wants the per-sample values from :meth:`take_chunk` (a per-sample
@@ -93,9 +119,18 @@ class LossState:
                 raise InputError(f"{term.spec.name}: no samples to evaluate ({shapes}); give non-empty inputs")
             if sources.weights is not None:  # one more per-sample input of every term
                 arrays = {**arrays, WEIGHTS: weights_for(term.spec, sources.weights, arrays, n)}
+            if sources.weights is not None and self.ci is not None and None in self.groups:
+                self.groups = [g or self._new_groups(t, True) for g, t in zip(self.groups, self.bound)]
+            if sources.weights is not None and self.ci is not None and self.groups[i] is None:
+                self.groups[i] = self._new_groups(term, True)
+                if self.terms[i].samples:
+                    self.groups[i].unavailable = "weights were given after unweighted samples"
+            if rows is not None and len(rows) != n:
+                raise UsageError(f"{option('rows')} has {len(rows)} row indices for {n} samples; give one per sample")
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
-                                acc=self.terms[i], keep_values=self.samples is not None, start=start,
-                                observe=observers[i] if observers else None))
+                                acc=self.terms[i], keep_values=self.samples is not None or self.moments is not None,
+                                start=start,
+                                observe=observers[i] if observers else None, groups=self.groups[i], row_ids=rows))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
         return out
@@ -116,13 +151,16 @@ class LossState:
         return values, index
 
     def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None, weights: Any = None,
-               **inputs: Any) -> LossState:
+               rows: Any = None, **inputs: Any) -> LossState:
         """Add samples (along axis 0; CTC: its batch axis) given as arrays by input name.
 
         ``weights``: one non-negative weight per sample (scikit-learn's ``sample_weight``): the mean
         becomes Σ wᵢ·ℓᵢ / Σ wᵢ, the sum Σ wᵢ·ℓᵢ (a batch may be all zero; the value of a state whose
         weights sum to 0 is NaN). ``start`` is the index of the first sample (for the worst samples'
-        indices; default: right after the samples this state has seen). Returns the state itself.
+        indices; default: right after the samples this state has seen). ``rows``: the global row
+        index of each sample (an int64 array, one per sample; default ``start + arange(n)``), for
+        samples that are not consecutive rows (a slice of the data); the worst samples' indices, the
+        jackknife buckets and the bootstrap draws are keyed by it. Returns the state itself.
         """
         check_named_inputs(list(inputs), [term.spec for term in self.bound])
         w = None
@@ -132,9 +170,16 @@ class LossState:
         sources = Sources(preds=_wrap(preds, "preds"), targets=_wrap(targets, "targets"), weights=w,
                           named={k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()})
         first = self.rows if start is None else int(start)
-        plans = self.plans(sources, start=first)
+        row_ids = None
+        if rows is not None:
+            row_ids = np.asarray(rows)
+            if row_ids.ndim != 1 or row_ids.dtype.kind not in "iu" or (row_ids.size and row_ids.min() < 0):
+                raise UsageError(f"{option('rows')} must be a 1-D array of non-negative integer row indices")
+            row_ids = row_ids.astype(np.int64)
+        plans = self.plans(sources, start=first, rows=row_ids)
         run(plans, nan_policy=self.nan_policy, on_progress=lambda _: self.take_chunk(plans), threads=1)
-        self.rows = max(self.rows, first + max(p.n for p in plans))
+        end = first + max(p.n for p in plans) if row_ids is None else int(row_ids.max(initial=-1)) + 1
+        self.rows = max(self.rows, end)
         return self
 
     def update_rows(self, sources: Sources, start: int, stop: int, *, observers: Sequence[Any] | None = None,
@@ -155,8 +200,8 @@ class LossState:
         """A new state holding both states' samples; ``self`` and ``other`` are unchanged."""
         if not isinstance(other, LossState):
             raise TypeError(f"cannot merge a LossState with {type(other).__name__}")
-        mine = (self.canonical, self.reduction, self.nan_policy, self.samples is not None)
-        theirs = (other.canonical, other.reduction, other.nan_policy, other.samples is not None)
+        mine = (self.canonical, self.reduction, self.nan_policy, self.samples is not None, self.ci)
+        theirs = (other.canonical, other.reduction, other.nan_policy, other.samples is not None, other.ci)
         if mine != theirs:
             raise UsageError(f"cannot merge states of different evaluations: {mine} and {theirs}")
         out = LossState.__new__(LossState)
@@ -164,16 +209,25 @@ class LossState:
         out.worst = max(self.worst, other.worst)
         out.terms = [a.merge(b) for a, b in zip(self.terms, other.terms)]
         out.samples = self.samples.merge(other.samples) if self.samples and other.samples else None
+        out.moments = self.moments.merge(other.moments) if self.moments and other.moments else None
+        out.groups = [a.merge(b) if a is not None and b is not None else (a or b)
+                      for a, b in zip(self.groups, other.groups)]
         out.rows = max(self.rows, other.rows)
+        out.show_summary = self.show_summary or other.show_summary
         return out
 
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
-                "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows}
+                "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
+                "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary, "moments": self.moments}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._bind()
+        self.__dict__.setdefault("ci", None)  # (states pickled before intervals)
+        self.__dict__.setdefault("groups", [None] * len(self.bound))
+        self.__dict__.setdefault("show_summary", self.samples is not None)
+        self.__dict__.setdefault("moments", None)
 
     def __repr__(self) -> str:
         return f"LossState({self.expr!r}, reduction={self.reduction!r}, samples={self.terms[0].samples})"
@@ -202,9 +256,225 @@ class LossState:
         result = LossResult(loss=self.expr, canonical=self.canonical, value=value, reduction=self.expr_reduction,
                             terms=terms, omitted=max(a.omitted for a in self.terms),
                             samples=max(a.samples + a.omitted for a in self.terms))
-        if self.samples is not None:
+        if self.samples is not None and self.show_summary:
             result.summary = self.samples.summary()
+        if self.ci is not None:
+            result.ci = self.interval(value)
         return result
+
+    # ------------------------------------------------------------------------------ intervals
+
+    def is_plain_mean(self) -> bool:
+        """Whether the value is the mean of per-sample values (so the CLT interval applies): every
+        term is a residual loss or was seen to have no weights, divisors or summed statistics."""
+        return all(g is None or not g.ratio for g in self.groups)
+
+    def interval_method(self) -> str:
+        method = self.ci.method
+        if method == "auto":
+            return "clt" if self.is_plain_mean() else "jackknife"
+        return method
+
+    def replicates(self) -> dict[int, float]:
+        """The expression's value per jackknife replicate (all rows but bucket k) or per bootstrap
+        resample: the weighted sum of each term's value from its group sums."""
+        per_term = []
+        for term, groups in zip(self.bound, self.groups):
+            if groups is None:
+                raise UsageError(f"{term.spec.name}: no bucket sums were kept for its interval")
+            with blamed_on_plugin(term.spec.plugin, term.spec.name):
+                per_term.append({g: acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
+                                 for g, acc in groups.group_accumulators().items()})
+        common = set(per_term[0]).intersection(*per_term[1:]) if per_term else set()
+        return {g: sum(t.weight * vals[g] for t, vals in zip(self.bound, per_term)) for g in sorted(common)}
+
+    def unavailable(self) -> str:
+        return next((g.unavailable for g in self.groups if g is not None and g.unavailable), "")
+
+    def interval(self, value: float) -> Interval:
+        """The confidence interval of the value (SPEC §9); see :mod:`lossctl.intervals`."""
+        cfg, method = self.ci, self.interval_method()
+        if method == "clt":
+            if not self.is_plain_mean():
+                return Interval(None, None, cfg.level, "clt", None,
+                                f"{self.expr} is not a mean of per-sample values; use the jackknife or the bootstrap")
+            s = self.samples
+            n, mean, m2 = (s.finite, s.mean, s.m2) if s is not None else (self.moments.n, self.moments.mean,
+                                                                          self.moments.m2)
+            scale = 1.0
+            if self.expr_reduction == "sum":
+                per = {float(a.denominator.value) / a.samples for a in self.terms if a.samples}
+                if len(per) != 1:
+                    return Interval(None, None, cfg.level, "clt", None, "terms with different sample sizes: no "
+                                                                         "interval for their sum")
+                scale = per.pop() * n
+            return clt_interval(n, mean, m2, cfg.level, scale, center=value)
+        why = self.unavailable()
+        if why:
+            return Interval(None, None, cfg.level, method, None, why)
+        reps = np.array(list(self.replicates().values()))
+        if method == "jackknife":
+            return jackknife_interval(value, reps, cfg.level)
+        return bootstrap_interval(reps, cfg.level)
+
+
+ROUNDING = 1e-12  # a relative difference treated as float noise: "no_difference"
+
+
+class PairedState:
+    """A candidate model and a baseline model scored on the same rows (``--against``, SPEC §9).
+
+    Two :class:`LossState` of one expression, updated in the same pass over the targets, and the
+    moments of the per-row differences dᵢ = ℓᵢ(candidate) − ℓᵢ(baseline) (the paired CLT interval;
+    the jackknife and the bootstrap difference the two states' replicates, which share row keys).
+    ``update``/``merge``/pickling as for :class:`LossState`.
+    """
+
+    def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
+                 ci: CIConfig | bool | None = None, against: str = "baseline", summary: bool | None = None) -> None:
+        self.cand = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci, summary=summary)
+        self.base = LossState(expr, reduction, worst, nan_policy=nan_policy, ci=ci)
+        #: the CLT needs each row's pair of values; otherwise the two states' sums (and their
+        #: buckets/resamples) are all a comparison needs, and the fast paths may take them
+        self.pairs = self.cand.ci is not None and self.cand.ci.method in ("auto", "clt")
+        for state in (self.cand, self.base):
+            if not state.show_summary:  # the pairs need the per-sample values, not their summary
+                state.samples, state.moments = None, (Moments() if self.pairs else None)
+        self.diff = Moments()
+        self.against = against
+        self.worst = worst
+
+    @property
+    def ci(self) -> CIConfig | None:
+        return self.cand.ci
+
+    def plans(self, sources: Sources, base_sources: Sources, *, start: int = 0, rows: np.ndarray | None = None,
+              observers: Sequence[Any] | None = None, stream_values: bool = False,
+              ) -> tuple[list[TermPlan], list[TermPlan]]:
+        """The candidate's and the baseline's plans (per-sample values streamed when the pairs need
+        them, or ``stream_values``: the candidate's go to a per-sample file)."""
+        return (self.cand.plans(sources, start=start, observers=observers, stream_values=self.pairs or stream_values,
+                                rows=rows),
+                self.base.plans(base_sources, start=start, stream_values=self.pairs, rows=rows))
+
+    def take_chunk(self, cand_plans: Sequence[TermPlan], base_plans: Sequence[TermPlan],
+                   ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Both states' chunk; the differences of the rows both kept go into the moments. Returns the
+        candidate's per-sample values (for a per-sample file)."""
+        if not self.pairs:
+            self.base.take_chunk(base_plans)
+            return self.cand.take_chunk(cand_plans)
+        c, b = _chunk(self.cand, cand_plans), _chunk(self.base, base_plans)
+        if c is None or b is None:
+            return c
+        (vc, ic), (vb, ib) = c, b
+        sc, sb = _scores(vc, ic), _scores(vb, ib)
+        for state, score in ((self.cand, sc), (self.base, sb)):
+            if state.moments is not None:
+                state.moments.update(score if np.isfinite(np.add.reduce(score)) else score[np.isfinite(score)])
+        if ic.shape != ib.shape or not np.array_equal(ic, ib):  # --nan-policy omit dropped different rows
+            _, i1, i2 = np.intersect1d(ic, ib, assume_unique=True, return_indices=True)
+            sc, sb = sc[i1], sb[i2]
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = sc - sb
+        self.diff.update(d if np.isfinite(np.add.reduce(d)) else d[np.isfinite(d)])
+        return c
+
+    def update(self, preds: Any = None, baseline: Any = None, targets: Any = None, *, start: int | None = None,
+               rows: Any = None, weights: Any = None, **inputs: Any) -> PairedState:
+        """Add samples: ``preds`` of the candidate, ``baseline`` of the baseline model (arrays, or
+        mappings of named inputs), the shared ``targets`` and named ``inputs``."""
+        w = None if weights is None else (weights if isinstance(weights, LazyArray) else from_array(weights, WEIGHTS))
+        named = {k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()}
+        tgt = _wrap(targets, "targets")
+        sources = Sources(preds=_wrap(preds, "preds"), targets=tgt, weights=w, named=dict(named))
+        base_sources = Sources(preds=_wrap(baseline, "preds"), targets=tgt, weights=w, named=dict(named))
+        first = self.cand.rows if start is None else int(start)
+        row_ids = None if rows is None else np.asarray(rows, dtype=np.int64)
+        cp, bp = self.plans(sources, base_sources, start=first, rows=row_ids)
+        run(cp + bp, nan_policy=self.cand.nan_policy, on_progress=lambda _: self.take_chunk(cp, bp), threads=1)
+        end = first + max(p.n for p in cp) if row_ids is None else int(row_ids.max(initial=-1)) + 1
+        self.cand.rows = self.base.rows = max(self.cand.rows, end)
+        return self
+
+    def merge(self, other: PairedState) -> PairedState:
+        out = PairedState.__new__(PairedState)
+        out.cand, out.base = self.cand.merge(other.cand), self.base.merge(other.base)
+        out.diff = self.diff.merge(other.diff)
+        out.against, out.worst, out.pairs = self.against, max(self.worst, other.worst), self.pairs
+        return out
+
+    def result(self) -> LossResult:
+        """The candidate's result with its ``comparison`` against the baseline."""
+        res = self.cand.result()
+        with diagnostics.collecting():  # (the baseline's own warnings are the candidate's, once)
+            base = self.base.result()
+        res.comparison = self.comparison(res.value, base.value)
+        return res
+
+    def comparison(self, value: float, base_value: float) -> Comparison:
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = value - base_value
+        relative = diff / abs(base_value) if math.isfinite(base_value) and base_value != 0 and \
+            math.isfinite(diff) else None
+        diff_ci = self.diff_interval(diff) if self.ci is not None else None
+        return Comparison(against=self.against, paired=True, baseline_value=base_value, diff=diff,
+                          relative=relative, verdict=verdict_of(diff, diff_ci, max(abs(value), abs(base_value))),
+                          diff_ci=diff_ci)
+
+    def diff_interval(self, diff: float) -> Interval:
+        cfg = self.ci
+        plain = self.cand.is_plain_mean() and self.base.is_plain_mean()
+        method = ("clt" if plain else "jackknife") if cfg.method == "auto" else cfg.method
+        if method == "clt":
+            if not plain:
+                return Interval(None, None, cfg.level, "clt", None,
+                                f"{self.cand.expr} is not a mean of per-sample values; use the jackknife or the bootstrap")
+            scale = 1.0
+            if self.cand.expr_reduction == "sum":
+                a = self.cand.terms[0]
+                scale = float(a.denominator.value) / max(a.samples, 1) * self.diff.n
+            return clt_interval(self.diff.n, self.diff.mean, self.diff.m2, cfg.level, scale, center=diff)
+        why = self.cand.unavailable() or self.base.unavailable()
+        if why:
+            return Interval(None, None, cfg.level, method, None, why)
+        rc, rb = self.cand.replicates(), self.base.replicates()
+        reps = np.array([rc[g] - rb[g] for g in sorted(set(rc) & set(rb))])
+        if method == "jackknife":
+            return jackknife_interval(diff, reps, cfg.level)
+        return bootstrap_interval(reps, cfg.level)
+
+    def __repr__(self) -> str:
+        return f"PairedState({self.cand.expr!r}, against={self.against!r})"
+
+
+def _chunk(state: LossState, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
+    return state.take_chunk(plans) if state.samples is not None else combine_values(plans)
+
+
+def _scores(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """One value per sample (the mean over a sample's elements), as the per-sample statistics take them."""
+    values = _per_sample(values, index)
+    return values.reshape(len(values), -1).mean(axis=1) if values.ndim > 1 else values
+
+
+def verdict_of(diff: float, interval: Interval | None, size: float = 0.0) -> str:
+    """``better`` / ``worse`` / ``no_difference`` for candidate − baseline (lower is better).
+
+    With an interval: ``worse`` when it lies above 0, ``better`` when below, else ``no_difference``
+    (also when the interval could not be computed). Without: the sign of the difference, with
+    ``no_difference`` for a difference within float rounding (1e-12 relative) or not finite."""
+    if interval is not None:
+        if not interval.known:
+            return "no_difference"
+        if interval.low > 0:
+            return "worse"
+        if interval.high < 0:
+            return "better"
+        return "no_difference"
+    if not math.isfinite(diff) or abs(diff) <= ROUNDING * size:
+        return "no_difference"
+    return "worse" if diff > 0 else "better"
 
 
 def _wrap(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:

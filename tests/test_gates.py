@@ -249,6 +249,7 @@ def test_cli_threshold_above_and_below(runner, data):
     doc = json.loads(ok.stdout)
     assert doc["passed"] is True
     assert doc["results"][0]["checks"][0] == {"kind": "fail_above", "limit": mse * 1.01, "passed": True,
+                                              "verdict": "pass",
                                                "value": doc["results"][0]["value"],
                                                "message": doc["results"][0]["checks"][0]["message"]}
     bad = _run(runner, [d / "p.npy", d / "t.npy", "--loss", "mse", "--fail-above", f"mse={mse * 0.99}", "--format", "json"])

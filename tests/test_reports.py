@@ -168,7 +168,8 @@ def test_json_checks_shape():
     assert nan["value"] is None and nan["non_finite"] == "nan"
     assert nan["checks"][0]["value"] is None and nan["checks"][0]["passed"] is False
     assert doc["checks"] == [{"kind": "baseline", "limit": None, "passed": False, "loss": "gone", "baseline": 1.0,
-                              "value": None, "missing": True, "message": doc["checks"][0]["message"]}]
+                              "value": None, "missing": True, "verdict": "fail",
+                             "message": doc["checks"][0]["message"]}]
     assert doc["passed"] is False
 
 

@@ -140,8 +140,19 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
 
     gates = [FailAbove(loss, limit, "--fail-above" if loss in flags.fail_above or not config else f"{config}: fail_above")
              for loss, limit in s.fail_above.items()]
-    if s.max_increase and not s.baseline:
-        raise UsageError("--max-increase needs --baseline REPORT.json (the earlier report to compare against)")
+    if s.max_increase and not s.baseline and not s.against:
+        raise UsageError("--max-increase needs --baseline REPORT.json (an earlier report) or --against BASE (a "
+                         "baseline model's predictions) to compare against")
+    if s.inconclusive is not None and s.inconclusive not in ("pass", "fail"):
+        raise UsageError(f"--inconclusive must be pass or fail, got {s.inconclusive!r}")
+    ci = None
+    if s.ci:
+        from lossctl.intervals import CIConfig
+
+        ci = CIConfig(level=0.95 if s.confidence is None else s.confidence, method=s.ci_method or "auto",
+                      seed=0 if s.seed is None else s.seed, resamples=1000 if s.resamples is None else s.resamples)
+    elif any(v is not None for v in (s.confidence, s.ci_method, s.seed, s.resamples)):
+        raise UsageError("--confidence, --ci-method, --seed and --resamples set up --ci; add --ci")
     tolerance = parse_max_increase(s.max_increase) if s.max_increase else Tolerance()
     base = load_baseline(s.baseline) if s.baseline else None
     if s.output and not _is_stdout(s.output):  # a path that cannot take the report fails now, not after the work
@@ -164,12 +175,14 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
                           worst=s.worst or 0, hash=hash_algorithm, provenance=provenance,
                           header=s.header or "auto", delimiter=s.delimiter, classes=s.classes,
                           storage_options=s.storage_options or None,
-                          engine=_engine(s.engine, s.scheduler), scheduler=s.scheduler)
+                          engine=_engine(s.engine, s.scheduler), scheduler=s.scheduler,
+                          ci=ci, against=s.against)
     finally:
         stop_prefetch()
     if base is not None:
         report.baseline = s.baseline
-    apply_gates(report, gates, base, tolerance, s.allow_missing)
+    apply_gates(report, gates, base, tolerance, s.allow_missing, inconclusive=s.inconclusive or "pass",
+                against=bool(s.against and s.max_increase))
 
     for w in report.warnings:
         if w.level == "info":  # a note (how an input was read), not a warning: --strict lets it pass
@@ -192,8 +205,9 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
             append_step_summary(summary)
         except OSError as exc:
             console.warn(f"could not append to $GITHUB_STEP_SUMMARY: {exc.strerror or exc}")
-    if s.strict and any(w.level != "info" for w in report.warnings):
-        n = sum(w.level != "info" for w in report.warnings)
+    # (an inconclusive gate is a statistical outcome, not bad input: --strict does not make it exit 2)
+    if s.strict and any(w.level != "info" and w.code != "inconclusive" for w in report.warnings):
+        n = sum(w.level != "info" and w.code != "inconclusive" for w in report.warnings)
         raise UsageError(f"--strict: {n} warning{'s' if n != 1 else ''} (see above); fix the inputs or the "
                          f"loss, or drop --strict")
     if not report.passed:

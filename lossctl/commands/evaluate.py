@@ -67,6 +67,23 @@ def evaluate(
     max_increase: Annotated[list[str] | None, typer.Option(
         "--max-increase", rich_help_panel=GATES,
         help="Tolerated increase over the baseline: X (absolute) or X% (relative); give both to allow the larger. Default: 0 (no increase).")] = None,
+    against: Annotated[str | None, typer.Option(
+        "--against", rich_help_panel=GATES,
+        help="BASE: a baseline model's predictions (PREDS-like path, or an .npz with the same keys), scored on the same targets and compared row by row.")] = None,
+    ci: Annotated[bool, typer.Option(
+        "--ci", rich_help_panel=GATES, help="Add a confidence interval to each value (and to each --against difference).")] = False,
+    confidence: Annotated[float | None, typer.Option(
+        "--confidence", rich_help_panel=GATES, help="Confidence level of --ci. Default: 0.95.")] = None,
+    ci_method: Annotated[str | None, typer.Option(
+        "--ci-method", rich_help_panel=GATES,
+        help="auto (clt for means of per-sample values, else jackknife) | clt | jackknife | bootstrap. Default: auto.")] = None,
+    seed: Annotated[int | None, typer.Option(
+        "--seed", rich_help_panel=GATES, help="Seed of the bootstrap's draws (they depend on row index and seed only). Default: 0.")] = None,
+    resamples: Annotated[int | None, typer.Option(
+        "--resamples", rich_help_panel=GATES, help="Bootstrap resamples. Default: 1000.")] = None,
+    inconclusive: Annotated[str | None, typer.Option(
+        "--inconclusive", rich_help_panel=GATES,
+        help="pass | fail: what an inconclusive gate (with --ci) does; pass warns. Default: pass.")] = None,
     allow_missing: Annotated[bool, typer.Option(
         "--allow-missing", rich_help_panel=GATES, help="A loss in the baseline but not evaluated now is not a failure.")] = False,
     no_fail: Annotated[bool, typer.Option(

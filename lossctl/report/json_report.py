@@ -34,6 +34,7 @@ def finite_or_none(value: Any) -> Any:
 def _check(check: Check) -> dict[str, Any]:
     out: dict[str, Any] = {"kind": check.kind, "limit": finite_or_none(check.limit), "passed": check.passed}
     out.update(finite_or_none(check.extra))
+    out.setdefault("verdict", "pass" if check.passed else "fail")
     if check.message:
         out["message"] = check.message
     return out
@@ -62,6 +63,21 @@ def result_dict(res: LossResult) -> dict[str, Any]:
         out["summary"] = _summary(res.summary)
     if res.per_sample_path:
         out["per_sample"] = res.per_sample_path
+    if res.ci is not None:
+        out["ci"] = finite_or_none(res.ci.as_dict())
+    if res.comparison is not None:
+        c = res.comparison
+        cmp: dict[str, Any] = {"against": c.against, "paired": c.paired,
+                               "baseline_value": finite_or_none(float(c.baseline_value)),
+                               "diff": finite_or_none(float(c.diff)), "relative": finite_or_none(c.relative)}
+        if c.diff_ci is not None:
+            cmp["diff_ci"] = [finite_or_none(c.diff_ci.low), finite_or_none(c.diff_ci.high)]
+            cmp["diff_se"] = finite_or_none(c.diff_ci.se)
+            cmp["diff_method"] = c.diff_ci.method
+            if c.diff_ci.note:
+                cmp["diff_note"] = c.diff_ci.note
+        cmp["verdict"] = c.verdict
+        out["comparison"] = cmp
     return out
 
 

@@ -61,6 +61,15 @@ def _out(res: LossResult, check: Check | None) -> str:
         e = check.extra
         lines.append(f"baseline: {num(e.get('baseline'))}  new: {num(e.get('value'))}  change: {num(e.get('change'))}"
                      + (f" ({e['change_pct']:+.2f}%)" if e.get("change_pct") is not None else ""))
+    if res.ci is not None or res.comparison is not None:
+        from lossctl.report.markdown import comparison_text, interval_text
+
+        if res.ci is not None:
+            lines.append(f"interval: {interval_text(res.ci)}")
+        if res.comparison is not None:
+            lines.append(comparison_text(res).replace("`", "").replace("**", ""))
+    if check is not None and "verdict" in check.extra and (res.ci is not None or res.comparison is not None):
+        lines.append(f"verdict: {check.extra['verdict']}")
     if res.summary is not None and res.summary.count:
         lines.append(_summary_text(res.summary))
     if res.omitted:

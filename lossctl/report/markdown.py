@@ -87,6 +87,42 @@ def _failures(report: Report) -> list[str]:
     return out
 
 
+def interval_text(iv: Any) -> str:
+    """``[low, high] (95 % clt)``, or the note when there is no interval."""
+    if iv is None:
+        return ""
+    level = f"{iv.level * 100:g} %"
+    if not iv.known:
+        return f"no {level} interval ({iv.note})"
+    return f"[{num(iv.low)}, {num(iv.high)}] ({level} {iv.method})"
+
+
+def comparison_text(res: LossResult) -> str:
+    c = res.comparison
+    rel = f" ({c.relative * 100:+.2f}%)" if c.relative is not None else ""
+    ci = f", interval {interval_text(c.diff_ci)}" if c.diff_ci is not None else ""
+    return f"vs {code(c.against)}: baseline {num(c.baseline_value)}, diff {_signed(c.diff)}{rel}{ci}: **{c.verdict}**"
+
+
+def interval_lines(report: Report) -> list[str]:
+    """``--ci`` / ``--against``: each loss's interval, comparison and gate verdicts, one line each."""
+    todo = [r for r in report.results if r.ci is not None or r.comparison is not None]
+    if not todo:
+        return []
+    out = ["", "**Intervals and comparisons**", ""]
+    for res in todo[:MAX_ROWS]:
+        parts = [f"{code(res.loss)} = {num(res.value)}"]
+        if res.ci is not None:
+            parts.append(interval_text(res.ci))
+        if res.comparison is not None:
+            parts.append(comparison_text(res))
+        verdicts = [f"{c.kind}: {c.extra['verdict']}" for c in res.checks if "verdict" in c.extra]
+        if verdicts:
+            parts.append("gates " + ", ".join(verdicts))
+        out.append("- " + cell("; ".join(parts)))
+    return out
+
+
 def render(report: Report, title: str = "lossctl evaluate", **_: object) -> str:
     failures = _failures(report)
     n_checks = sum(len(r.checks) for r in report.results) + len(report.checks)
@@ -118,6 +154,7 @@ def render(report: Report, title: str = "lossctl evaluate", **_: object) -> str:
         mark = "skipped" if c.extra.get("skipped") else (PASS if c.passed else FAIL)
         lines.append(f"| {code(str(c.extra.get('loss', '?')))} | missing | — | {num(c.extra.get('baseline'))} | — "
                      f"| {mark} |")
+    lines += interval_lines(report)
     if failures:
         lines += ["", "**Failed checks**", ""]
         lines += [f"- {FAIL} {cell(m)}" for m in failures[:MAX_ROWS]]

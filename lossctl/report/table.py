@@ -6,8 +6,9 @@ import io
 import math
 import os
 import sys
+from typing import Any
 
-from lossctl.result import Check, Report
+from lossctl.result import Check, LossResult, Report
 
 
 def fmt_value(value: float) -> str:
@@ -27,17 +28,27 @@ def render(report: Report, **_: object) -> str:
     table.add_column("loss")
     table.add_column("value", justify="right")
     table.add_column("reduction")
+    has_ci = any(r.ci is not None for r in report.results)
+    has_cmp = any(r.comparison is not None for r in report.results)
+    if has_ci:
+        table.add_column("interval")
+    if has_cmp:
+        table.add_column("vs baseline model")
     has_checks = any(r.checks for r in report.results)
     if has_checks:
         table.add_column("checks")
     for res in report.results:
         row = [res.loss, fmt_value(res.value), res.reduction]
+        if has_ci:
+            row.append(_interval_text(res.ci))
+        if has_cmp:
+            row.append(_comparison_text(res))
         if has_checks:
             row.append(", ".join(_check_text(c) for c in res.checks) or "-")
         table.add_row(*row)
         if len(res.terms) > 1:
             for t in res.terms:
-                extra = [""] if has_checks else []
+                extra = [""] * (has_checks + has_ci + has_cmp)
                 table.add_row(f"  {t.weight:g} × {t.name}", fmt_value(t.value), t.reduction, *extra)
     buf = io.StringIO()
     console = Console(file=buf, force_terminal=tty, no_color=not tty, width=max(100, _width()),
@@ -61,9 +72,28 @@ def render(report: Report, **_: object) -> str:
     return buf.getvalue()
 
 
+def _interval_text(iv: Any) -> str:
+    if iv is None:
+        return "-"
+    if not iv.known:
+        return "none (see JSON note)"
+    return f"[{fmt_value(iv.low)}, {fmt_value(iv.high)}] {iv.level * 100:g}% {iv.method}"
+
+
+def _comparison_text(res: LossResult) -> str:
+    c = res.comparison
+    if c is None:
+        return "-"
+    rel = f" ({c.relative * 100:+.2f}%)" if c.relative is not None else ""
+    ci = f" {_interval_text(c.diff_ci)}" if c.diff_ci is not None else ""
+    return f"{fmt_value(c.baseline_value)}; diff {c.diff:+.6g}{rel}{ci}: {c.verdict}"
+
+
 def _check_text(check: Check) -> str:
     """``ok <= 0.3`` / ``FAIL baseline 0.09 -> 0.0975 (+8.33%)``: the verdict with old, new and change."""
     verdict = "ok" if check.passed else "FAIL"
+    if check.extra.get("verdict") == "inconclusive":
+        verdict = "INCONCLUSIVE"
     term = f"term {check.extra['term']} " if check.extra.get("term") else ""
     if check.kind == "fail_above" and check.limit is not None:
         return f"{verdict} {term}<= {fmt_value(check.limit)}"
