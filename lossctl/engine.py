@@ -25,6 +25,7 @@ from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
 from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.binding import WEIGHTS
+from lossctl.slices import KEYS
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -68,16 +69,20 @@ class TermPlan:
     start: int = 0  # global index of the plan's first sample (per-sample indices)
     #: where the fused path may put per-sample statistics directly (the values are wanted for nothing else)
     samples: SampleStats | None = None
+    #: routes each chunk's sums by slice key (``--by``: a :class:`lossctl.slices.Slicer`)
+    slicer: Any = None
 
     @property
     def spec(self) -> LossSpec:
         return self.bound.spec
 
     def add(self, part: Part, weights: np.ndarray | None = None) -> None:
+        self.acc.add_sums(*self.sums(part, weights))
+
+    def sums(self, part: Part, weights: np.ndarray | None = None) -> tuple[float, float, float, Any]:
+        """``(Σ values, Σ mean numerators, Σ mean weights, extra statistics)`` of one part."""
         if weights is not None:  # --weights: every sum weighted per sample
-            total, numerator, weight = weighted_sums(self.spec, part, weights)
-            self.acc.add_sums(total, numerator, weight, part.stats)
-            return
+            return (*weighted_sums(self.spec, part, weights), part.stats)
         values = part.values
         chunk_sum = float(np.sum(values, dtype=np.float64)) if values is not None else 0.0
         numerator = chunk_sum if part.mean_values is None else float(np.sum(part.mean_values, dtype=np.float64))
@@ -85,7 +90,7 @@ class TermPlan:
             weight = 0 if values is None else np.size(values)
         else:
             weight = float(np.sum(part.weight, dtype=np.float64))
-        self.acc.add_sums(chunk_sum, numerator, weight, part.stats)
+        return chunk_sum, numerator, weight, part.stats
 
 
 def _as_part(out: Any) -> Part:
@@ -150,7 +155,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     passes = []
     for n, group in groups.items():
         fused = {id(p): f for p in group  # (the fused sums are unweighted: weighted plans take the kernels)
-                 if FAST_PATHS and WEIGHTS not in p.arrays and (f := fast.fused_for(p)) is not None}
+                 if FAST_PATHS and WEIGHTS not in p.arrays and KEYS not in p.arrays and (f := fast.fused_for(p)) is not None}
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
@@ -240,6 +245,7 @@ class _ChunkResult:
     index: np.ndarray
     omitted: int
     weights: np.ndarray | None = None  # the chunk's sample weights (--weights)
+    routed: Any = None  # the chunk's sums by slice key (--by)
 
 
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
@@ -368,6 +374,7 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
         chunk[name] = cache[cache_key]
     index = np.arange(start, stop)
     omitted = 0
+    keys = chunk.pop(KEYS, None)
     if nan_policy != "propagate":
         chunk, index, omitted = _apply_nan_policy(plan, chunk, index, nan_policy, start, rows)
         if chunk is None:
@@ -395,7 +402,20 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
     if weights is not None and part.stats and "sample_weight" not in kwargs:
         raise UsageError(f"{spec.name} cannot be weighted per sample: its kernel sums statistics over samples "
                          f"without taking sample_weight; evaluate it without {option('weights')}")
-    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights)
+    routed = None
+    if keys is not None and plan.slicer is not None:
+        kept = chunk  # (after the NaN policy: the rows the part holds)
+
+        def run_kernel(positions: np.ndarray) -> Part:
+            sub = {name: np.take(arr, positions, axis=spec.sample_axis(name)) for name, arr in kept.items()}
+            extra = dict(kwargs)
+            if "sample_weight" in extra:
+                extra["sample_weight"] = weights[positions]
+            with blamed_on_plugin(spec.plugin, spec.name):
+                return _as_part(spec.kernel(**sub, **extra))
+
+        routed = plan.slicer.split(part, keys[index - start], weights, run_kernel, plan.sums, index)
+    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, routed=routed)
 
 
 _TAKES_SAMPLE_WEIGHT: dict[Any, bool] = {}
@@ -441,6 +461,8 @@ def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
         return
     plan.acc.samples += len(res.index)
     plan.add(part, res.weights)
+    if res.routed is not None:
+        plan.slicer.absorb(res.routed)
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
         plan.indices.append(res.index + plan.start)

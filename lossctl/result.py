@@ -41,6 +41,22 @@ class Summary:
 
 
 @dataclass
+class SliceResult:
+    """One slice (``--by``): the loss over the samples whose key is ``key`` (``None``: a missing key)."""
+
+    key: int | float | str | None
+    samples: int
+    value: float
+    ci: dict[str, Any] | None = None
+    checks: list[Check] = field(default_factory=list)
+    gated: bool = True  # big enough to be gated (--min-slice-size)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+@dataclass
 class LossResult:
     loss: str  # the expression as the user wrote it
     canonical: str
@@ -52,10 +68,12 @@ class LossResult:
     samples: int = 0
     summary: Summary | None = None
     per_sample_path: str | None = None
+    slices: list[SliceResult] | None = None  # --by: worst first
+    calibration: dict[str, Any] | None = None  # reliability bins of a probabilistic classification loss
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return all(c.passed for c in self.checks) and all(s.passed for s in self.slices or ())
 
     @property
     def finite(self) -> bool:

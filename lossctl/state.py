@@ -35,7 +35,8 @@ from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
-from lossctl.result import LossResult, TermResult
+from lossctl.result import LossResult, SliceResult, TermResult
+from lossctl.slices import KEYS, Slicer, TermSlices, keys_for, keys_input
 
 
 class LossState:
@@ -64,6 +65,7 @@ class LossState:
         self.terms = [TermAccumulator() for _ in self.bound]
         self.samples: SampleStats | None = SampleStats(k=worst or 10) if summary else None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
+        self.slices: list[TermSlices] | None = None  # per term, the sums by slice key (``keys=``, --by)
 
     def _bind(self) -> None:
         self.bound: list[BoundTerm] = bind(self.expr)
@@ -75,7 +77,7 @@ class LossState:
     # ------------------------------------------------------------------------------ updating
 
     def plans(self, sources: Sources, *, start: int = 0, observers: Sequence[Any] | None = None,
-              stream_values: bool = False) -> list[TermPlan]:
+              stream_values: bool = False, keys: LazyArray | None = None) -> list[TermPlan]:
         """Bind this state's terms to ``sources``: plans whose sums go into this state.
 
         ``stream_values``: the caller wants the per-sample values from :meth:`take_chunk` (a per-sample
@@ -83,8 +85,11 @@ class LossState:
 
         Run them with :func:`lossctl.engine.run` and call :meth:`take_chunk` after each chunk; that is
         what :meth:`update` does (the CLI runs the plans of several states in one pass over the files).
+        ``keys``: one slice key per sample (``--by``), routed into :attr:`slices`.
         """
         out = []
+        if keys is not None and self.slices is None:
+            self.slices = [TermSlices() for _ in self.bound]
         for i, term in enumerate(self.bound):
             arrays = normalize_shapes(term.spec, resolve_inputs(term.spec, sources), term.params)
             n = sample_count(term.spec, arrays)
@@ -93,9 +98,12 @@ class LossState:
                 raise InputError(f"{term.spec.name}: no samples to evaluate ({shapes}); give non-empty inputs")
             if sources.weights is not None:  # one more per-sample input of every term
                 arrays = {**arrays, WEIGHTS: weights_for(term.spec, sources.weights, arrays, n)}
+            if keys is not None:
+                arrays = {**arrays, KEYS: keys_for(keys, n, term.spec.name, arrays)}
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
                                 acc=self.terms[i], keep_values=self.samples is not None, start=start,
-                                observe=observers[i] if observers else None))
+                                observe=observers[i] if observers else None,
+                                slicer=Slicer(self.slices[i]) if keys is not None and self.slices else None))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
         return out
@@ -116,13 +124,15 @@ class LossState:
         return values, index
 
     def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None, weights: Any = None,
-               **inputs: Any) -> LossState:
+               keys: Any = None, **inputs: Any) -> LossState:
         """Add samples (along axis 0; CTC: its batch axis) given as arrays by input name.
 
         ``weights``: one non-negative weight per sample (scikit-learn's ``sample_weight``): the mean
         becomes Σ wᵢ·ℓᵢ / Σ wᵢ, the sum Σ wᵢ·ℓᵢ (a batch may be all zero; the value of a state whose
         weights sum to 0 is NaN). ``start`` is the index of the first sample (for the worst samples'
-        indices; default: right after the samples this state has seen). Returns the state itself.
+        indices; default: right after the samples this state has seen). ``keys``: one slice key per
+        sample (ints or strings; NaN/None/"" is the missing key): the samples are also summed per key
+        (:attr:`slices`, ``result().slices``). Returns the state itself.
         """
         check_named_inputs(list(inputs), [term.spec for term in self.bound])
         w = None
@@ -132,7 +142,7 @@ class LossState:
         sources = Sources(preds=_wrap(preds, "preds"), targets=_wrap(targets, "targets"), weights=w,
                           named={k: v if isinstance(v, LazyArray) else from_array(v, k) for k, v in inputs.items()})
         first = self.rows if start is None else int(start)
-        plans = self.plans(sources, start=first)
+        plans = self.plans(sources, start=first, keys=None if keys is None else keys_input(keys))
         run(plans, nan_policy=self.nan_policy, on_progress=lambda _: self.take_chunk(plans), threads=1)
         self.rows = max(self.rows, first + max(p.n for p in plans))
         return self
@@ -153,14 +163,20 @@ class LossState:
         out.terms = [a.merge(b) for a, b in zip(self.terms, other.terms)]
         out.samples = self.samples.merge(other.samples) if self.samples and other.samples else None
         out.rows = max(self.rows, other.rows)
+        if self.slices is None and other.slices is None:
+            out.slices = None
+        else:
+            empty = [TermSlices() for _ in self.bound]
+            out.slices = [a.merge(b) for a, b in zip(self.slices or empty, other.slices or empty)]
         return out
 
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
-                "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows}
+                "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
+                "slices": self.slices}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"slices": None, **state})
         self._bind()
 
     def __repr__(self) -> str:
@@ -192,7 +208,30 @@ class LossState:
                             samples=max(a.samples + a.omitted for a in self.terms))
         if self.samples is not None:
             result.summary = self.samples.summary()
+        if self.slices is not None:
+            result.slices = self.slice_results()
         return result
+
+    def slice_results(self) -> list[SliceResult]:
+        """One result per slice key, worst (highest value) first; NaN values last."""
+        keys: dict[Any, None] = {}
+        for table in self.slices or ():
+            keys.update(dict.fromkeys(table.keys))
+        out = []
+        for key in keys:
+            value, samples = 0.0, 0
+            for term, table in zip(self.bound, self.slices or ()):
+                acc = table.accumulator(key)
+                if acc is None:
+                    v = math.nan
+                else:
+                    samples = max(samples, acc.samples)
+                    with blamed_on_plugin(term.spec.plugin, term.spec.name), np.errstate(all="ignore"):
+                        v = acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
+                value = v if len(self.bound) == 1 and term.weight == 1.0 else value + term.weight * v
+            out.append(SliceResult(key=key, samples=samples, value=float(value)))
+        out.sort(key=lambda s: (math.isnan(s.value), -s.value if not math.isnan(s.value) else 0.0, str(s.key)))
+        return out
 
 
 def _wrap(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:
