@@ -12,6 +12,7 @@ from typing import Any
 
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
+from lossctl.calibration import unwrap
 from lossctl.binding import WEIGHTS, Sources, check_named_inputs, check_weights
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import UsageError, option
@@ -68,6 +69,8 @@ def evaluate(
     header: str = "auto",
     delimiter: str | None = None,
     classes: str | Sequence[str] | None = None,
+    by: Any = None,
+    summary: bool | None = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -78,7 +81,10 @@ def evaluate(
     :class:`~lossctl.result.Report` that the CLI renders. ``hash`` is the inputs' digest in the
     provenance (xxh3 | sha256 | none, :mod:`lossctl.provenance`); ``provenance=False`` omits it all.
     ``header`` (auto | yes | no), ``delimiter`` and ``classes`` (string class labels in the order of
-    the logits' columns, a list or ``"a,b,c"``) say how CSV inputs are read (SPEC §5).
+    the logits' columns, a list or ``"a,b,c"``) say how CSV inputs are read (SPEC §5). ``by``: one
+    slice key per sample (a path ``g.csv:COL`` / ``g.npy``, or an array): each result also gets
+    ``.slices``, one value per key, worst first (SPEC §9). ``summary=True`` keeps the per-sample
+    statistics (the report bundle's distribution figure) without ``worst``.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -107,8 +113,13 @@ def evaluate(
             else from_array(weights, WEIGHTS))
         check_weights(sources.weights)
 
+    keys = None
+    if by is not None:
+        from lossctl.slices import keys_input, open_keys
+
+        keys = open_keys(os.fspath(by)) if isinstance(by, (str, os.PathLike)) else keys_input(by)
     with diagnostics.collecting() as warnings:
-        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts))
+        plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts), keys, summary)
                  for text in texts]
         all_terms = [t for p in plans for t in p.terms]
         used = _used_inputs(all_terms)
@@ -122,7 +133,7 @@ def evaluate(
 
         try:
             run(all_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
-            pitfalls.finish_all(t.observe for t in all_terms)
+            pitfalls.finish_all(unwrap(t.observe) for t in all_terms)
             results = [p.state.result() for p in plans]
             for p, res in zip(plans, results):
                 if p.sink is not None:
@@ -167,11 +178,11 @@ def _classes(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: str, per_sample: str | None,
-                     worst: int, count: int) -> _ExprPlan:
+                     worst: int, count: int, keys: LazyArray | None = None, summary: bool | None = None) -> _ExprPlan:
     state = LossState(text, reduction, worst, nan_policy=nan_policy,
-                      summary=bool(per_sample) or worst > 0 or None)
+                      summary=bool(per_sample) or worst > 0 or summary or None, calibration=bool(summary))
     observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-    terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
+    terms = state.plans(sources, observers=observers, stream_values=bool(per_sample), keys=keys)
     sink = None
     if per_sample:
         path = per_sample

@@ -38,6 +38,8 @@ class Summary:
     max: float
     worst: list[tuple[int, float]] = field(default_factory=list)
     approx: bool = False  # the quantiles come from a sketch (≤ 1 % relative error)
+    #: the sketch's buckets as (value, count), ascending (the bundle's distribution figure)
+    histogram: list[tuple[float, int]] = field(default_factory=list, repr=False)
 
 
 @dataclass

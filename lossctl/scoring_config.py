@@ -31,9 +31,15 @@ the same format as a JSON Schema (tests keep the two in agreement)::
       output: ../reports/scoring.md
       worst: 5
       per_sample: ../reports/per_sample.npy
+    slices:                      # one loss value per group key (= --by, --min-slice-size, --gate-slices)
+      by: ../sample_data/groups.csv:group
+      min_size: 30
+      gate: false
     no_fail: false
     github: false
     strict: false
+
+``report.dir`` is ``--report-dir`` (the report bundle, SPEC §10).
 """
 
 from __future__ import annotations
@@ -51,9 +57,11 @@ NAN_POLICIES = ("raise", "omit", "propagate")
 HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which imports NumPy; a test keeps them equal)
 
 TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins",
-            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes")
+            "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes",
+            "slices")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
-REPORT_KEYS = ("format", "output", "worst", "per_sample")
+REPORT_KEYS = ("format", "output", "worst", "per_sample", "dir")
+SLICES_KEYS = ("by", "min_size", "gate")
 
 
 @dataclass
@@ -84,6 +92,10 @@ class ScoringConfig:
     header: str | None = None  # CSV inputs (SPEC §5): auto | yes | no
     delimiter: str | None = None
     classes: str | None = None  # "a,b,c": string class labels -> index
+    by: str | None = None  # slice keys (--by PATH[:COL], SPEC §9)
+    min_slice_size: int | None = None
+    gate_slices: bool = False
+    report_dir: str | None = None  # the report bundle (--report-dir, SPEC §10)
 
 
 class _Reader:
@@ -280,6 +292,18 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
             cfg.worst = r.integer(rep, "worst", "report.worst", 0)
         if "per_sample" in rep:
             cfg.per_sample = r.path_value(rep, "per_sample", "report.per_sample", read=False)
+        if "dir" in rep:
+            cfg.report_dir = r.path_value(rep, "dir", "report.dir", read=False)
+    if "slices" in doc:
+        sl = doc["slices"]
+        if not _mapping(sl) or "by" not in sl:
+            raise r.fail(doc, "slices", "slices must be a mapping with by (PATH[:COL]), min_size, gate")
+        r.check_keys(sl, SLICES_KEYS, "slices.")
+        cfg.by = r.path_value(sl, "by", "slices.by")
+        if "min_size" in sl:
+            cfg.min_slice_size = r.integer(sl, "min_size", "slices.min_size", 1)
+        if "gate" in sl:
+            cfg.gate_slices = r.boolean(sl, "gate", "slices.gate")
     for key in ("no_fail", "github", "strict"):
         if key in doc:
             setattr(cfg, key, r.boolean(doc, key, key))
@@ -299,7 +323,7 @@ def load_config(path: str) -> ScoringConfig:
 _REPLACE_IF_GIVEN = ("losses", "max_increase")  # lists: the flags' list replaces the file's
 _UPDATE = ("inputs", "fail_above")  # mappings: flags override entries by name, keep the others
 _APPEND = ("plugins",)  # added to the file's
-_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict")  # booleans: a flag can only switch on
+_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict", "gate_slices")  # booleans: a flag can only switch on
 
 
 def merge(cfg: ScoringConfig, flags: ScoringConfig) -> ScoringConfig:

@@ -28,6 +28,7 @@ import numpy as np
 
 from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
+from lossctl.calibration import PROBABILISTIC, CalibrationObserver, ReliabilityBins
 from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights, normalize_shapes, resolve_inputs,
                              sample_count, weights_for)
 from lossctl.engine import NAN_POLICIES, TermPlan, run
@@ -44,11 +45,13 @@ class LossState:
 
     ``reduction`` applies to terms without their own ``reduction=``; ``worst`` keeps the K worst
     samples; ``summary`` keeps per-sample statistics (default: when ``worst`` > 0 or the reduction is
-    ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``.
+    ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``. ``calibration``: keep
+    reliability bins (:mod:`lossctl.calibration`) for the expression's first probabilistic
+    classification term (bce, bce_with_logits, cross_entropy, focal).
     """
 
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
-                 summary: bool | None = None) -> None:
+                 summary: bool | None = None, calibration: bool = False) -> None:
         if reduction not in REDUCTIONS:
             raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         if nan_policy not in NAN_POLICIES:
@@ -66,6 +69,9 @@ class LossState:
         self.samples: SampleStats | None = SampleStats(k=worst or 10) if summary else None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
         self.slices: list[TermSlices] | None = None  # per term, the sums by slice key (``keys=``, --by)
+        calibrated = [i for i, t in enumerate(self.bound) if t.spec.name in PROBABILISTIC]
+        self.calibration: ReliabilityBins | None = ReliabilityBins() if calibration and calibrated else None
+        self.calibrated_term = calibrated[0] if calibrated else -1
 
     def _bind(self) -> None:
         self.bound: list[BoundTerm] = bind(self.expr)
@@ -102,11 +108,16 @@ class LossState:
                 arrays = {**arrays, KEYS: keys_for(keys, n, term.spec.name, arrays)}
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
                                 acc=self.terms[i], keep_values=self.samples is not None, start=start,
-                                observe=observers[i] if observers else None,
+                                observe=self._observer(i, observers[i] if observers else None),
                                 slicer=Slicer(self.slices[i]) if keys is not None and self.slices else None))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
         return out
+
+    def _observer(self, i: int, then: Any) -> Any:
+        if self.calibration is None or i != self.calibrated_term:
+            return then
+        return CalibrationObserver(self.calibration, self.bound[i].spec.name, dict(self.bound[i].params), then)
 
     def take_chunk(self, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
         """The per-sample values of the chunk just evaluated, with their sample indices; they are added
@@ -163,6 +174,10 @@ class LossState:
         out.terms = [a.merge(b) for a, b in zip(self.terms, other.terms)]
         out.samples = self.samples.merge(other.samples) if self.samples and other.samples else None
         out.rows = max(self.rows, other.rows)
+        if self.calibration is not None and other.calibration is not None:
+            out.calibration = self.calibration.merge(other.calibration)
+        else:
+            out.calibration = None
         if self.slices is None and other.slices is None:
             out.slices = None
         else:
@@ -173,10 +188,10 @@ class LossState:
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
                 "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
-                "slices": self.slices}
+                "slices": self.slices, "calibration": self.calibration, "calibrated_term": self.calibrated_term}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"slices": None, **state})
+        self.__dict__.update({"slices": None, "calibration": None, "calibrated_term": -1, **state})
         self._bind()
 
     def __repr__(self) -> str:
@@ -210,6 +225,8 @@ class LossState:
             result.summary = self.samples.summary()
         if self.slices is not None:
             result.slices = self.slice_results()
+        if self.calibration is not None:
+            result.calibration = {"term": self.bound[self.calibrated_term].spec.name, **self.calibration.as_dict()}
         return result
 
     def slice_results(self) -> list[SliceResult]:
