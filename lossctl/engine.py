@@ -159,6 +159,8 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
+        if not chunk_rows and any(KEYS in p.arrays for p in group):  # fewer, larger chunks to route by key
+            rows = max(rows, KEYED_CHUNK_ELEMENTS // _row_elements(group))
         if not chunk_rows and any(a.sequential for p in group for a in p.arrays.values()):
             rows = max(rows, SEQUENTIAL_CHUNK_ELEMENTS // _row_elements(group))  # fewer, larger hand-offs
         if fast_plans:
@@ -178,6 +180,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
+KEYED_CHUNK_ELEMENTS = 1 << 19  # chunk size with slice keys (--by): the routing costs per chunk and per key
 SEQUENTIAL_CHUNK_ELEMENTS = 1 << 17  # chunk size when an input is streamed (CSV): half a parsed chunk
 TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
 
@@ -414,7 +417,8 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
             with blamed_on_plugin(spec.plugin, spec.name):
                 return _as_part(spec.kernel(**sub, **extra))
 
-        routed = plan.slicer.split(part, keys[index - start], weights, run_kernel, plan.sums, index)
+        kept_keys = keys if len(index) == stop - start else keys[index - start]
+        routed = plan.slicer.split(part, kept_keys, weights, run_kernel, plan.sums, index)
     return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, routed=routed)
 
 

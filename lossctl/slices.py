@@ -48,8 +48,21 @@ def key_label(value: Any) -> Key:
 
 
 def group(keys: np.ndarray) -> tuple[list[Key], np.ndarray]:
-    """The distinct keys of one chunk and, per row, the position of its key among them."""
+    """The distinct keys of one chunk and, per row, the position of its key among them.
+
+    Integer keys spanning a range at most 4× the chunk's length are grouped in O(n) (a count per
+    value of the range); anything else by sorting (``np.unique``).
+    """
     flat = np.asarray(keys).reshape(len(keys))
+    if flat.dtype.kind in "iu" and len(flat):
+        lo, hi = int(flat.min()), int(flat.max())
+        if hi - lo <= 4 * len(flat) + 1024:
+            offset = flat - lo if lo else flat
+            present = np.bincount(offset, minlength=hi - lo + 1) > 0
+            if present.all():  # (every value of the range occurs: the offsets are the positions)
+                return list(range(lo, hi + 1)), offset
+            remap = np.cumsum(present) - 1
+            return (np.flatnonzero(present) + lo).tolist(), remap[offset]
     uniq, inverse = np.unique(flat, return_inverse=True)  # NaNs are one value (equal_nan)
     labels = [key_label(u) for u in uniq.tolist()]
     return labels, inverse.reshape(-1)
@@ -129,6 +142,10 @@ class TermSlices:
                     [src.stats.get(k) for k in src.keys], lo=(src.total.lo, src.numerator.lo, src.denominator.lo))
         return out
 
+    def index_of(self, key: Key) -> int:
+        """The array position of ``key``, -1 if this table has not seen it."""
+        return self._where.get(key, -1)
+
     def accumulator(self, key: Key) -> TermAccumulator | None:
         """The key's sums as a :class:`TermAccumulator` (whose ``value()`` finalises them)."""
         i = self._where.get(key)
@@ -180,9 +197,17 @@ class Slicer:
         counts = np.bincount(inverse, minlength=count)
         per_row = _per_row_sums(part, len(keys), weights)
         if per_row is not None:
-            total, numerator, denominator = (np.bincount(inverse, weights=x, minlength=count) for x in per_row)
+            sums: dict[int, np.ndarray] = {}  # (numerator and denominator are often the total, or a count)
+
+            def by_key(x: np.ndarray | float) -> np.ndarray:
+                if not isinstance(x, np.ndarray):  # the same number for every row
+                    return counts * float(x)
+                if id(x) not in sums:
+                    sums[id(x)] = np.bincount(inverse, weights=x, minlength=count)
+                return sums[id(x)]
+
             # rows: the global rows of key j are index[inverse == j] (a row-keyed interval takes them here)
-            return Routed(labels, counts, total, numerator, denominator)
+            return Routed(labels, counts, *(by_key(x) for x in per_row))
         order = np.argsort(inverse, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(counts)])
         sums = np.zeros((3, count))
@@ -208,9 +233,10 @@ def _key_sums(run_kernel: Callable[[np.ndarray], Any], sums_of: Callable[..., An
     return sums_of(run_kernel(positions), w)
 
 
-def _per_row_sums(part: Any, n: int, weights: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+def _per_row_sums(part: Any, n: int, weights: np.ndarray | None) -> tuple[np.ndarray | float, ...] | None:
     """Per-row ``(Σ values, Σ mean numerators, Σ mean weights)`` of a part whose statistics are all one
-    value (or one block of values) per row, weighted per row; ``None`` when they are not."""
+    value (or one block of values) per row, weighted per row; ``None`` when they are not. A sum that
+    is the same for every row is a number."""
     if part.stats or part.values is None:
         return None
     values = np.asarray(part.values, dtype=np.float64)
@@ -221,13 +247,14 @@ def _per_row_sums(part: Any, n: int, weights: np.ndarray | None) -> tuple[np.nda
         x = np.asarray(x, dtype=np.float64)
         if x.ndim == 0 or x.shape[0] != n:
             return None
-        return x.reshape(n, -1).sum(axis=1)
+        return x if x.ndim == 1 else x.reshape(n, -1).sum(axis=1)
 
     total = rows(values)
     numerator = total if part.mean_values is None else rows(part.mean_values)
     per_row = values.size // n
+    denominator: np.ndarray | float | None
     if part.weight is None or (np.ndim(part.weight) == 0 and float(part.weight) == values.size):
-        denominator = np.full(n, float(per_row))
+        denominator = float(per_row)
     elif np.ndim(part.weight) == 0:
         return None
     else:
@@ -235,7 +262,8 @@ def _per_row_sums(part: Any, n: int, weights: np.ndarray | None) -> tuple[np.nda
     if total is None or numerator is None or denominator is None:
         return None
     if weights is not None:
-        return total * weights, numerator * weights, denominator * weights
+        weighted = total * weights
+        return weighted, weighted if numerator is total else numerator * weights, denominator * weights
     return total, numerator, denominator
 
 

@@ -234,21 +234,36 @@ class LossState:
         keys: dict[Any, None] = {}
         for table in self.slices or ():
             keys.update(dict.fromkeys(table.keys))
-        out = []
-        for key in keys:
-            value, samples = 0.0, 0
-            for term, table in zip(self.bound, self.slices or ()):
-                acc = table.accumulator(key)
-                if acc is None:
-                    v = math.nan
-                else:
-                    samples = max(samples, acc.samples)
-                    with blamed_on_plugin(term.spec.plugin, term.spec.name), np.errstate(all="ignore"):
-                        v = acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
-                value = v if len(self.bound) == 1 and term.weight == 1.0 else value + term.weight * v
-            out.append(SliceResult(key=key, samples=samples, value=float(value)))
+        order = list(keys)
+        values = np.zeros(len(order))
+        samples = np.zeros(len(order), dtype=np.int64)
+        for term, table in zip(self.bound, self.slices or ()):
+            v = np.full(len(order), np.nan)
+            where = np.array([table.index_of(k) for k in order], dtype=np.intp)
+            found = where >= 0
+            v[found] = self._slice_values(term, table)[where[found]]
+            samples[found] = np.maximum(samples[found], table.samples[where[found]])
+            values = v if len(self.bound) == 1 and term.weight == 1.0 else values + term.weight * v
+        out = [SliceResult(key=k, samples=int(n), value=float(x)) for k, n, x in zip(order, samples, values)]
         out.sort(key=lambda s: (math.isnan(s.value), -s.value if not math.isnan(s.value) else 0.0, str(s.key)))
         return out
+
+    def _slice_values(self, term: BoundTerm, table: TermSlices) -> np.ndarray:
+        """Each key's value of one term (vectorised unless the loss finalises extra statistics)."""
+        reduction = term.reduction or self.reduction
+        if term.spec.finalize is not None or table.stats:
+            out = []
+            for key in table.keys:
+                acc = table.accumulator(key)
+                with blamed_on_plugin(term.spec.plugin, term.spec.name), np.errstate(all="ignore"):
+                    out.append(acc.value(term.spec.finalize, reduction, term.params) if acc else math.nan)
+            return np.array(out, dtype=np.float64)
+        if reduction == "sum":
+            return np.asarray(table.total.value, dtype=np.float64).reshape(-1)
+        num = np.asarray(table.numerator.value, dtype=np.float64).reshape(-1)
+        den = np.asarray(table.denominator.value, dtype=np.float64).reshape(-1)
+        with np.errstate(all="ignore"):
+            return np.where(den == 0, np.nan, num / np.where(den == 0, 1.0, den))
 
 
 def _wrap(value: Any, name: str) -> LazyArray | dict[str, LazyArray] | None:
