@@ -13,6 +13,7 @@ from typing import Any
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
 from lossctl.calibration import unwrap
+from lossctl.slices import KEYS
 from lossctl.binding import WEIGHTS, Sources, check_named_inputs, check_weights
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import UsageError, option
@@ -202,6 +203,6 @@ def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:
     used: dict[str, LazyArray] = {}
     for tp in terms:
         for name, arr in tp.arrays.items():
-            if name in tp.spec.all_inputs() or name == WEIGHTS:  # (not what a loss derives from its parameters)
+            if name in tp.spec.all_inputs() or name in (WEIGHTS, KEYS):  # (not what a loss derives from its parameters)
                 used.setdefault(name, arr)
     return used
