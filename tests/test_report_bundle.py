@@ -165,3 +165,40 @@ def test_reliability_ece_matches_numpy_and_merges():
     got = LossState("bce_with_logits", calibration=True).update(preds=x, targets=y).result().calibration
     assert got["ece"] == pytest.approx(expected, rel=1e-9)
     assert LossState("mse", calibration=True).update(preds=x, targets=y).result().calibration is None
+
+
+def test_scoring_file_report_dir(runner, tmp_path):
+    cfg = tmp_path / "scoring.yaml"
+    cfg.write_text(f"inputs: {{preds: {SAMPLES / 'regression_preds.npy'}, targets: {SAMPLES / 'regression_targets.npy'}}}\n"
+                   f"losses: [mae]\nslices: {{by: {SAMPLES / 'groups.csv'}:region}}\nreport: {{dir: out/bundle}}\n")
+    result = runner.invoke(app, ["evaluate", "--config", str(cfg)])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads((tmp_path / "out" / "bundle" / "report.json").read_text())
+    assert {s["key"] for s in doc["results"][0]["slices"]} == {"north", "south", "east", "west"}
+    _check_bundle(tmp_path / "out" / "bundle")
+
+
+class _Axes:
+    def __init__(self):
+        self.calls = []
+
+    def errorbar(self, x, y, xerr, **kw):
+        self.calls.append(("errorbar", x[0], xerr[0][0], xerr[1][0]))
+
+    def plot(self, x, y, *a, **kw):
+        self.calls.append(("plot", x[0]))
+
+
+def test_whiskers_follow_the_spec_json_shape():
+    """Results carrying SPEC §9's ``ci`` get whiskers, others points; the baseline comes from a
+    ``comparison`` block, else from a baseline check."""
+    from lossctl.report.figures import _baseline_value, _point
+
+    ax = _Axes()
+    _point(ax, 1.0, 0, {"low": 0.8, "high": 1.5, "level": 0.95, "method": "clt", "se": 0.1}, "b")
+    _point(ax, 2.0, 1, None, "b")
+    _point(ax, None, 2, None, "b")
+    assert ax.calls == [("errorbar", 1.0, pytest.approx(0.2), pytest.approx(0.5)), ("plot", 2.0)]
+    assert _baseline_value({"comparison": {"baseline_value": 0.7}, "checks": []}) == 0.7
+    assert _baseline_value({"checks": [{"kind": "baseline", "baseline": 0.9}]}) == 0.9
+    assert _baseline_value({"checks": []}) is None
