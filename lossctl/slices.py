@@ -48,21 +48,17 @@ def key_label(value: Any) -> Key:
 
 
 def group(keys: np.ndarray) -> tuple[list[Key], np.ndarray]:
-    """The distinct keys of one chunk and, per row, the position of its key among them.
+    """The keys of one chunk and, per row, the position of its key among them.
 
-    Integer keys spanning a range at most 4× the chunk's length are grouped in O(n) (a count per
-    value of the range); anything else by sorting (``np.unique``).
+    Integer keys spanning a range at most 4× the chunk's length are grouped in O(n) without sorting:
+    the labels are then the whole range ``lo..hi`` (some may have no rows: callers drop keys whose
+    count is 0); anything else by sorting (``np.unique``), which gives only keys that occur.
     """
     flat = np.asarray(keys).reshape(len(keys))
     if flat.dtype.kind in "iu" and len(flat):
         lo, hi = int(flat.min()), int(flat.max())
         if hi - lo <= 4 * len(flat) + 1024:
-            offset = flat - lo if lo else flat
-            present = np.bincount(offset, minlength=hi - lo + 1) > 0
-            if present.all():  # (every value of the range occurs: the offsets are the positions)
-                return list(range(lo, hi + 1)), offset
-            remap = np.cumsum(present) - 1
-            return (np.flatnonzero(present) + lo).tolist(), remap[offset]
+            return list(range(lo, hi + 1)), (flat - lo if lo else flat)
     uniq, inverse = np.unique(flat, return_inverse=True)  # NaNs are one value (equal_nan)
     labels = [key_label(u) for u in uniq.tolist()]
     return labels, inverse.reshape(-1)
@@ -176,6 +172,14 @@ class Routed:
     denominator: np.ndarray
     stats: list[dict[str, Any] | None] | None = None
 
+    def occurring(self) -> Routed:
+        """Only the keys with rows in the chunk (:func:`group` may name a whole range of integers)."""
+        if self.counts.all():
+            return self
+        keep = np.flatnonzero(self.counts)
+        return Routed([self.labels[j] for j in keep], self.counts[keep], self.total[keep], self.numerator[keep],
+                      self.denominator[keep], None if self.stats is None else [self.stats[j] for j in keep])
+
 
 class Slicer:
     """Routes a term's chunks into its :class:`TermSlices` (the engine calls ``split`` then ``absorb``)."""
@@ -207,18 +211,21 @@ class Slicer:
                 return sums[id(x)]
 
             # rows: the global rows of key j are index[inverse == j] (a row-keyed interval takes them here)
-            return Routed(labels, counts, *(by_key(x) for x in per_row))
+            return Routed(labels, counts, *(by_key(x) for x in per_row)).occurring()
         order = np.argsort(inverse, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(counts)])
         sums = np.zeros((3, count))
         stats: list[dict[str, Any] | None] = []
         for j in range(count):
+            if not counts[j]:
+                stats.append(None)
+                continue
             positions = order[bounds[j]:bounds[j + 1]]
             rows = index[positions]  # global row indices of this key's samples
             t, m, d, s = _key_sums(run_kernel, sums_of, positions, weights, rows)
             sums[:, j] = (t, m, d)
             stats.append(s)
-        return Routed(labels, counts, sums[0], sums[1], sums[2], stats)
+        return Routed(labels, counts, sums[0], sums[1], sums[2], stats).occurring()
 
     def absorb(self, routed: Routed) -> None:
         self.table.add(routed.labels, routed.counts, routed.total, routed.numerator, routed.denominator,
