@@ -196,3 +196,18 @@ def test_slice_options_need_by_and_scoring_file_slices(runner, tmp_path):
     result = runner.invoke(app, ["evaluate", "--config", str(cfg), "-f", "json"])
     assert result.exit_code == 1
     assert _slices(json.loads(result.stdout))["b"]["checks"][0]["passed"] is False
+
+
+def test_slice_failures_in_junit_and_github_annotations(runner, tmp_path):
+    import xml.etree.ElementTree as ET
+
+    base = ["evaluate", *_gate_files(tmp_path), "--fail-above", "mse=3", "--gate-slices"]
+    result = runner.invoke(app, base + ["-f", "junit"])
+    assert result.exit_code == 1
+    root = ET.fromstring(result.stdout)
+    failed = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
+    assert failed == ["mse [slice a] <= 3"]
+    assert len(list(root.iter("testcase"))) == 3  # the loss, slices a and c (b is below --min-slice-size)
+    result = runner.invoke(app, base + ["--github"], env={"GITHUB_STEP_SUMMARY": str(tmp_path / "s.md")})
+    assert result.exit_code == 1
+    assert "::error" in result.stderr and "[slice a]" in result.stderr
