@@ -354,4 +354,5 @@ class SampleStats:
             max=self.max if self.finite else nan,
             worst=[(int(i), float(v)) for i, v in zip(self.worst_index, self.worst_values)],
             approx=self._exact is None,
+            histogram=[(_bucket_value(k), c) for k, c in sorted(self._sparse().items())],
         )

@@ -12,6 +12,8 @@ from typing import Any
 
 from lossctl import diagnostics, pitfalls
 from lossctl.arrays import LazyArray, from_array
+from lossctl.calibration import unwrap
+from lossctl.slices import KEYS
 from lossctl.binding import WEIGHTS, Sources, check_named_inputs, check_weights
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import UsageError, option
@@ -84,6 +86,8 @@ def evaluate(
     data: Any = None,
     ci: CIConfig | bool | None = None,
     against: Any = None,
+    by: Any = None,
+    summary: bool | None = None,
 ) -> Report:
     """Evaluate one or more loss expressions over saved (or in-memory) predictions and targets.
 
@@ -107,6 +111,11 @@ def evaluate(
     ``ci`` (True, or a :class:`~lossctl.intervals.CIConfig`) adds each result's confidence interval;
     ``against`` (a PREDS-like path or array, or an .npz / mapping with the same named inputs) scores a
     baseline model on the same targets in the same pass: each result gets a paired ``comparison``.
+
+    ``by``: one
+    slice key per sample (a path ``g.csv:COL`` / ``g.npy``, or an array): each result also gets
+    ``.slices``, one value per key, worst first (SPEC §9). ``summary=True`` keeps the per-sample
+    statistics (the report bundle's distribution figure) without ``worst``.
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -136,6 +145,9 @@ def evaluate(
         if per_sample:
             raise UsageError(f"{option('per_sample')} writes one value per sample in order, which needs "
                              f"{option('engine', 'local')}; drop one of them")
+        if by is not None:
+            raise UsageError(f"{option('by')} slices are summed by the local engine for now: drop "
+                             f"{option('engine', 'dask')} or {option('by')}")
         if against is not None:
             raise UsageError(f"{option('against')} pairs two models row by row in one pass, which needs "
                              f"{option('engine', 'local')} for now; drop one of them")
@@ -169,9 +181,14 @@ def evaluate(
             base = {**cand, **{k: v for k, v in base.items() if k != "targets"}}
         base_sources = Sources(preds=base, targets=sources.targets, named=dict(sources.named), weights=sources.weights)
 
+    keys = None
+    if by is not None:
+        from lossctl.slices import keys_input, open_keys
+
+        keys = open_keys(os.fspath(by)) if isinstance(by, (str, os.PathLike)) else keys_input(by)
     with diagnostics.collecting() as warnings:
         plans = [_plan_expression(text, sources, reduction, nan_policy, per_sample, worst, len(texts), ci,
-                                  base_sources, against)
+                                  base_sources, against, keys, summary)
                  for text in texts]
         all_terms = [t for p in plans for t in p.terms]
         base_terms = [t for p in plans for t in (p.base_terms or [])]
@@ -194,7 +211,7 @@ def evaluate(
                                         nan_policy, worst, scheduler, chunk_size, ci)
             else:
                 run(all_terms + base_terms, nan_policy=nan_policy, chunk_rows=chunk_size, on_progress=after_chunk)
-                pitfalls.finish_all(t.observe for t in all_terms)
+                pitfalls.finish_all(unwrap(t.observe) for t in all_terms)
                 from lossctl import workers as workers_module
 
                 engine_info = {"name": "local", "workers": workers_module.worker_count(None), "partitions": 1}
@@ -341,20 +358,21 @@ def _classes(value: str | Sequence[str] | None) -> tuple[str, ...] | None:
 
 def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: str, per_sample: str | None,
                      worst: int, count: int, ci: CIConfig | None = None, base_sources: Sources | None = None,
-                     against: Any = None) -> _ExprPlan:
+                     against: Any = None, keys: LazyArray | None = None, summary: bool | None = None) -> _ExprPlan:
     paired = base_terms = None
     if base_sources is not None:
         paired = PairedState(text, reduction, worst, nan_policy=nan_policy, ci=ci,
                              against=os.fspath(against) if isinstance(against, (str, os.PathLike)) else "<array>",
-                             summary=bool(per_sample) or worst > 0 or None)
+                             summary=bool(per_sample) or worst > 0 or summary or None)
         state = paired.cand
         observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-        terms, base_terms = paired.plans(sources, base_sources, observers=observers, stream_values=bool(per_sample))
+        terms, base_terms = paired.plans(sources, base_sources, observers=observers, stream_values=bool(per_sample),
+                                         keys=keys)
     else:
         state = LossState(text, reduction, worst, nan_policy=nan_policy,
-                          summary=bool(per_sample) or worst > 0 or None, ci=ci)
+                          summary=bool(per_sample) or worst > 0 or summary or None, ci=ci, calibration=bool(summary))
         observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
-        terms = state.plans(sources, observers=observers, stream_values=bool(per_sample))
+        terms = state.plans(sources, observers=observers, stream_values=bool(per_sample), keys=keys)
     sink = None
     if per_sample:
         path = per_sample
@@ -374,6 +392,6 @@ def _used_inputs(terms: Sequence[TermPlan]) -> dict[str, LazyArray]:
     used: dict[str, LazyArray] = {}
     for tp in terms:
         for name, arr in tp.arrays.items():
-            if name in tp.spec.all_inputs() or name == WEIGHTS:  # (not what a loss derives from its parameters)
+            if name in tp.spec.all_inputs() or name in (WEIGHTS, KEYS):  # (not what a loss derives from its parameters)
                 used.setdefault(name, arr)
     return used

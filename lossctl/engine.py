@@ -26,6 +26,7 @@ from lossctl.registry import LossSpec, Part
 from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.binding import WEIGHTS
 from lossctl.intervals import GroupSums, part_sums, poisson_weights, bucket_of, row_sums
+from lossctl.slices import KEYS
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
 NAN_POLICIES = ("raise", "omit", "propagate")
@@ -78,16 +79,20 @@ class TermPlan:
     def global_rows(self, index: np.ndarray) -> np.ndarray:
         """Global row indices of the plan's samples at local positions ``index``."""
         return self.row_ids[index] if self.row_ids is not None else index + self.start
+    #: routes each chunk's sums by slice key (``--by``: a :class:`lossctl.slices.Slicer`)
+    slicer: Any = None
 
     @property
     def spec(self) -> LossSpec:
         return self.bound.spec
 
     def add(self, part: Part, weights: np.ndarray | None = None) -> None:
+        self.acc.add_sums(*self.sums(part, weights))
+
+    def sums(self, part: Part, weights: np.ndarray | None = None) -> tuple[float, float, float, Any]:
+        """``(Σ values, Σ mean numerators, Σ mean weights, extra statistics)`` of one part."""
         if weights is not None:  # --weights: every sum weighted per sample
-            total, numerator, weight = weighted_sums(self.spec, part, weights)
-            self.acc.add_sums(total, numerator, weight, part.stats)
-            return
+            return (*weighted_sums(self.spec, part, weights), part.stats)
         values = part.values
         chunk_sum = float(np.sum(values, dtype=np.float64)) if values is not None else 0.0
         numerator = chunk_sum if part.mean_values is None else float(np.sum(part.mean_values, dtype=np.float64))
@@ -95,7 +100,7 @@ class TermPlan:
             weight = 0 if values is None else np.size(values)
         else:
             weight = float(np.sum(part.weight, dtype=np.float64))
-        self.acc.add_sums(chunk_sum, numerator, weight, part.stats)
+        return chunk_sum, numerator, weight, part.stats
 
 
 def _as_part(out: Any) -> Part:
@@ -164,10 +169,13 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
     for n, group in groups.items():
         fused = {id(p): f for p in group  # (the fused sums are unweighted: weighted plans take the kernels)
                  if FAST_PATHS and WEIGHTS not in p.arrays and p.groups is None and p.row_ids is None
+                 and KEYS not in p.arrays
                  and (f := fast.fused_for(p)) is not None}
         fast_plans = [p for p in group if id(p) in fused]
         slow_plans = [p for p in group if id(p) not in fused]
         rows = chunk_rows or _default_rows(group, n)
+        if not chunk_rows and any(KEYS in p.arrays for p in group):  # fewer, larger chunks to route by key
+            rows = max(rows, KEYED_CHUNK_ELEMENTS // _row_elements(group))
         if not chunk_rows and any(a.sequential for p in group for a in p.arrays.values()):
             rows = max(rows, SEQUENTIAL_CHUNK_ELEMENTS // _row_elements(group))  # fewer, larger hand-offs
         lo, hi = (0, n) if span is None else (max(0, span[0]), min(n, span[1]))
@@ -188,6 +196,7 @@ def run(plans: Sequence[TermPlan], nan_policy: str = "raise", chunk_rows: int | 
 
 
 FAST_PATHS = True  # tests switch this off to compare the fused sums with the kernels
+KEYED_CHUNK_ELEMENTS = 1 << 19  # chunk size with slice keys (--by): the routing costs per chunk and per key
 SEQUENTIAL_CHUNK_ELEMENTS = 1 << 17  # chunk size when an input is streamed (CSV): half a parsed chunk
 TASK_ELEMENTS = 1 << 22  # elements of the widest input per worker task (16 MB of float32)
 
@@ -278,6 +287,7 @@ class _ChunkResult:
     omitted: int
     weights: np.ndarray | None = None  # the chunk's sample weights (--weights)
     groups: Any = None  # ("rows", per-row sums, rows) | ("groups", sums, stats) | ("unavailable", why)
+    routed: Any = None  # the chunk's sums by slice key (--by)
 
 
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
@@ -406,6 +416,7 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
         chunk[name] = cache[cache_key]
     index = np.arange(start, stop)
     omitted = 0
+    keys = chunk.pop(KEYS, None)
     if nan_policy != "propagate":
         chunk, index, omitted = _apply_nan_policy(plan, chunk, index, nan_policy, start, rows)
         if chunk is None:
@@ -436,7 +447,22 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
     groups = None
     if plan.groups is not None:
         groups = _group_sums(plan, part, chunk, kwargs, weights, plan.global_rows(index))
-    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups)
+    routed = None
+    if keys is not None and plan.slicer is not None:
+        kept = chunk  # (after the NaN policy: the rows the part holds)
+
+        def run_kernel(positions: np.ndarray) -> Part:
+            sub = {name: np.take(arr, positions, axis=spec.sample_axis(name)) for name, arr in kept.items()}
+            extra = dict(kwargs)
+            if "sample_weight" in extra:
+                extra["sample_weight"] = weights[positions]
+            with blamed_on_plugin(spec.plugin, spec.name):
+                return _as_part(spec.kernel(**sub, **extra))
+
+        kept_keys = keys if len(index) == stop - start else keys[index - start]
+        routed = plan.slicer.split(part, kept_keys, weights, run_kernel, plan.sums, index)
+    return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups,
+                        routed=routed)
 
 
 def _group_sums(plan: TermPlan, part: Part, chunk: dict[str, np.ndarray], kwargs: dict[str, Any],
@@ -539,6 +565,8 @@ def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
             plan.groups.add_groups(*data)
         else:
             plan.groups.unavailable = plan.groups.unavailable or data[0]
+    if res.routed is not None:
+        plan.slicer.absorb(res.routed)
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
         plan.indices.append(plan.global_rows(res.index))

@@ -481,6 +481,32 @@ def _find_entry(res: LossResult, entries: Sequence[BaselineEntry]) -> BaselineEn
 # ------------------------------------------------------------------------------------ applying
 
 
+#: slices with fewer samples are reported but not gated (``--min-slice-size``)
+DEFAULT_MIN_SLICE_SIZE = 30
+
+
+def apply_slice_gates(report: Report, fail_above: Iterable[FailAbove] = (), min_size: int | None = None,
+                      gate: bool = False) -> Report:
+    """Mark each slice as gated or not (``min_size`` samples at least) and, with ``gate``
+    (``--gate-slices``), check every gated slice against the ``--fail-above`` limits of its loss."""
+    min_size = DEFAULT_MIN_SLICE_SIZE if min_size is None else min_size
+    for res in report.results:
+        for sl in res.slices or ():
+            sl.gated = sl.samples >= min_size
+    if not gate:
+        return report
+    for g in fail_above:
+        for res, term in match_loss(g.loss, report.results):
+            if term is not None:  # a term's limit: the slices hold whole expressions' values
+                continue
+            for sl in res.slices or ():
+                if sl.gated:
+                    check = fail_above_check(f"{res.loss} [slice {sl.key}]", sl.value, g.limit)
+                    check.extra["slice"] = sl.key
+                    sl.checks.append(check)
+    return report
+
+
 def apply_gates(report: Report, fail_above: Iterable[FailAbove] = (), baseline: Baseline | None = None,
                 tolerance: Tolerance | None = None, allow_missing: bool = False, inconclusive: str = "pass",
                 against: bool = False) -> Report:

@@ -41,7 +41,7 @@ def annotations(report: Report, limit: int = MAX_PER_KIND) -> list[str]:
     """``::error`` per failed gate and ``::warning`` per warning, at most ``limit`` of each."""
     errors: list[str] = []
     for res in report.results:
-        for check in res.checks:
+        for check in [*res.checks, *(c for sl in res.slices or () for c in sl.checks)]:
             if not check.passed:
                 title = f"lossctl {check.kind.replace('_', '-')}: {res.loss}"
                 errors.append(command("error", check.message or f"{res.loss}: {check.kind} check failed",

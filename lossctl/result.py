@@ -73,6 +73,24 @@ class Summary:
     max: float
     worst: list[tuple[int, float]] = field(default_factory=list)
     approx: bool = False  # the quantiles come from a sketch (≤ 1 % relative error)
+    #: the sketch's buckets as (value, count), ascending (the bundle's distribution figure)
+    histogram: list[tuple[float, int]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class SliceResult:
+    """One slice (``--by``): the loss over the samples whose key is ``key`` (``None``: a missing key)."""
+
+    key: int | float | str | None
+    samples: int
+    value: float
+    ci: dict[str, Any] | None = None
+    checks: list[Check] = field(default_factory=list)
+    gated: bool = True  # big enough to be gated (--min-slice-size)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
 
 
 @dataclass
@@ -89,10 +107,12 @@ class LossResult:
     per_sample_path: str | None = None
     ci: Interval | None = None
     comparison: Comparison | None = None
+    slices: list[SliceResult] | None = None  # --by: worst first
+    calibration: dict[str, Any] | None = None  # reliability bins of a probabilistic classification loss
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        return all(c.passed for c in self.checks) and all(s.passed for s in self.slices or ())
 
     @property
     def finite(self) -> bool:

@@ -33,12 +33,18 @@ the same format as a JSON Schema (tests keep the two in agreement)::
       output: ../reports/scoring.md
       worst: 5
       per_sample: ../reports/per_sample.npy
+    slices:                      # one loss value per group key (= --by, --min-slice-size, --gate-slices)
+      by: ../sample_data/groups.csv:region
+      min_size: 30
+      gate: false
     no_fail: false
     github: false
     strict: false
     against: ../sample_data/regression_preds_baseline.npy   # = --against (a paired comparison)
     ci: {level: 0.95, method: auto, seed: 0, resamples: 1000}   # = --ci ...; or ci: true
     inconclusive: pass           # pass | fail: an inconclusive gate (with ci)
+
+``report.dir`` is ``--report-dir`` (the report bundle, SPEC §10).
 """
 
 from __future__ import annotations
@@ -58,10 +64,11 @@ HASHES = ("xxh3", "sha256", "none")  # = lossctl.provenance.ALGORITHMS (which im
 
 TOP_KEYS = ("version", "inputs", "weights", "losses", "reduction", "nan_policy", "chunk_size", "hash", "plugins",
             "fail_above", "baseline", "report", "no_fail", "github", "strict", "header", "delimiter", "classes",
-            "storage_options", "engine", "scheduler", "against", "ci", "inconclusive")
+            "storage_options", "engine", "scheduler", "against", "ci", "inconclusive", "slices")
 CI_KEYS = ("level", "method", "seed", "resamples")
 BASELINE_KEYS = ("report", "max_increase", "allow_missing")
-REPORT_KEYS = ("format", "output", "worst", "per_sample")
+REPORT_KEYS = ("format", "output", "worst", "per_sample", "dir")
+SLICES_KEYS = ("by", "min_size", "gate")
 
 
 @dataclass
@@ -102,6 +109,10 @@ class ScoringConfig:
     seed: int | None = None
     resamples: int | None = None
     inconclusive: str | None = None  # pass | fail
+    by: str | None = None  # slice keys (--by PATH[:COL], SPEC §9)
+    min_slice_size: int | None = None
+    gate_slices: bool = False
+    report_dir: str | None = None  # the report bundle (--report-dir, SPEC §10)
 
 
 class _Reader:
@@ -340,6 +351,18 @@ def parse_config(doc: Any, path: str) -> ScoringConfig:
             cfg.worst = r.integer(rep, "worst", "report.worst", 0)
         if "per_sample" in rep:
             cfg.per_sample = r.path_value(rep, "per_sample", "report.per_sample", read=False)
+        if "dir" in rep:
+            cfg.report_dir = r.path_value(rep, "dir", "report.dir", read=False)
+    if "slices" in doc:
+        sl = doc["slices"]
+        if not _mapping(sl) or "by" not in sl:
+            raise r.fail(doc, "slices", "slices must be a mapping with by (PATH[:COL]), min_size, gate")
+        r.check_keys(sl, SLICES_KEYS, "slices.")
+        cfg.by = r.path_value(sl, "by", "slices.by")
+        if "min_size" in sl:
+            cfg.min_slice_size = r.integer(sl, "min_size", "slices.min_size", 1)
+        if "gate" in sl:
+            cfg.gate_slices = r.boolean(sl, "gate", "slices.gate")
     _read_ci_keys(r, doc, cfg)
     for key in ("no_fail", "github", "strict"):
         if key in doc:
@@ -360,7 +383,7 @@ def load_config(path: str) -> ScoringConfig:
 _REPLACE_IF_GIVEN = ("losses", "max_increase")  # lists: the flags' list replaces the file's
 _UPDATE = ("inputs", "fail_above", "storage_options")  # mappings: flags override entries by name, keep the others
 _APPEND = ("plugins",)  # added to the file's
-_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict", "ci")  # booleans: a flag can only switch on
+_SWITCH_ON = ("allow_missing", "no_fail", "github", "strict", "ci", "gate_slices")  # booleans: a flag can only switch on
 
 
 def merge(cfg: ScoringConfig, flags: ScoringConfig) -> ScoringConfig:

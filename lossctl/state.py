@@ -28,6 +28,7 @@ import numpy as np
 
 from lossctl import diagnostics
 from lossctl.accumulators import SampleStats, TermAccumulator
+from lossctl.calibration import PROBABILISTIC, CalibrationObserver, ReliabilityBins
 from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights, normalize_shapes, resolve_inputs,
                              sample_count, weights_for)
 from lossctl.engine import NAN_POLICIES, TermPlan, run
@@ -37,7 +38,8 @@ from lossctl.intervals import (BUCKETS, CIConfig, GroupSums, Moments, bootstrap_
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
-from lossctl.result import Comparison, Interval, LossResult, TermResult
+from lossctl.result import Comparison, Interval, LossResult, SliceResult, TermResult
+from lossctl.slices import KEYS, Slicer, TermSlices, keys_for, keys_input
 
 
 class LossState:
@@ -48,11 +50,13 @@ class LossState:
     ``none``). ``nan_policy`` is ``raise`` | ``omit`` | ``propagate``. ``ci`` (a
     :class:`~lossctl.intervals.CIConfig`, or True for the defaults) keeps what a confidence interval
     needs (``result().ci``): per-sample moments (CLT), and per term the sums of 20 row buckets
-    (jackknife) or of the bootstrap resamples, keyed by global row index.
+    (jackknife) or of the bootstrap resamples, keyed by global row index. ``calibration``: keep
+    reliability bins (:mod:`lossctl.calibration`) for the expression's first probabilistic
+    classification term (bce, bce_with_logits, cross_entropy, focal).
     """
 
     def __init__(self, expr: str, reduction: str = "mean", worst: int = 0, *, nan_policy: str = "raise",
-                 summary: bool | None = None, ci: CIConfig | bool | None = None) -> None:
+                 summary: bool | None = None, ci: CIConfig | bool | None = None, calibration: bool = False) -> None:
         if reduction not in REDUCTIONS:
             raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
         if nan_policy not in NAN_POLICIES:
@@ -77,6 +81,10 @@ class LossState:
         #: the per-sample values' moments alone, for the CLT, when no summary is kept (paired states)
         self.moments: Moments | None = None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
+        self.slices: list[TermSlices] | None = None  # per term, the sums by slice key (``keys=``, --by)
+        calibrated = [i for i, t in enumerate(self.bound) if t.spec.name in PROBABILISTIC]
+        self.calibration: ReliabilityBins | None = ReliabilityBins() if calibration and calibrated else None
+        self.calibrated_term = calibrated[0] if calibrated else -1
 
     def _bind(self) -> None:
         self.bound: list[BoundTerm] = bind(self.expr)
@@ -101,7 +109,8 @@ class LossState:
     # ------------------------------------------------------------------------------ updating
 
     def plans(self, sources: Sources, *, start: int = 0, observers: Sequence[Any] | None = None,
-              stream_values: bool = False, rows: np.ndarray | None = None) -> list[TermPlan]:
+              stream_values: bool = False, rows: np.ndarray | None = None, keys: LazyArray | None = None,
+              ) -> list[TermPlan]:
         """Bind this state's terms to ``sources``: plans whose sums go into this state.
 
         ``stream_values``: the caller wants the per-sample values from :meth:`take_chunk` (a per-sample
@@ -109,8 +118,11 @@ class LossState:
 
         Run them with :func:`lossctl.engine.run` and call :meth:`take_chunk` after each chunk; that is
         what :meth:`update` does (the CLI runs the plans of several states in one pass over the files).
+        ``keys``: one slice key per sample (``--by``), routed into :attr:`slices`.
         """
         out = []
+        if keys is not None and self.slices is None:
+            self.slices = [TermSlices() for _ in self.bound]
         for i, term in enumerate(self.bound):
             arrays = normalize_shapes(term.spec, resolve_inputs(term.spec, sources), term.params)
             n = sample_count(term.spec, arrays)
@@ -127,13 +139,21 @@ class LossState:
                     self.groups[i].unavailable = "weights were given after unweighted samples"
             if rows is not None and len(rows) != n:
                 raise UsageError(f"{option('rows')} has {len(rows)} row indices for {n} samples; give one per sample")
+            if keys is not None:
+                arrays = {**arrays, KEYS: keys_for(keys, n, term.spec.name, arrays)}
             out.append(TermPlan(bound=term, arrays=arrays, n=n, reduction=term.reduction or self.reduction,
                                 acc=self.terms[i], keep_values=self.samples is not None or self.moments is not None,
-                                start=start,
-                                observe=observers[i] if observers else None, groups=self.groups[i], row_ids=rows))
+                                start=start, observe=self._observer(i, observers[i] if observers else None),
+                                groups=self.groups[i], row_ids=rows,
+                                slicer=Slicer(self.slices[i]) if keys is not None and self.slices else None))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
         return out
+
+    def _observer(self, i: int, then: Any) -> Any:
+        if self.calibration is None or i != self.calibrated_term:
+            return then
+        return CalibrationObserver(self.calibration, self.bound[i].spec.name, dict(self.bound[i].params), then)
 
     def take_chunk(self, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
         """The per-sample values of the chunk just evaluated, with their sample indices; they are added
@@ -151,7 +171,7 @@ class LossState:
         return values, index
 
     def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None, weights: Any = None,
-               rows: Any = None, **inputs: Any) -> LossState:
+               rows: Any = None, keys: Any = None, **inputs: Any) -> LossState:
         """Add samples (along axis 0; CTC: its batch axis) given as arrays by input name.
 
         ``weights``: one non-negative weight per sample (scikit-learn's ``sample_weight``): the mean
@@ -160,7 +180,9 @@ class LossState:
         indices; default: right after the samples this state has seen). ``rows``: the global row
         index of each sample (an int64 array, one per sample; default ``start + arange(n)``), for
         samples that are not consecutive rows (a slice of the data); the worst samples' indices, the
-        jackknife buckets and the bootstrap draws are keyed by it. Returns the state itself.
+        jackknife buckets and the bootstrap draws are keyed by it. ``keys``: one slice key per
+        sample (ints or strings; NaN/None/"" is the missing key): the samples are also summed per key
+        (:attr:`slices`, ``result().slices``). Returns the state itself.
         """
         check_named_inputs(list(inputs), [term.spec for term in self.bound])
         w = None
@@ -176,7 +198,7 @@ class LossState:
             if row_ids.ndim != 1 or row_ids.dtype.kind not in "iu" or (row_ids.size and row_ids.min() < 0):
                 raise UsageError(f"{option('rows')} must be a 1-D array of non-negative integer row indices")
             row_ids = row_ids.astype(np.int64)
-        plans = self.plans(sources, start=first, rows=row_ids)
+        plans = self.plans(sources, start=first, rows=row_ids, keys=None if keys is None else keys_input(keys))
         run(plans, nan_policy=self.nan_policy, on_progress=lambda _: self.take_chunk(plans), threads=1)
         end = first + max(p.n for p in plans) if row_ids is None else int(row_ids.max(initial=-1)) + 1
         self.rows = max(self.rows, end)
@@ -214,15 +236,25 @@ class LossState:
                       for a, b in zip(self.groups, other.groups)]
         out.rows = max(self.rows, other.rows)
         out.show_summary = self.show_summary or other.show_summary
+        if self.calibration is not None and other.calibration is not None:
+            out.calibration = self.calibration.merge(other.calibration)
+        else:
+            out.calibration = None
+        if self.slices is None and other.slices is None:
+            out.slices = None
+        else:
+            empty = [TermSlices() for _ in self.bound]
+            out.slices = [a.merge(b) for a, b in zip(self.slices or empty, other.slices or empty)]
         return out
 
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
                 "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
-                "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary, "moments": self.moments}
+                "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary, "moments": self.moments,
+                "slices": self.slices, "calibration": self.calibration, "calibrated_term": self.calibrated_term}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"slices": None, "calibration": None, "calibrated_term": -1, **state})
         self._bind()
         self.__dict__.setdefault("ci", None)  # (states pickled before intervals)
         self.__dict__.setdefault("groups", [None] * len(self.bound))
@@ -260,7 +292,47 @@ class LossState:
             result.summary = self.samples.summary()
         if self.ci is not None:
             result.ci = self.interval(value)
+        if self.slices is not None:
+            result.slices = self.slice_results()
+        if self.calibration is not None:
+            result.calibration = {"term": self.bound[self.calibrated_term].spec.name, **self.calibration.as_dict()}
         return result
+
+    def slice_results(self) -> list[SliceResult]:
+        """One result per slice key, worst (highest value) first; NaN values last."""
+        keys: dict[Any, None] = {}
+        for table in self.slices or ():
+            keys.update(dict.fromkeys(table.keys))
+        order = list(keys)
+        values = np.zeros(len(order))
+        samples = np.zeros(len(order), dtype=np.int64)
+        for term, table in zip(self.bound, self.slices or ()):
+            v = np.full(len(order), np.nan)
+            where = np.array([table.index_of(k) for k in order], dtype=np.intp)
+            found = where >= 0
+            v[found] = self._slice_values(term, table)[where[found]]
+            samples[found] = np.maximum(samples[found], table.samples[where[found]])
+            values = v if len(self.bound) == 1 and term.weight == 1.0 else values + term.weight * v
+        out = [SliceResult(key=k, samples=int(n), value=float(x)) for k, n, x in zip(order, samples, values)]
+        out.sort(key=lambda s: (math.isnan(s.value), -s.value if not math.isnan(s.value) else 0.0, str(s.key)))
+        return out
+
+    def _slice_values(self, term: BoundTerm, table: TermSlices) -> np.ndarray:
+        """Each key's value of one term (vectorised unless the loss finalises extra statistics)."""
+        reduction = term.reduction or self.reduction
+        if term.spec.finalize is not None or table.stats:
+            out = []
+            for key in table.keys:
+                acc = table.accumulator(key)
+                with blamed_on_plugin(term.spec.plugin, term.spec.name), np.errstate(all="ignore"):
+                    out.append(acc.value(term.spec.finalize, reduction, term.params) if acc else math.nan)
+            return np.array(out, dtype=np.float64)
+        if reduction == "sum":
+            return np.asarray(table.total.value, dtype=np.float64).reshape(-1)
+        num = np.asarray(table.numerator.value, dtype=np.float64).reshape(-1)
+        den = np.asarray(table.denominator.value, dtype=np.float64).reshape(-1)
+        with np.errstate(all="ignore"):
+            return np.where(den == 0, np.nan, num / np.where(den == 0, 1.0, den))
 
     # ------------------------------------------------------------------------------ intervals
 
@@ -349,12 +421,12 @@ class PairedState:
         return self.cand.ci
 
     def plans(self, sources: Sources, base_sources: Sources, *, start: int = 0, rows: np.ndarray | None = None,
-              observers: Sequence[Any] | None = None, stream_values: bool = False,
+              observers: Sequence[Any] | None = None, stream_values: bool = False, keys: LazyArray | None = None,
               ) -> tuple[list[TermPlan], list[TermPlan]]:
         """The candidate's and the baseline's plans (per-sample values streamed when the pairs need
         them, or ``stream_values``: the candidate's go to a per-sample file)."""
         return (self.cand.plans(sources, start=start, observers=observers, stream_values=self.pairs or stream_values,
-                                rows=rows),
+                                rows=rows, keys=keys),
                 self.base.plans(base_sources, start=start, stream_values=self.pairs, rows=rows))
 
     def take_chunk(self, cand_plans: Sequence[TermPlan], base_plans: Sequence[TermPlan],

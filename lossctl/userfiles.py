@@ -149,8 +149,8 @@ def replace_target(path: str) -> str:
     return os.path.realpath(path) if os.path.islink(path) else path
 
 
-def write_atomic(path: str, text: str, label: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` so that a reader sees the old file or the whole new one:
+def write_atomic(path: str, text: str | bytes, label: str) -> None:
+    """Write ``text`` (UTF-8; ``bytes`` as they are) to ``path`` so that a reader sees the old file or the whole new one:
     a unique temporary file in the same directory, renamed over ``path``; missing parent
     directories are created. A device, FIFO or terminal (``/dev/stdout``) is written in place, and a
     symlink keeps pointing where it did. ``label`` names the file in errors (``--output x``)."""
@@ -161,7 +161,7 @@ def write_atomic(path: str, text: str, label: str) -> None:
             if not is_stdout_like(path):
                 raise UsageError(f"{label}: is not a regular file (a device, FIFO or socket); give a file "
                                  "name, or /dev/stdout")
-            with open(path, "w", encoding="utf-8") as fh:
+            with (open(path, "wb") if isinstance(text, bytes) else open(path, "w", encoding="utf-8")) as fh:
                 fh.write(text)
             return
         target = replace_target(path)
@@ -172,7 +172,7 @@ def write_atomic(path: str, text: str, label: str) -> None:
             raise UsageError(f"{label}: cannot create directory {directory}: {exc.strerror or exc}") from None
         fd, tmp = temp_beside(target)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            with (os.fdopen(fd, "wb") if isinstance(text, bytes) else os.fdopen(fd, "w", encoding="utf-8")) as fh:
                 fh.write(text)
             os.replace(tmp, target)
         except BaseException:  # an error or Ctrl-C: no temporary file left behind

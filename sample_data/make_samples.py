@@ -7,6 +7,8 @@
 * imbalanced binary: logits and 0/1 labels with 5% positives (``binary_logits.npy``,
   ``binary_labels.npy``, ``binary.csv`` with label,logit,prob)
 * multiclass: logits (N, 5) and class indices (``multiclass_logits.npy``, ``multiclass_labels.npy``)
+* slice keys for the 2,000 rows of each (``groups.csv`` with region (text, 4 values) and cohort
+  (0..49)): ``--by sample_data/groups.csv:region``
 """
 
 from __future__ import annotations
@@ -44,6 +46,16 @@ def main() -> None:
     mc_logits[np.arange(n), classes] += 2.0
     np.save(HERE / "multiclass_logits.npy", mc_logits.astype(np.float32))
     np.save(HERE / "multiclass_labels.npy", classes.astype(np.int64))
+    make_groups(n)
+
+
+def make_groups(n: int) -> None:
+    """``groups.csv``: its own seed, so adding it changed none of the other files."""
+    rng = np.random.default_rng(20261204)
+    regions = np.array(["north", "south", "east", "west"])[rng.integers(0, 4, n)]
+    cohorts = rng.integers(0, 50, n)
+    lines = ["region,cohort"] + [f"{r},{c}" for r, c in zip(regions, cohorts)]
+    (HERE / "groups.csv").write_text("\n".join(lines) + "\n")
 
 
 def _write_csv(path: pathlib.Path, header: list[str], columns: list[np.ndarray]) -> None:

@@ -155,12 +155,21 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
         raise UsageError("--confidence, --ci-method, --seed and --resamples set up --ci; add --ci")
     tolerance = parse_max_increase(s.max_increase) if s.max_increase else Tolerance()
     base = load_baseline(s.baseline) if s.baseline else None
+    if s.min_slice_size is not None and s.min_slice_size < 1:
+        raise UsageError(f"--min-slice-size must be >= 1, got {s.min_slice_size}")
+    if (s.gate_slices or s.min_slice_size is not None) and not s.by:
+        raise UsageError("--gate-slices and --min-slice-size need --by PATH[:COL] (the slice keys)")
+    if s.report_dir:
+        from lossctl.report.bundle import check_dir
+
+        check_dir(s.report_dir)
     if s.output and not _is_stdout(s.output):  # a path that cannot take the report fails now, not after the work
         from lossctl.userfiles import check_output
 
         check_output(s.output, f"--output {s.output}")
 
-    provenance = fmt_ in ("json", "markdown", "junit") or s.output is not None or base is not None or s.github
+    provenance = (fmt_ in ("json", "markdown", "junit") or s.output is not None or base is not None or s.github
+                  or s.report_dir is not None)
     # the input files' digests start now, on the core that is idle while NumPy and the plugins import
     stop_prefetch = prefetch([s.preds, s.targets, *s.inputs.values(), s.weights], hash_algorithm if provenance else "none")
     try:
@@ -176,13 +185,18 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
                           header=s.header or "auto", delimiter=s.delimiter, classes=s.classes,
                           storage_options=s.storage_options or None,
                           engine=_engine(s.engine, s.scheduler), scheduler=s.scheduler,
-                          ci=ci, against=s.against)
+                          ci=ci, against=s.against,
+                          by=s.by, summary=True if s.report_dir else None)
     finally:
         stop_prefetch()
     if base is not None:
         report.baseline = s.baseline
     apply_gates(report, gates, base, tolerance, s.allow_missing, inconclusive=s.inconclusive or "pass",
                 against=bool(s.against and s.max_increase))
+    if s.by:
+        from lossctl.gates import apply_slice_gates
+
+        apply_slice_gates(report, gates, s.min_slice_size, s.gate_slices)
 
     for w in report.warnings:
         if w.level == "info":  # a note (how an input was read), not a warning: --strict lets it pass
@@ -194,6 +208,10 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
         out_fmt = s.format or output_format(s.output)
         if not _is_stdout(s.output):  # the report goes to stdout anyway: once is enough
             write_output(s.output, text if out_fmt == fmt_ else render(report, out_fmt))
+    if s.report_dir:
+        from lossctl.report.bundle import write_bundle
+
+        write_bundle(report, s.report_dir)
     console.stdout_write(text)
     if s.github:
         from lossctl.github import annotations, append_step_summary
@@ -212,6 +230,7 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
                          f"loss, or drop --strict")
     if not report.passed:
         failed = [c.message for r in report.results for c in r.checks if not c.passed] + \
+            [c.message for r in report.results for sl in r.slices or () for c in sl.checks if not c.passed] + \
             [c.message for c in report.checks if not c.passed]
         for message in failed[:20]:
             console.note(f"failed: {message}")

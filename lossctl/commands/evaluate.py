@@ -93,6 +93,14 @@ def evaluate(
         help="GitHub Actions: annotations for failed gates and warnings; append the markdown report to $GITHUB_STEP_SUMMARY.")] = False,
     strict: Annotated[bool, typer.Option(
         "--strict", rich_help_panel=GATES, help="Treat warnings (pitfalls, non-finite values) as errors: exit 2.")] = False,
+    by: Annotated[str | None, typer.Option(
+        "--by", help="PATH[:COL]: one group key per sample (a CSV column of the inputs, or a file): a value per slice, worst first.")] = None,
+    min_slice_size: Annotated[int | None, typer.Option(
+        "--min-slice-size", help="Slices with fewer samples are reported but not gated. Default: 30.")] = None,
+    gate_slices: Annotated[bool, typer.Option(
+        "--gate-slices", rich_help_panel=GATES, help="Apply --fail-above to every slice (of at least --min-slice-size samples) too.")] = False,
+    report_dir: Annotated[str | None, typer.Option(
+        "--report-dir", help="Write a report bundle to DIR: report.json, report.md, report.html, PNG figures (extra 'plot'), manifest.json.")] = None,
     config: Annotated[str | None, typer.Option(
         "--config", rich_help_panel=GATES, help="A scoring YAML file (inputs, losses, gates, baseline); flags override it.")] = None,
 ) -> int:

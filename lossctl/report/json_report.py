@@ -6,7 +6,7 @@ import json
 import math
 from typing import Any
 
-from lossctl.result import Check, LossResult, Report, Summary
+from lossctl.result import Check, LossResult, Report, SliceResult, Summary
 
 SCHEMA_VERSION = 1
 
@@ -49,6 +49,12 @@ def _summary(summary: Summary) -> dict[str, Any]:
     }
 
 
+def slice_dict(sl: SliceResult) -> dict[str, Any]:
+    """One slice: ``{"key", "samples", "value", "ci", "checks"}`` (``gated``: false below --min-slice-size)."""
+    return {"key": finite_or_none(sl.key), "samples": sl.samples, **number(sl.value), "ci": finite_or_none(sl.ci),
+            "checks": [_check(c) for c in sl.checks], "gated": sl.gated}
+
+
 def result_dict(res: LossResult) -> dict[str, Any]:
     out: dict[str, Any] = {"loss": res.loss, **number(res.value), "reduction": res.reduction,
                            "canonical": res.canonical}
@@ -78,6 +84,10 @@ def result_dict(res: LossResult) -> dict[str, Any]:
                 cmp["diff_note"] = c.diff_ci.note
         cmp["verdict"] = c.verdict
         out["comparison"] = cmp
+    if res.slices is not None:
+        out["slices"] = [slice_dict(sl) for sl in res.slices]
+    if res.calibration is not None:
+        out["calibration"] = finite_or_none(res.calibration)
     return out
 
 

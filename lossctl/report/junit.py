@@ -46,6 +46,8 @@ def _case_name(res: LossResult, check: Check | None) -> str:
         return res.loss
     term = check.extra.get("term")
     label = f"{res.loss} [term {term}]" if term else res.loss
+    if "slice" in check.extra:  # --gate-slices: one test case per gated slice
+        label = f"{res.loss} [slice {check.extra['slice']}]"
     if check.kind == "fail_above":
         return f"{label} <= {num(check.limit)}"
     if check.kind == "baseline":
@@ -96,7 +98,7 @@ def render(report: Report, suite: str = "lossctl evaluate", **_: object) -> str:
     cases: list[str] = []
     failures = skipped = 0
     for res in report.results:
-        checks: list[Check | None] = list(res.checks) or [None]
+        checks: list[Check | None] = [*res.checks, *(c for sl in res.slices or () for c in sl.checks)] or [None]
         for check in checks:
             classname = f"lossctl.{check.kind}" if check is not None else "lossctl.value"
             cases.append(_testcase(classname, _case_name(res, check), check, _out(res, check)))

@@ -18,6 +18,7 @@ MAX_WORST = 20
 MAX_TEXT = 300
 MAX_WARNINGS = 50
 MAX_BYTES = 256 * 1024
+MAX_SLICES = 10  # worst slices shown per loss (all of them are in the JSON report)
 PASS, FAIL = "✓", "✗"
 
 
@@ -83,6 +84,7 @@ def _status(res: LossResult) -> str:
 
 def _failures(report: Report) -> list[str]:
     out = [c.message for r in report.results for c in r.checks if not c.passed]
+    out += [c.message for r in report.results for sl in r.slices or () for c in sl.checks if not c.passed]
     out += [c.message for c in report.checks if not c.passed]
     return out
 
@@ -125,7 +127,8 @@ def interval_lines(report: Report) -> list[str]:
 
 def render(report: Report, title: str = "lossctl evaluate", **_: object) -> str:
     failures = _failures(report)
-    n_checks = sum(len(r.checks) for r in report.results) + len(report.checks)
+    n_checks = sum(len(r.checks) + sum(len(sl.checks) for sl in r.slices or ()) for r in report.results) \
+        + len(report.checks)
     if failures:
         headline = f"{FAIL} {len(failures)} of {n_checks} check{'s' if n_checks != 1 else ''} failed"
     elif n_checks:
@@ -171,6 +174,7 @@ def render(report: Report, title: str = "lossctl evaluate", **_: object) -> str:
                 worst += f", … {len(s.worst) - MAX_WORST} more"
             lines.append(f"| {code(r.loss)} | {s.count} | {num(s.mean)} | {num(s.std)} | {num(s.min)} | "
                          f"{num(s.p50)} | {num(s.p95)} | {num(s.max)} | {worst or '—'} |")
+    lines += _slice_lines(report)
     omitted = [r for r in report.results if r.omitted]
     if omitted:
         lines += [""] + [f"- {code(r.loss)}: {r.omitted} sample(s) with NaN omitted" for r in omitted[:MAX_ROWS]]
@@ -185,6 +189,24 @@ def render(report: Report, title: str = "lossctl evaluate", **_: object) -> str:
         text = text.encode("utf-8")[:MAX_BYTES].decode("utf-8", "ignore").rsplit("\n", 1)[0]
         text += "\n\n… report truncated; see the JSON report for everything.\n"
     return text
+
+
+def _slice_lines(report: Report) -> list[str]:
+    """The worst slices of each loss (``--by``), at most MAX_SLICES each, with a note for the rest."""
+    lines: list[str] = []
+    for r in report.results[:MAX_ROWS]:
+        if not r.slices:
+            continue
+        lines += ["", f"**Worst slices of {code(r.loss)}** ({len(r.slices)} slice{'s' if len(r.slices) != 1 else ''})",
+                  "", "| key | n | value | interval | |", "|---|---:|---:|---:|:-:|"]
+        for sl in r.slices[:MAX_SLICES]:
+            ci = f"[{num(sl.ci.get('low'))}, {num(sl.ci.get('high'))}]" if sl.ci else "—"
+            mark = (PASS if sl.passed else FAIL) if sl.checks else ("not gated (small)" if not sl.gated else "")
+            key = "(missing)" if sl.key is None else code(str(sl.key))
+            lines.append(f"| {key} | {sl.samples} | {num(sl.value)} | {ci} | {mark} |")
+        if len(r.slices) > MAX_SLICES:
+            lines.append(f"| … {len(r.slices) - MAX_SLICES} more slices (see the JSON report) | | | | |")
+    return lines
 
 
 def _footer(report: Report) -> str:
