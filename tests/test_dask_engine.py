@@ -402,3 +402,76 @@ def test_same_partitions_give_the_same_bits_on_any_cluster_size(cluster, tmp_pat
     local = lossctl.evaluate(files.preds, files.targets, ["huber + 0.1*mae", "mse"], provenance=False)
     for a, ref in zip(on_cluster.states, local.results):
         close(a.result().value, ref.value, MERGE_RTOL)
+
+
+@pytest.mark.parametrize("method", ["auto", "jackknife", "bootstrap"])
+def test_intervals_on_dask_equal_local(cluster, tmp_path, method):
+    """--ci's buckets and resamples are keyed by global row, so dask partitions give the local interval."""
+    rng = np.random.default_rng(11)
+    n = 2500
+    np.save(tmp_path / "p.npy", rng.standard_normal(n))
+    np.save(tmp_path / "t.npy", rng.standard_normal(n))
+    np.save(tmp_path / "w.npy", rng.uniform(0.5, 2.0, n))
+    base = [str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), "--loss", "mse", "--loss", "huber + 0.5*mae",
+            "--ci", "--ci-method", method, "--resamples", "50", "--format", "json", "--chunk-size", "600"]
+    for extra in ([], ["--weights", str(tmp_path / "w.npy")]):
+        local = json.loads(_run(*base, *extra).stdout)
+        r = _run(*base, *extra, "--engine", "dask", "--scheduler", cluster.scheduler.address)
+        assert r.returncode == 0, r.stderr
+        dask = json.loads(r.stdout)
+        assert dask["provenance"]["engine"]["partitions"] == 5
+        for a, b in zip(dask["results"], local["results"]):
+            assert a["ci"]["method"] == b["ci"]["method"] != "clt" or not extra
+            for key in ("low", "high", "se"):
+                close(a["ci"][key], b["ci"][key], MERGE_RTOL, f"{method} {a['loss']} {key} {extra}")
+
+
+def test_parquet_shards_on_dask_equal_numpy(cluster, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rng = np.random.default_rng(12)
+    p, t = rng.standard_normal(4000).astype("f4"), rng.standard_normal(4000).astype("f4")
+    (tmp_path / "ds").mkdir()
+    for i, (a, b) in enumerate(((0, 1000), (1000, 2500), (2500, 4000))):  # part-10 sorts after part-2
+        pq.write_table(pa.table({"y_pred": p[a:b], "y_true": t[a:b]}), tmp_path / "ds" / f"part-{[1, 2, 10][i]}.parquet",
+                       row_group_size=500)
+    spec = str(tmp_path / "ds" / "part-*.parquet")
+    r = _run(f"{spec}:y_pred", f"{spec}:y_true", "--loss", "mse", "--format", "json", "--engine", "dask",
+             "--scheduler", cluster.scheduler.address, "--chunk-size", "700")
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["provenance"]["engine"]["partitions"] > 1
+    # float32 inputs: the per-element loss in float32 (PyTorch's semantics), the mean in float64
+    close(doc["results"][0]["value"], float(np.mean(((p - t) ** 2).astype("f8"))), 1e-12, "parquet shards on dask")
+
+
+@pytest.mark.parametrize("flag", ["--against", "--by"])
+def test_dask_refuses_what_it_does_not_do_yet(tmp_path, flag):
+    np.save(tmp_path / "p.npy", np.zeros(8))
+    r = _run(str(tmp_path / "p.npy"), str(tmp_path / "p.npy"), "--loss", "mse", "--engine", "dask",
+             "--scheduler", "local:1", flag, str(tmp_path / "p.npy"))
+    assert r.returncode == 2 and r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and flag in lines[0], r.stderr
+
+
+def test_concurrent_runs_on_one_cluster_never_share_a_task(cluster, tmp_path):
+    """Two runs of the same shapes at once on one cluster: each gets its own value (task names carry
+    a token of the run, not just the row range)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(13)
+    paths = []
+    for k in range(4):
+        np.save(tmp_path / f"p{k}.npy", rng.standard_normal(3000) * (k + 1))
+        np.save(tmp_path / f"t{k}.npy", rng.standard_normal(3000))
+        paths.append((str(tmp_path / f"p{k}.npy"), str(tmp_path / f"t{k}.npy")))
+
+    def one(pt):
+        return lossctl.evaluate(pt[0], pt[1], loss="mse", engine="dask", scheduler=cluster, chunk_size=500,
+                                provenance=False).results[0].value
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(one, paths))
+    for (p, t), value in zip(paths, got):
+        close(value, float(np.mean((np.load(p) - np.load(t)) ** 2)), 1e-12, p)
