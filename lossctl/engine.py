@@ -70,6 +70,8 @@ class TermPlan:
     start: int = 0  # global index of the plan's first sample (per-sample indices)
     #: where the fused path may put per-sample statistics directly (the values are wanted for nothing else)
     samples: SampleStats | None = None
+    #: or only their moments (the CLT of --ci without a summary: lossctl.intervals.Moments)
+    moments: Any = None
     #: per-bucket / per-resample sums for confidence intervals (lossctl.intervals); the plan then
     #: takes the kernels, which give per-sample sums
     groups: GroupSums | None = None
@@ -345,7 +347,8 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             ident = (arr.identity(), arr.shape)
             keys.setdefault(ident, arr)
             names[name] = ident
-        worst_k = plan.samples.k if plan.keep_values else None  # per-sample statistics in the fused pass
+        # per-sample statistics in the fused pass: a summary with K worst, or the moments alone
+        worst_k = None if not plan.keep_values else (plan.samples.k if plan.samples is not None else fast.MOMENTS)
         entries.append((fused[id(plan)], names, dict(plan.bound.params), worst_k, plan.start))
     # sub-chunks on a fixed grid of samples (whatever --chunk-size says): the sums, and so the value,
     # do not depend on the chunk size or the thread count
@@ -379,8 +382,10 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             for plan, (total, weight, stats, samples) in zip(group, result):
                 plan.acc.add_sums(total, total, weight, stats)
                 plan.acc.samples += stop - start
-                if samples is not None:
+                if samples is not None and plan.samples is not None:
                     plan.samples.absorb(samples)
+                elif samples is not None and samples[0]:  # (n, mean, m2) of the window's values
+                    plan.moments._combine(*samples)
         else:
             for _, _, results in result:
                 for plan, res in zip(group, results):

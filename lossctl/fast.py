@@ -337,9 +337,38 @@ def fused_for(plan: Any) -> Fused | None:
 
 
 def _stats_path(plan: Any, fused: Fused | None) -> bool:
-    return (fused is not None and fused.c_kind is not None and ckernels.kernels is not None
-            and plan.samples is not None and plan.n > plan.samples.EXACT_LIMIT
+    wanted = (plan.samples is not None and plan.n > plan.samples.EXACT_LIMIT) or plan.moments is not None
+    return (fused is not None and fused.c_kind is not None and ckernels.kernels is not None and wanted
             and all(arr.ndim == 1 for arr in plan.arrays.values()))
+
+
+#: ``run_task``'s K for a term that wants the moments of its per-sample values alone (no summary)
+MOMENTS = -1
+
+
+class _TaskMoments:
+    """n, mean and Σ(v − mean)² of one fused window's per-sample values (the CLT of ``--ci``), from
+    the C kernel ``residual_moments`` per sub-chunk, combined in order (Chan et al.)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def run(self, kind: int, knee: float, a: np.ndarray, b: np.ndarray, offset: int) -> float | None:
+        out = ckernels.kernels.residual_moments(kind, a, b, knee)
+        if out is None:
+            return None
+        total, m2 = out
+        n_b = a.size
+        if n_b:
+            n = self.n + n_b
+            delta = total / n_b - self.mean
+            self.mean += delta * (n_b / n)
+            self.m2 += m2 + delta * delta * (self.n * n_b / n)
+            self.n = n
+        return total
+
+    def result(self) -> tuple[int, float, float]:
+        return self.n, self.mean, self.m2
 
 
 class _TaskStats:
@@ -384,7 +413,8 @@ def run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray], rows:
     totals = [0.0] * len(entries)
     weights = [0.0] * len(entries)
     stats: list[dict[str, Any]] = [{} for _ in entries]
-    samples = [None if e[3] is None else _TaskStats(e[3], e[4] + start) for e in entries]
+    samples = [None if e[3] is None else _TaskMoments() if e[3] == MOMENTS else _TaskStats(e[3], e[4] + start)
+               for e in entries]
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum sends the window to the kernels
         out = _run_task(entries, views, rows, sub_rows, ws, totals, weights, stats, samples)
     if out is None:
@@ -394,7 +424,7 @@ def run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray], rows:
 
 def _run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray],
               rows: int, sub_rows: int, ws: Workspace, totals: list[float], weights: list[float],
-              stats: list[dict[str, Any]], samples: list[_TaskStats | None]) -> list[tuple[float, float, dict[str, Any]]] | None:
+              stats: list[dict[str, Any]], samples: list[_TaskStats | _TaskMoments | None]) -> list[tuple[float, float, dict[str, Any]]] | None:
     flat = {k: v.reshape(-1) for k, v in views.items()}
     per_row = {k: (v.size // rows if rows else 1) for k, v in views.items()}
     for i in range(0, rows, sub_rows):

@@ -71,15 +71,15 @@ class LossState:
         self.ci = CIConfig() if ci is True else (ci or None)
         if summary is None:
             summary = self.expr_reduction == "none" or worst > 0
-        self.show_summary = summary  # (kept for the CLT alone, the summary is not reported)
-        if self.ci is not None and self.ci.method in ("auto", "clt"):
-            summary = True  # the CLT reads the per-sample moments
+        self.show_summary = summary
         self.terms = [TermAccumulator() for _ in self.bound]
         residual = all(t.spec.fused is not None and t.spec.fused.c_kind is not None for t in self.bound)
         self.groups: list[GroupSums | None] = [self._new_groups(t, not residual) for t in self.bound]
         self.samples: SampleStats | None = SampleStats(k=worst or 10) if summary else None
-        #: the per-sample values' moments alone, for the CLT, when no summary is kept (paired states)
-        self.moments: Moments | None = None
+        #: the per-sample values' moments alone, for the CLT, when no summary is kept (the summary's
+        #: sketch and worst-K heap cost a third of an mse pass; the C kernels skip them here)
+        clt = self.ci is not None and self.ci.method in ("auto", "clt")
+        self.moments: Moments | None = Moments() if clt and not summary else None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
         self.slices: list[TermSlices] | None = None  # per term, the sums by slice key (``keys=``, --by)
         calibrated = [i for i, t in enumerate(self.bound) if t.spec.name in PROBABILISTIC]
@@ -148,6 +148,7 @@ class LossState:
                                 slicer=Slicer(self.slices[i]) if keys is not None and self.slices else None))
         if len(out) == 1 and self.bound[0].weight == 1.0 and not stream_values:
             out[0].samples = self.samples
+            out[0].moments = self.moments if self.samples is None else None
         return out
 
     def _observer(self, i: int, then: Any) -> Any:
@@ -158,13 +159,17 @@ class LossState:
     def take_chunk(self, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
         """The per-sample values of the chunk just evaluated, with their sample indices; they are added
         to the per-sample statistics and dropped from the plans (returned for a per-sample file)."""
-        if self.samples is None:
+        if self.samples is None and self.moments is None:
             return None
         chunk = combine_values(plans)
         if chunk is None:
             return None
         values, index = chunk
         score = values if values.ndim == 1 else values.reshape(len(values), -1).mean(axis=1)
+        if self.moments is not None:  # (the CLT of finite values, as SampleStats keeps them)
+            self.moments.update(score if np.isfinite(np.add.reduce(score)) else score[np.isfinite(score)])
+        if self.samples is None:
+            return values, index
         if len(score) != len(index):  # per-element values of a sample-less loss (1-D kl_div): by position
             index = np.arange(self.samples.count, self.samples.count + len(score))
         self.samples.update(score, index)

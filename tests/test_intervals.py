@@ -417,3 +417,48 @@ def test_nan_values_give_no_interval_and_never_pass(tmp_path):
     assert res["ci"]["low"] is None and res["ci"]["note"]
     assert res["comparison"]["verdict"] == "no_difference"
     assert {c["verdict"] for c in res["checks"]} == {"fail"}
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", "huber(delta=0.5)"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_clt_moments_fast_path_equals_the_kernels(monkeypatch, loss, dtype):
+    """--ci without a summary keeps only the moments: the C kernel residual_moments forms them in the
+    fused pass (no sketch, no heap); the interval is the kernels' to 1e-12 and the state keeps no summary."""
+    from lossctl import ckernels, engine
+
+    if ckernels.kernels is None:
+        pytest.skip("C kernels not built")
+    rng = np.random.default_rng(21)
+    p, t = rng.standard_normal(300_001).astype(dtype), rng.standard_normal(300_001).astype(dtype)
+    calls = []
+    real = ckernels.kernels.residual_moments
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real.__self__ if hasattr(real, "__self__") else ckernels.kernels, name)
+
+        def residual_moments(self, *args):
+            calls.append(1)
+            return real(*args)
+
+    fast = LossState(loss, ci=True)
+    monkeypatch.setattr(ckernels, "kernels", Spy())
+    fast.update(preds=p, targets=t)
+    monkeypatch.undo()
+    assert calls, "the fused moments path was not taken"
+    assert fast.samples is None and fast.moments is not None
+    monkeypatch.setattr(engine, "FAST_PATHS", False)
+    slow = LossState(loss, ci=True).update(preds=p, targets=t)
+    a, b = fast.result(), slow.result()
+    assert a.summary is None and a.ci.method == "clt"
+    assert math.isclose(a.value, b.value, rel_tol=1e-12)
+    for key in ("low", "high", "se"):
+        assert math.isclose(getattr(a.ci, key), getattr(b.ci, key), rel_tol=1e-12), key
+    # and the reference: x̄ ± z·s/√n over the per-sample values in float64
+    d = (p - t)
+    v = {"mse": d * d, "mae": np.abs(d)}.get(loss)
+    if v is None:
+        ad = np.abs(d)
+        v = np.where(ad < 0.5, 0.5 * d * d, 0.5 * (ad - 0.25))
+    v = v.astype(np.float64)
+    assert math.isclose(a.ci.se, float(v.std(ddof=1) / math.sqrt(v.size)), rel_tol=1e-9)

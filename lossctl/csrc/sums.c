@@ -546,6 +546,96 @@ STATS_LOOP(double, abs_stats_d, fabs(d))
 STATS_LOOP(float, huber_stats_f, huber_value_f(d, knee))
 STATS_LOOP(double, huber_stats_d, huber_value_d(d, knee))
 
+/* residual_moments: Σ f(a - b) (residual_sum's lanes and order) and Σ(v - mean)² alone, for the CLT
+ * interval of --ci when no per-sample summary is asked for: no sketch, no heap (SPEC §9). */
+#define MOMENTS_LOOP(T, NAME, VALUE)                                                     \
+    static double NAME(const T *a, const T *b, Py_ssize_t n, T knee)                    \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        Py_ssize_t i = 0;                                                               \
+        (void)knee;                                                                     \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            for (int k = 0; k < LANES; k++) {                                           \
+                T d = a[i + k] - b[i + k];                                              \
+                acc[k] += (double)(VALUE);                                              \
+            }                                                                           \
+        }                                                                               \
+        for (; i < n; i++) {                                                            \
+            T d = a[i] - b[i];                                                          \
+            acc[0] += (double)(VALUE);                                                  \
+        }                                                                               \
+        return add_lanes(acc);                                                          \
+    }
+
+MOMENTS_LOOP(float, square_total_f, d * d)
+MOMENTS_LOOP(double, square_total_d, d * d)
+MOMENTS_LOOP(float, abs_total_f, fabsf(d))
+MOMENTS_LOOP(double, abs_total_d, fabs(d))
+MOMENTS_LOOP(float, huber_total_f, huber_value_f(d, knee))
+MOMENTS_LOOP(double, huber_total_d, huber_value_d(d, knee))
+
+const char residual_moments_doc[] =
+"residual_moments(kind, a, b, knee) -> (total, m2) or None\n\n"
+"residual_sum's Σ f(a - b) and Σ(v - mean)² of the values f(a - b) (two passes over the sub-chunk,\n"
+"which is in cache), without residual_stats' sketch and heap. None for a non-finite sum.";
+
+PyObject *
+residual_moments(PyObject *self, PyObject *args)
+{
+    int kind;
+    PyObject *oa, *ob;
+    double knee, total = 0.0, m2 = 0.0;
+    Py_buffer a, b;
+    if (!PyArg_ParseTuple(args, "iOOd", &kind, &oa, &ob, &knee)) {
+        return NULL;
+    }
+    if (kind < KIND_SQUARE || kind > KIND_HUBER) {
+        PyErr_SetString(PyExc_ValueError, "residual_moments: unknown kind");
+        return NULL;
+    }
+    if (get_pair(oa, ob, &a, &b) < 0) {
+        return NULL;
+    }
+    char ka = buffer_kind(&a);
+    if (ka != buffer_kind(&b) || (ka != 'f' && ka != 'd') || a.len != b.len) {
+        PyBuffer_Release(&a);
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_TypeError, "residual_moments: a float32/float64 pair of one length");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (ka == 'f') {
+        const float *pa = a.buf, *pb = b.buf;
+        Py_ssize_t n = a.len / 4;
+        float k = (float)knee;
+        total = kind == KIND_SQUARE ? square_total_f(pa, pb, n, k)
+              : kind == KIND_ABS ? abs_total_f(pa, pb, n, k) : huber_total_f(pa, pb, n, k);
+        if (isfinite(total) && n) {
+            double mean = total / (double)n;
+            m2 = kind == KIND_SQUARE ? square_stats_f_m2(pa, pb, n, k, mean)
+               : kind == KIND_ABS ? abs_stats_f_m2(pa, pb, n, k, mean) : huber_stats_f_m2(pa, pb, n, k, mean);
+        }
+    }
+    else {
+        const double *pa = a.buf, *pb = b.buf;
+        Py_ssize_t n = a.len / 8;
+        total = kind == KIND_SQUARE ? square_total_d(pa, pb, n, knee)
+              : kind == KIND_ABS ? abs_total_d(pa, pb, n, knee) : huber_total_d(pa, pb, n, knee);
+        if (isfinite(total) && n) {
+            double mean = total / (double)n;
+            m2 = kind == KIND_SQUARE ? square_stats_d_m2(pa, pb, n, knee, mean)
+               : kind == KIND_ABS ? abs_stats_d_m2(pa, pb, n, knee, mean) : huber_stats_d_m2(pa, pb, n, knee, mean);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&b);
+    if (!isfinite(total) || !isfinite(m2)) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("dd", total, m2);
+}
+
 const char residual_stats_doc[] =
 "residual_stats(kind, a, b, knee, first, hist, heap_values, heap_index, heap_n)\n"
 "    -> (total, min, max, m2, heap_n) or None\n\n"
