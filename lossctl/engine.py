@@ -72,6 +72,9 @@ class TermPlan:
     samples: SampleStats | None = None
     #: or only their moments (the CLT of --ci without a summary: lossctl.intervals.Moments)
     moments: Any = None
+    #: --against --ci: (the baseline's preds, the Moments of the per-row differences) for a fused pass
+    #: that forms d = f(preds - targets) - f(baseline - targets) beside the sum (lossctl.state.PairedState)
+    pair: Any = None
     #: per-bucket / per-resample sums for confidence intervals (lossctl.intervals); the plan then
     #: takes the kernels, which give per-sample sums
     groups: GroupSums | None = None
@@ -349,7 +352,11 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
             names[name] = ident
         # per-sample statistics in the fused pass: a summary with K worst, or the moments alone
         worst_k = None if not plan.keep_values else (plan.samples.k if plan.samples is not None else fast.MOMENTS)
-        entries.append((fused[id(plan)], names, dict(plan.bound.params), worst_k, plan.start))
+        pair_key = None
+        if plan.pair is not None:
+            pair_key = (plan.pair[0].identity(), plan.pair[0].shape)
+            keys.setdefault(pair_key, plan.pair[0])
+        entries.append((fused[id(plan)], names, dict(plan.bound.params), worst_k, plan.start, pair_key))
     # sub-chunks on a fixed grid of samples (whatever --chunk-size says): the sums, and so the value,
     # do not depend on the chunk size or the thread count
     sub_rows = max(1, fast.SUB_ELEMENTS // _row_elements(group))
@@ -379,13 +386,15 @@ def _run_fast(group: Sequence[TermPlan], fused: dict[int, Any], n: int, rows: in
     tasks = _tasks(group, n, sub_rows, workers, lo)
     for kind, start, stop, result in _ordered_map(work, tasks, workers, len(tasks)):
         if kind == "sums":
-            for plan, (total, weight, stats, samples) in zip(group, result):
+            for plan, (total, weight, stats, samples, diffs) in zip(group, result):
                 plan.acc.add_sums(total, total, weight, stats)
                 plan.acc.samples += stop - start
                 if samples is not None and plan.samples is not None:
                     plan.samples.absorb(samples)
                 elif samples is not None and samples[0]:  # (n, mean, m2) of the window's values
                     plan.moments._combine(*samples)
+                if diffs is not None and diffs[0]:
+                    plan.pair[1]._combine(*diffs)
         else:
             for _, _, results in result:
                 for plan, res in zip(group, results):

@@ -357,15 +357,17 @@ class _TaskMoments:
         out = ckernels.kernels.residual_moments(kind, a, b, knee)
         if out is None:
             return None
-        total, m2 = out
-        n_b = a.size
+        self.add(a.size, *out)
+        return out[0]
+
+    def add(self, n_b: int, total: float, m2: float) -> None:
+        """Add a sub-chunk of ``n_b`` values with sum ``total`` and Σ(v − their mean)² ``m2``."""
         if n_b:
             n = self.n + n_b
             delta = total / n_b - self.mean
             self.mean += delta * (n_b / n)
             self.m2 += m2 + delta * delta * (self.n * n_b / n)
             self.n = n
-        return total
 
     def result(self) -> tuple[int, float, float]:
         return self.n, self.mean, self.m2
@@ -415,29 +417,38 @@ def run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray], rows:
     stats: list[dict[str, Any]] = [{} for _ in entries]
     samples = [None if e[3] is None else _TaskMoments() if e[3] == MOMENTS else _TaskStats(e[3], e[4] + start)
                for e in entries]
+    # --against --ci: the moments of d = f(preds - targets) - f(baseline - targets), view key e[5]
+    pairs = [_TaskMoments() if len(e) > 5 and e[5] is not None else None for e in entries]
     with np.errstate(over="ignore", invalid="ignore"):  # a non-finite sum sends the window to the kernels
-        out = _run_task(entries, views, rows, sub_rows, ws, totals, weights, stats, samples)
+        out = _run_task(entries, views, rows, sub_rows, ws, totals, weights, stats, samples, pairs)
     if out is None:
         return None
-    return [(*sums, None if ts is None else ts.result()) for sums, ts in zip(out, samples)]
+    return [(*sums, None if ts is None else ts.result(), None if pm is None else pm.result())
+            for sums, ts, pm in zip(out, samples, pairs)]
 
 
 def _run_task(entries: list[tuple[Any, ...]], views: dict[Any, np.ndarray],
               rows: int, sub_rows: int, ws: Workspace, totals: list[float], weights: list[float],
-              stats: list[dict[str, Any]], samples: list[_TaskStats | _TaskMoments | None]) -> list[tuple[float, float, dict[str, Any]]] | None:
+              stats: list[dict[str, Any]], samples: list[_TaskStats | _TaskMoments | None],
+              pairs: list[_TaskMoments | None]) -> list[tuple[float, float, dict[str, Any]]] | None:
     flat = {k: v.reshape(-1) for k, v in views.items()}
     per_row = {k: (v.size // rows if rows else 1) for k, v in views.items()}
     for i in range(0, rows, sub_rows):
         j = min(rows, i + sub_rows)
         arrays = {k: flat[k][i * per_row[k]:j * per_row[k]] for k in flat}
         blk = Block(ws, arrays, j - i)
-        for k, (fused, keys, params, *_) in enumerate(entries):
+        for k, (fused, keys, params, *rest) in enumerate(entries):
             task_stats = samples[k]
             if task_stats is not None:
                 kind, knee = fused.c_kind(params)
                 a, b = (arrays[keys[name]] for name in fused.inputs)
                 total = task_stats.run(kind, knee, a, b, i)
                 out = None if total is None else (total, a.size)
+                if out is not None and pairs[k] is not None:
+                    diff = ckernels.kernels.paired_moments(kind, a, arrays[rest[2]], b, knee)
+                    if diff is None:
+                        return None
+                    pairs[k].add(a.size, *diff)
             else:
                 out = fused.fn(blk, *[keys[name] for name in fused.inputs], params)
             if out is None:

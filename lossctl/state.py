@@ -430,9 +430,29 @@ class PairedState:
               ) -> tuple[list[TermPlan], list[TermPlan]]:
         """The candidate's and the baseline's plans (per-sample values streamed when the pairs need
         them, or ``stream_values``: the candidate's go to a per-sample file)."""
-        return (self.cand.plans(sources, start=start, observers=observers, stream_values=self.pairs or stream_values,
-                                rows=rows, keys=keys),
-                self.base.plans(base_sources, start=start, stream_values=self.pairs, rows=rows))
+        cand = self.cand.plans(sources, start=start, observers=observers, stream_values=self.pairs or stream_values,
+                               rows=rows, keys=keys)
+        base = self.base.plans(base_sources, start=start, stream_values=self.pairs, rows=rows)
+        if self.pairs and not stream_values and keys is None and rows is None:
+            self._fuse_pairs(cand, base)
+        return cand, base
+
+    def _fuse_pairs(self, cand: list[TermPlan], base: list[TermPlan]) -> None:
+        """mse/mae/huber of two models on 1-D float inputs: the fused C pass forms the differences'
+        moments beside the sums (``paired_moments``), so no per-sample values are made; a window the
+        fast path cannot take (a NaN) still pairs its values in :meth:`take_chunk`."""
+        if len(cand) != 1 or len(base) != 1 or self.cand.bound[0].weight != 1.0:
+            return
+        c, b = cand[0], base[0]
+        fused = c.spec.fused
+        p, q = c.arrays.get("preds"), b.arrays.get("preds")
+        if fused is None or fused.c_kind is None or p is None or q is None or set(c.arrays) != {"preds", "targets"} \
+                or set(b.arrays) != {"preds", "targets"} or c.arrays["targets"].identity() != b.arrays["targets"].identity() \
+                or q.dtype != p.dtype or q.shape != p.shape or not q.can_view() \
+                or self.cand.samples is not None or self.base.samples is not None:
+            return
+        c.moments, b.moments = self.cand.moments, self.base.moments
+        c.pair = (q, self.diff)
 
     def take_chunk(self, cand_plans: Sequence[TermPlan], base_plans: Sequence[TermPlan],
                    ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 import pytest
 
+import lossctl
 from lossctl import LossState
 from lossctl.intervals import (BUCKETS, CIConfig, bucket_of, poisson_weights, t_quantile)
 from lossctl.state import PairedState
@@ -282,7 +283,14 @@ def test_against_reads_the_targets_once_per_chunk(monkeypatch, tmp_path):
         reads[self.name] = reads.get(self.name, 0) + (stop - start)
         return original(self, start, stop, axis)
 
+    original_view = MemoryArray.view
+
+    def counting_view(self, start, stop):  # (the fused paths window the inputs instead of reading them)
+        reads[self.name] = reads.get(self.name, 0) + (stop - start)
+        return original_view(self, start, stop)
+
     monkeypatch.setattr(MemoryArray, "read", counting)
+    monkeypatch.setattr(MemoryArray, "view", counting_view)
     rng = np.random.default_rng(8)
     t = rng.normal(size=5000)
     from lossctl.api import evaluate
@@ -462,3 +470,60 @@ def test_clt_moments_fast_path_equals_the_kernels(monkeypatch, loss, dtype):
         v = np.where(ad < 0.5, 0.5 * d * d, 0.5 * (ad - 0.25))
     v = v.astype(np.float64)
     assert math.isclose(a.ci.se, float(v.std(ddof=1) / math.sqrt(v.size)), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["mse", "mae", "huber(delta=0.5)"])
+@pytest.mark.parametrize("nan_row", [None, 150_000])
+def test_paired_moments_fast_path_equals_the_kernels(monkeypatch, tmp_path, loss, nan_row):
+    """--against --ci on mse/mae/huber: the fused C pass forms the paired differences' moments
+    (paired_moments); with a NaN (omitted) one window goes to the kernels and pairs its values there.
+    Both give the kernels' interval to 1e-12, and the NumPy one."""
+    from lossctl import ckernels, engine
+
+    if ckernels.kernels is None:
+        pytest.skip("C kernels not built")
+    rng = np.random.default_rng(22)
+    n = 300_001
+    t = rng.standard_normal(n).astype("float32")
+    p = (t + rng.standard_normal(n)).astype("float32")
+    q = (t + 1.02 * rng.standard_normal(n)).astype("float32")
+    if nan_row is not None:
+        p[nan_row] = np.nan
+    for name, arr in (("p", p), ("q", q), ("t", t)):
+        np.save(tmp_path / f"{name}.npy", arr)
+    calls = []
+    real = ckernels.kernels
+
+    class Spy:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def paired_moments(self, *args):
+            calls.append(1)
+            return real.paired_moments(*args)
+
+    kw = dict(loss=loss, against=str(tmp_path / "q.npy"), ci=True, provenance=False, nan_policy="omit")
+    monkeypatch.setattr(ckernels, "kernels", Spy())
+    fast = lossctl.evaluate(str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), **kw).results[0]
+    monkeypatch.setattr(ckernels, "kernels", real)
+    assert calls, "the fused paired path was not taken"
+    monkeypatch.setattr(engine, "FAST_PATHS", False)
+    slow = lossctl.evaluate(str(tmp_path / "p.npy"), str(tmp_path / "t.npy"), **kw).results[0]
+    a, b = fast.comparison, slow.comparison
+    assert math.isclose(a.diff, b.diff, rel_tol=1e-12)
+    for key in ("low", "high", "se"):
+        assert math.isclose(getattr(a.diff_ci, key), getattr(b.diff_ci, key), rel_tol=1e-12), key
+        assert math.isclose(getattr(fast.ci, key), getattr(slow.ci, key), rel_tol=1e-12), key
+    keep = np.isfinite(p)
+
+    def f(x):
+        d = (x - t)[keep]
+        if loss == "mse":
+            return (d * d).astype(np.float64)
+        if loss == "mae":
+            return np.abs(d).astype(np.float64)
+        ad = np.abs(d)
+        return np.where(ad < 0.5, 0.5 * d * d, 0.5 * (ad - np.float32(0.25))).astype(np.float64)
+
+    d = f(p) - f(q)
+    assert math.isclose(a.diff_ci.se, float(d.std(ddof=1) / math.sqrt(d.size)), rel_tol=1e-9)

@@ -60,11 +60,12 @@ as_bits(double d)
 PyObject *residual_sum(PyObject *self, PyObject *args);
 PyObject *residual_stats(PyObject *self, PyObject *args);
 PyObject *residual_moments(PyObject *self, PyObject *args);
+PyObject *paired_moments(PyObject *self, PyObject *args);
 PyObject *float_sum(PyObject *self, PyObject *arg);
 PyObject *overlap_hard(PyObject *self, PyObject *args);
 PyObject *pick_sum(PyObject *self, PyObject *args);
 PyObject *row_sq_dist(PyObject *self, PyObject *args);
-extern const char residual_sum_doc[], residual_stats_doc[], residual_moments_doc[], float_sum_doc[], overlap_hard_doc[], pick_sum_doc[], row_sq_dist_doc[];
+extern const char residual_sum_doc[], residual_stats_doc[], residual_moments_doc[], paired_moments_doc[], float_sum_doc[], overlap_hard_doc[], pick_sum_doc[], row_sq_dist_doc[];
 
 /* ctc.c: the CTC forward recursion */
 PyObject *ctc_loglik(PyObject *self, PyObject *args);

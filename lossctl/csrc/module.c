@@ -16,6 +16,7 @@ static PyMethodDef methods[] = {
     {"residual_sum", residual_sum, METH_VARARGS, residual_sum_doc},
     {"residual_stats", residual_stats, METH_VARARGS, residual_stats_doc},
     {"residual_moments", residual_moments, METH_VARARGS, residual_moments_doc},
+    {"paired_moments", paired_moments, METH_VARARGS, paired_moments_doc},
     {"float_sum", float_sum, METH_O, float_sum_doc},
     {"overlap_hard", overlap_hard, METH_VARARGS, overlap_hard_doc},
     {"pick_sum", pick_sum, METH_VARARGS, pick_sum_doc},

@@ -636,6 +636,113 @@ residual_moments(PyObject *self, PyObject *args)
     return Py_BuildValue("dd", total, m2);
 }
 
+/* paired_moments: the moments of the per-row differences d = f(p - t) - f(q - t) of two models p, q
+ * scored on the same targets t (--against --ci, SPEC §9): Σd, then Σ(d - mean)² in cache. */
+#define PAIRED_LOOP(T, NAME, VALUE)                                                      \
+    static double NAME(const T *p, const T *q, const T *t, Py_ssize_t n, T knee, double mean, int second) \
+    {                                                                                   \
+        double acc[LANES] = {0};                                                        \
+        Py_ssize_t i = 0;                                                               \
+        (void)knee;                                                                     \
+        for (; i + LANES <= n; i += LANES) {                                            \
+            for (int k = 0; k < LANES; k++) {                                           \
+                T d = p[i + k] - t[i + k];                                              \
+                double x = (double)(VALUE);                                             \
+                d = q[i + k] - t[i + k];                                                \
+                x -= (double)(VALUE);                                                   \
+                if (second) { x -= mean; x *= x; }                                      \
+                acc[k] += x;                                                            \
+            }                                                                           \
+        }                                                                               \
+        for (; i < n; i++) {                                                            \
+            T d = p[i] - t[i];                                                          \
+            double x = (double)(VALUE);                                                 \
+            d = q[i] - t[i];                                                            \
+            x -= (double)(VALUE);                                                       \
+            if (second) { x -= mean; x *= x; }                                          \
+            acc[0] += x;                                                                \
+        }                                                                               \
+        return add_lanes(acc);                                                          \
+    }
+
+PAIRED_LOOP(float, square_paired_f, d * d)
+PAIRED_LOOP(double, square_paired_d, d * d)
+PAIRED_LOOP(float, abs_paired_f, fabsf(d))
+PAIRED_LOOP(double, abs_paired_d, fabs(d))
+PAIRED_LOOP(float, huber_paired_f, huber_value_f(d, knee))
+PAIRED_LOOP(double, huber_paired_d, huber_value_d(d, knee))
+
+const char paired_moments_doc[] =
+"paired_moments(kind, p, q, t, knee) -> (sum, m2) or None\n\n"
+"Σ d and Σ(d - mean)² of d = f(p - t) - f(q - t) (one dtype, one length). None when not finite.";
+
+PyObject *
+paired_moments(PyObject *self, PyObject *args)
+{
+    int kind;
+    PyObject *op, *oq, *ot;
+    double knee, total = 0.0, m2 = 0.0;
+    Py_buffer p, q, t;
+    if (!PyArg_ParseTuple(args, "iOOOd", &kind, &op, &oq, &ot, &knee)) {
+        return NULL;
+    }
+    if (kind < KIND_SQUARE || kind > KIND_HUBER) {
+        PyErr_SetString(PyExc_ValueError, "paired_moments: unknown kind");
+        return NULL;
+    }
+    if (get_pair(op, ot, &p, &t) < 0) {
+        return NULL;
+    }
+    if (PyObject_GetBuffer(oq, &q, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyBuffer_Release(&p);
+        PyBuffer_Release(&t);
+        return NULL;
+    }
+    char kp = buffer_kind(&p);
+    if (kp != buffer_kind(&t) || kp != buffer_kind(&q) || (kp != 'f' && kp != 'd') || p.len != t.len
+        || q.len != t.len) {
+        PyBuffer_Release(&p);
+        PyBuffer_Release(&q);
+        PyBuffer_Release(&t);
+        PyErr_SetString(PyExc_TypeError, "paired_moments: three float32/float64 arrays of one type and length");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (kp == 'f') {
+        const float *pp = p.buf, *pq = q.buf, *pt = t.buf;
+        Py_ssize_t n = p.len / 4;
+        float k = (float)knee;
+        total = kind == KIND_SQUARE ? square_paired_f(pp, pq, pt, n, k, 0.0, 0)
+              : kind == KIND_ABS ? abs_paired_f(pp, pq, pt, n, k, 0.0, 0) : huber_paired_f(pp, pq, pt, n, k, 0.0, 0);
+        if (isfinite(total) && n) {
+            double mean = total / (double)n;
+            m2 = kind == KIND_SQUARE ? square_paired_f(pp, pq, pt, n, k, mean, 1)
+               : kind == KIND_ABS ? abs_paired_f(pp, pq, pt, n, k, mean, 1) : huber_paired_f(pp, pq, pt, n, k, mean, 1);
+        }
+    }
+    else {
+        const double *pp = p.buf, *pq = q.buf, *pt = t.buf;
+        Py_ssize_t n = p.len / 8;
+        total = kind == KIND_SQUARE ? square_paired_d(pp, pq, pt, n, knee, 0.0, 0)
+              : kind == KIND_ABS ? abs_paired_d(pp, pq, pt, n, knee, 0.0, 0)
+              : huber_paired_d(pp, pq, pt, n, knee, 0.0, 0);
+        if (isfinite(total) && n) {
+            double mean = total / (double)n;
+            m2 = kind == KIND_SQUARE ? square_paired_d(pp, pq, pt, n, knee, mean, 1)
+               : kind == KIND_ABS ? abs_paired_d(pp, pq, pt, n, knee, mean, 1)
+               : huber_paired_d(pp, pq, pt, n, knee, mean, 1);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&p);
+    PyBuffer_Release(&q);
+    PyBuffer_Release(&t);
+    if (!isfinite(total) || !isfinite(m2)) {
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("dd", total, m2);
+}
+
 const char residual_stats_doc[] =
 "residual_stats(kind, a, b, knee, first, hist, heap_values, heap_index, heap_n)\n"
 "    -> (total, min, max, m2, heap_n) or None\n\n"
