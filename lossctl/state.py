@@ -403,9 +403,10 @@ class PairedState:
     :class:`~lossctl.accumulators.SampleStats` without worst samples: exact moments, min and max,
     the signed log-bucketed sketch, the values themselves up to 4096), read as
     ``result().comparison.histogram`` (the report bundle's ``paired_differences.png``). It needs the
-    per-row values of both models, which the fast paths do not give: about 10× the time of a
-    plain ``--against`` on ``mse`` (benchmarks/README.md), so it is off unless asked for
-    (``--report-dir``), and kept whenever the CLT interval streams the pairs anyway.
+    per-row values of both models, which the fast paths do not give (2.9× a plain ``--against`` on
+    ``mse`` over 1e7 rows), and the sketch itself adds ~25 % to ``--against --ci``, which streams
+    the pairs anyway (benchmarks/pairhist_bench.py): so it is kept only when asked for
+    (``summary=True`` in the API, ``--report-dir`` on the CLI).
     ``update``/``merge``/pickling as for :class:`LossState`.
     """
 
@@ -421,7 +422,7 @@ class PairedState:
             if not state.show_summary:  # the pairs need the per-sample values, not their summary
                 state.samples, state.moments = None, (Moments() if self.pairs else None)
         self.diff = Moments()
-        self.diff_sketch: SampleStats | None = SampleStats(k=0) if self.pairs else None
+        self.diff_sketch: SampleStats | None = SampleStats(k=0) if histogram else None
         self.against = against
         self.worst = worst
 
