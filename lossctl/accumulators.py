@@ -342,6 +342,33 @@ class SampleStats:
             return lo
         return lo + (at(min(lo_rank + 1, self.finite - 1)) - lo) * frac
 
+    def binned(self, bins: int = 40) -> tuple[list[float], list[int], bool]:
+        """The finite values' histogram on ``bins`` equal-width bins over [min, max] (NumPy's
+        ``np.histogram`` convention: the last bin includes max): ``(edges, counts, approx)``.
+
+        Exact (``approx`` False) while the values themselves are kept (≤ :data:`EXACT_LIMIT`);
+        otherwise each sketch bucket's count goes to the bin of its midpoint (clamped to
+        [min, max]), so a value lands in a neighbouring bin only when it lies within 2^-7 of its
+        magnitude from an edge. Signed values work: the sketch keys negatives below zero's. All
+        values equal: one bin [v − w, v + w], w = max(|v|, 1)/2. No finite value: no bins.
+        """
+        if self.finite == 0:
+            return [], [], False
+        lo, hi = self.min, self.max
+        if hi > lo:
+            edges = np.linspace(lo, hi, bins + 1)
+        else:
+            w = max(abs(lo), 1.0) / 2
+            edges = np.array([lo - w, lo + w])
+        if self._exact is not None:
+            counts, _ = np.histogram(self._exact, bins=edges)
+            return edges.tolist(), counts.astype(np.int64).tolist(), False
+        hist = self._sparse()
+        keys = sorted(hist)
+        mids = np.clip(np.array([_bucket_value(k) for k in keys]), lo, hi)
+        counts, _ = np.histogram(mids, bins=edges, weights=np.array([hist[k] for k in keys], dtype=np.float64))
+        return edges.tolist(), np.rint(counts).astype(np.int64).tolist(), True
+
     def summary(self) -> Summary:
         if self.count == 0:
             nan = math.nan

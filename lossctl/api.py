@@ -115,7 +115,8 @@ def evaluate(
     ``by``: one
     slice key per sample (a path ``g.csv:COL`` / ``g.npy``, or an array): each result also gets
     ``.slices``, one value per key, worst first (SPEC §9). ``summary=True`` keeps the per-sample
-    statistics (the report bundle's distribution figure) without ``worst``.
+    statistics (the report bundle's distribution figure) without ``worst``, and with ``against`` the
+    distribution of the per-row differences (``comparison.histogram``, its paired-differences figure).
     """
     if reduction not in REDUCTIONS:
         raise UsageError(f"{option('reduction')} must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
@@ -363,7 +364,7 @@ def _plan_expression(text: str, sources: Sources, reduction: str, nan_policy: st
     if base_sources is not None:
         paired = PairedState(text, reduction, worst, nan_policy=nan_policy, ci=ci,
                              against=os.fspath(against) if isinstance(against, (str, os.PathLike)) else "<array>",
-                             summary=bool(per_sample) or worst > 0 or summary or None)
+                             summary=bool(per_sample) or worst > 0 or summary or None, histogram=bool(summary))
         state = paired.cand
         observers = [pitfalls.observer(t.spec.name, t.params) for t in state.bound]
         terms, base_terms = paired.plans(sources, base_sources, observers=observers, stream_values=bool(per_sample),

@@ -58,6 +58,9 @@ class Comparison:
     relative: float | None  # diff / abs(baseline_value); None when the baseline is 0 or not finite
     verdict: str  # "better" | "worse" | "no_difference"
     diff_ci: Interval | None = None
+    #: the per-row differences dᵢ = ℓᵢ(candidate) − ℓᵢ(baseline), binned: {"edges", "counts" (finite
+    #: dᵢ, summing to the paired rows), "approx" (from the sketch), "mean", "non_finite"} (the bundle's figure)
+    histogram: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass

@@ -92,12 +92,7 @@ def make_figures(report: Report, doc: dict[str, Any]) -> tuple[list[Figure], lis
     if paired:
         fig, axes = panels(len(paired))
         for ax, r in zip(axes, paired):
-            hist = r["comparison"]["histogram"]
-            edges, counts = hist.get("edges") or [], hist.get("counts") or []
-            if len(edges) == len(counts) + 1:
-                ax.stairs(counts, edges, fill=True, color="#55a868")
-            ax.axvline(0.0, color="black", lw=0.8)
-            ax.set_title(f"{_short(r['loss'])}: candidate − baseline per row", fontsize=9)
+            _paired_panel(ax, r)
         save(fig, "paired_differences.png", "Paired differences")
     else:
         notes.append("paired differences: no per-row differences in this report (they come with --against)")
@@ -141,6 +136,28 @@ def make_figures(report: Report, doc: dict[str, Any]) -> tuple[list[Figure], lis
     else:
         notes.append("slices: no --by in this run")
     return figures, notes
+
+
+def _paired_panel(ax: Any, r: dict[str, Any]) -> None:
+    """One loss's histogram of per-row differences d = candidate − baseline (``comparison.histogram``),
+    with lines at 0 and at the mean difference, and the ``diff_ci`` band when the report has one."""
+    comp = r["comparison"]
+    hist = comp["histogram"]
+    edges, counts = hist.get("edges") or [], hist.get("counts") or []
+    if len(edges) == len(counts) + 1 and counts:
+        ax.stairs(counts, edges, fill=True, color="#55a868", label="rows")
+    ci = comp.get("diff_ci")
+    if isinstance(ci, list) and len(ci) == 2 and None not in ci:
+        ax.axvspan(float(ci[0]), float(ci[1]), color="#dd8452", alpha=0.3, label="interval of the difference")
+    ax.axvline(0.0, color="black", lw=0.8, label="0 (no difference)")
+    mean = hist.get("mean")
+    if mean is not None and math.isfinite(float(mean)):
+        ax.axvline(float(mean), color="#c44e52", lw=1.2, ls="--", label=f"mean difference {float(mean):.4g}")
+    n = sum(counts)
+    approx = ", binned from the sketch" if hist.get("approx") else ""
+    ax.set_title(f"{_short(r['loss'])}: candidate − baseline per row (n={n}{approx})", fontsize=9)
+    ax.set_ylabel("rows")
+    ax.legend(fontsize=7, loc="best")
 
 
 def _short(text: str, limit: int = 40) -> str:

@@ -83,6 +83,8 @@ def result_dict(res: LossResult) -> dict[str, Any]:
             if c.diff_ci.note:
                 cmp["diff_note"] = c.diff_ci.note
         cmp["verdict"] = c.verdict
+        if c.histogram is not None:
+            cmp["histogram"] = finite_or_none(c.histogram)
         out["comparison"] = cmp
     if res.slices is not None:
         out["slices"] = [slice_dict(sl) for sl in res.slices]
