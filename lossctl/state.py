@@ -443,7 +443,7 @@ class PairedState:
         cand = self.cand.plans(sources, start=start, observers=observers, stream_values=self.pairs or stream_values,
                                rows=rows, keys=keys)
         base = self.base.plans(base_sources, start=start, stream_values=self.pairs, rows=rows)
-        if self.pairs and not stream_values and keys is None and rows is None:
+        if self.pairs and self.diff_sketch is None and not stream_values and keys is None and rows is None:
             self._fuse_pairs(cand, base)
         return cand, base
 

@@ -158,3 +158,16 @@ def test_bundle_with_against_without_matplotlib_keeps_the_note(tmp_path, monkeyp
     assert NO_PLOT in (tmp_path / "b" / "report.md").read_text()
     doc = json.loads((tmp_path / "b" / "report.json").read_text())
     assert sum(doc["results"][0]["comparison"]["histogram"]["counts"]) == 2000
+
+
+def test_histogram_with_ci_counts_every_row_past_the_fused_paths():
+    """--against --ci alone takes a fused C pass that makes no per-row values; with the histogram
+    the rows must still be paired one by one (a count short of n would mean the fused pass ran)."""
+    from lossctl.state import PairedState
+
+    rng = np.random.default_rng(5)
+    n = 300_001
+    t = rng.standard_normal(n).astype("float32")
+    p, q = t + rng.standard_normal(n).astype("float32"), t + rng.standard_normal(n).astype("float32")
+    s = PairedState("mse", ci=True, histogram=True).update(preds=p, baseline=q, targets=t)
+    assert sum(s.result().comparison.histogram["counts"]) == n
