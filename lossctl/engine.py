@@ -469,6 +469,9 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
                 return _key_group_sums(plan, groups, kept, kwargs, weights, plan.global_rows(index), inverse, count)
 
         routed = plan.slicer.split(part, kept_keys, weights, run_kernel, plan.sums, index, groups_of)
+        if groups is not None and groups[0] == "rows" and plan.groups.kind == "bootstrap" \
+                and routed.groups is not None:  # the term's resample sums are its keys' (draw once, not twice)
+            groups = ("groups", routed.groups.sum(axis=0), None)
         return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups,
                             routed=routed, keys=kept_keys)
     return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups,
@@ -504,8 +507,9 @@ def _key_group_sums(plan: TermPlan, groups: Any, chunk: dict[str, np.ndarray], k
             present, starts = np.unique(inv[order], return_index=True)
             draws = poisson_weights(rows[s:s + step][order], gs.seed, gs.groups)
             block = per_row[s:s + step][order]
-            for j in range(4):
+            for j in range(3):
                 out[present, :, j] += np.add.reduceat(draws * block[:, j], starts, axis=1).T
+            out[present, :, 3] += np.add.reduceat(draws, starts, axis=1).T  # (the count column is all ones)
         return out, None, ""
     # statistics summed over samples: each key's rows on their own
     spec = plan.spec

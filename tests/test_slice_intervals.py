@@ -233,3 +233,17 @@ def test_small_slices_get_intervals_but_no_gate(runner, tmp_path):
     got = {s["key"]: s for s in json.loads(result.stdout)["results"][0]["slices"]}
     assert got["noisy"]["gated"] is False and got["noisy"]["checks"] == []
     assert got["noisy"]["ci"]["low"] is not None
+
+
+@pytest.mark.parametrize("method", ["auto", "jackknife", "bootstrap"])
+def test_whole_result_interval_unchanged_by_slicing(method):
+    """With --by the term's bootstrap sums are added up from its keys' (the draws are made once):
+    the whole result's interval stays that of the run without keys."""
+    p, t, keys = _data(700, 9)
+    w = np.random.default_rng(10).uniform(0, 2, len(p))
+    cfg = CIConfig(method=method, resamples=100)
+    plain = LossState("mse", ci=cfg).update(preds=p, targets=t, weights=w).result().ci
+    sliced = LossState("mse", ci=cfg).update(preds=p, targets=t, weights=w, keys=keys).result().ci
+    assert sliced.method == plain.method
+    for k in ("low", "high", "se"):
+        assert getattr(sliced, k) == pytest.approx(getattr(plain, k), rel=1e-12)
