@@ -469,8 +469,8 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
                 return _key_group_sums(plan, groups, kept, kwargs, weights, plan.global_rows(index), inverse, count)
 
         routed = plan.slicer.split(part, kept_keys, weights, run_kernel, plan.sums, index, groups_of)
-        if groups is not None and groups[0] == "rows" and plan.groups.kind == "bootstrap" \
-                and routed.groups is not None:  # the term's resample sums are its keys' (draw once, not twice)
+        if groups is not None and groups[0] == "rows" and routed.groups is not None:
+            # the term's bucket/resample sums are its keys' (hash the rows and draw once, not twice)
             groups = ("groups", routed.groups.sum(axis=0), None)
         return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups,
                             routed=routed, keys=kept_keys)

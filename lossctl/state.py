@@ -183,7 +183,7 @@ class LossState:
             plan.keys.clear()
         chunk = combine_values(plans)
         if chunk is not None and keys is not None and self.slice_moments is not None:
-            values, index = chunk
+            values = chunk[0]
             score = values if values.ndim == 1 else values.reshape(len(values), -1).mean(axis=1)
             if len(score) == len(keys):  # (not per-element values of a sample-less loss)
                 self.slice_moments.update(keys, score)
