@@ -210,6 +210,11 @@ def test_slice_gates_with_ci_fail_pass_and_inconclusive(runner, tmp_path):
     assert got["noisy"]["ci"]["low"] < 3.0001 < got["noisy"]["ci"]["high"]
     assert got["bad"]["ci"]["low"] > 3.0001 and got["good"]["ci"]["high"] <= 3.0001
     assert "inconclusive" in result.stderr
+    md = runner.invoke(app, [*base[:-2], "-f", "markdown"])
+    lines = {line.split("|")[1].strip(): line for line in md.stdout.splitlines() if line.startswith("| `")}
+    assert lines["`noisy`"].rstrip().endswith("| inconclusive |") and lines["`bad`"].rstrip().endswith("| ✗ |")
+    lo, hi = got["noisy"]["ci"]["low"], got["noisy"]["ci"]["high"]
+    assert f"[{lo:.6g}, {hi:.6g}]" in lines["`noisy`"]
     # without the bad slice: exit 0 (the noisy slice is inconclusive), or 1 with --inconclusive fail
     keep = g != "bad"
     args = _files(tmp_path, p[keep], t[keep], g[keep])

@@ -204,7 +204,8 @@ def _slice_lines(report: Report) -> list[str]:
             mark = ("not gated (small)" if not sl.gated else "")
             if sl.checks:
                 inconclusive = any(c.extra.get("verdict") == "inconclusive" for c in sl.checks)
-                mark = (PASS if sl.passed else FAIL) + (" inconclusive" if inconclusive else "")
+                mark = (PASS if sl.passed else FAIL) if not inconclusive else \
+                    ("inconclusive" if sl.passed else f"{FAIL} inconclusive")
             key = "(missing)" if sl.key is None else code(str(sl.key))
             lines.append(f"| {key} | {sl.samples} | {num(sl.value)} | {ci} | {mark} |")
         if len(r.slices) > MAX_SLICES:
