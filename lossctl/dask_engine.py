@@ -302,11 +302,17 @@ def tree(leaves: Sequence[Any], split_every: int = SPLIT_EVERY) -> Any:
     """The fixed-order merge tree over ``leaves`` (dask delayed objects, in partition order)."""
     from dask import delayed
 
+    import uuid
+
     level = list(leaves)
     depth = 0
+    # a fresh name per tree: a fixed one ("lossctl-merge-1-0") could be handed a previous evaluation's
+    # result while the scheduler still holds that key (consecutive evaluations on one client)
+    run = uuid.uuid4().hex[:16]
     while len(level) > 1:
         depth += 1
-        level = [delayed(_merge, pure=True)(*level[i:i + split_every], dask_key_name=f"lossctl-merge-{depth}-{i}")
+        level = [delayed(_merge, pure=True)(*level[i:i + split_every],
+                                            dask_key_name=f"lossctl-merge-{run}-{depth}-{i}")
                  for i in range(0, len(level), split_every)]
     return level[0]
 
@@ -363,6 +369,9 @@ def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[
     groups: dict[int, list[int]] = {}
     for i, terms in enumerate(plans):
         groups.setdefault(max(t.n for t in terms), []).append(i)
+    import uuid
+
+    run = uuid.uuid4().hex[:16]  # (fixed task names could collide with a previous evaluation's)
     with connect(scheduler) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
         roots = []
@@ -374,7 +383,7 @@ def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[
             parts = partitions(arrays, n, rows)
             count += len(parts)
             leaves = [delayed(_file_partition, pure=True)(ev, inputs, s, e, tuple(which),
-                                                          dask_key_name=f"lossctl-part-{n}-{s}-{e}")
+                                                          dask_key_name=f"lossctl-part-{run}-{n}-{s}-{e}")
                       for s, e in parts]
             roots.append((which, tree(leaves)))
         done = _compute(client, delayed(_collect, pure=True)(*(r for _, r in roots))) if len(roots) > 1 else \
