@@ -252,3 +252,18 @@ def test_whole_result_interval_unchanged_by_slicing(method):
     assert sliced.method == plain.method
     for k in ("low", "high", "se"):
         assert getattr(sliced, k) == pytest.approx(getattr(plain, k), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["auto", "jackknife", "bootstrap"])
+def test_slice_intervals_after_nan_omit_are_those_of_the_kept_rows(method):
+    rng = np.random.default_rng(11)
+    p, t, keys = rng.normal(size=500), rng.normal(size=500), rng.integers(0, 3, 500)
+    p[::7] = np.nan
+    cfg = CIConfig(method=method, resamples=100)
+    res = LossState("mse", nan_policy="omit", ci=cfg).update(preds=p, targets=t, keys=keys).result()
+    for sl in res.slices:
+        rows = np.flatnonzero((keys == sl.key) & ~np.isnan(p))
+        alone = LossState("mse", ci=cfg).update(preds=p[rows], targets=t[rows], rows=rows).result().ci
+        assert sl.samples == len(rows)
+        for k in ("low", "high", "se"):
+            assert sl.ci[k] == pytest.approx(getattr(alone, k), rel=1e-12)
