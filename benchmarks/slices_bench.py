@@ -10,6 +10,10 @@ fast path (which sums without per-sample values), so the ratio is mostly that.
 
     python benchmarks/slices_bench.py                    # sizes 1e6,1e7; mse and cross_entropy
     python benchmarks/slices_bench.py --sizes 1e7,5e7 --repeat 5
+    python benchmarks/slices_bench.py --ci auto          # every run with --ci (slices get intervals)
+
+With ``--ci METHOD`` every evaluation (with keys and without) computes confidence intervals by that
+method, so the ratios are what per-slice intervals add over the whole result's interval.
 """
 
 from __future__ import annotations
@@ -43,7 +47,10 @@ def main() -> None:
     ap.add_argument("--sizes", default="1e6,1e7", help="samples per input, comma-separated")
     ap.add_argument("--losses", default="mse,cross_entropy")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--ci", default=None, help="auto|clt|jackknife|bootstrap: every run with --ci")
+    ap.add_argument("--resamples", type=int, default=200, help="bootstrap resamples with --ci bootstrap")
     args = ap.parse_args()
+    ci = None if args.ci is None else lossctl.CIConfig(method=args.ci, resamples=args.resamples)
     rng = np.random.default_rng(0)
     print("| loss | samples | no --by (s) | no --by, fused off (s) | 10 groups (s) | 1,000 groups (s) "
           "| ratio 10 | ratio 1,000 | ratio 1,000 / fused off |")
@@ -62,7 +69,7 @@ def main() -> None:
                 np.save(paths["g10"], rng.integers(0, 10, n))
                 np.save(paths["g1000"], rng.integers(0, 1000, n))
                 run = {by: (lambda by=by: lossctl.evaluate(paths["p"], paths["t"], loss, by=by and paths[by],
-                                                           provenance=False))
+                                                           provenance=False, ci=ci))
                        for by in (None, "g10", "g1000")}
                 for fn in run.values():
                     fn()  # warm-up (imports, page cache)

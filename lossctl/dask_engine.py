@@ -301,17 +301,20 @@ def _merge_observers(a: Any, b: Any) -> Any:
 def tree(leaves: Sequence[Any], split_every: int = SPLIT_EVERY) -> Any:
     """The fixed-order merge tree over ``leaves`` (dask delayed objects, in partition order).
 
-    Node names derive from the leaves' keys: two runs (or two expression groups of one run) sharing
-    a cluster never share a node, so the scheduler cannot hand one run another's merged state."""
-    from dask import delayed
-    from dask.base import tokenize
+    Node names are fresh per tree (a uuid): a fixed name ("lossctl-merge-1-0") or one derived from
+    the inputs could be handed another run's, or a previous evaluation's, merged state while the
+    scheduler still holds that key (runs sharing a cluster, consecutive evaluations on one client)."""
+    import uuid
 
-    token = tokenize(*(leaf.key for leaf in leaves))
+    from dask import delayed
+
     level = list(leaves)
     depth = 0
+    run = uuid.uuid4().hex[:16]
     while len(level) > 1:
         depth += 1
-        level = [delayed(_merge, pure=True)(*level[i:i + split_every], dask_key_name=f"lossctl-merge-{token}-{depth}-{i}")
+        level = [delayed(_merge, pure=True)(*level[i:i + split_every],
+                                            dask_key_name=f"lossctl-merge-{run}-{depth}-{i}")
                  for i in range(0, len(level), split_every)]
     return level[0]
 
@@ -364,16 +367,17 @@ def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[
     sample counts and arrays decide the partitions). ``chunk_rows`` (``--chunk-size``): rows per
     partition."""
     from dask import delayed
-    from dask.base import tokenize
 
     groups: dict[int, list[int]] = {}
     for i, terms in enumerate(plans):
         groups.setdefault(max(t.n for t in terms), []).append(i)
+    import uuid
+
+    run = uuid.uuid4().hex[:16]  # (fixed task names could collide with a previous evaluation's)
     with connect(scheduler) as client:
         workers = len(client.scheduler_info().get("workers", {})) or 1
         roots = []
         count = 0
-        run_token = tokenize(ev, inputs, tuple(tuple(sorted(g)) for g in groups.values()))
         for n, which in groups.items():
             arrays = [a for i in which for t in plans[i] for a in t.arrays.values()]
             row_elements = max((_row_elements(a) for a in arrays), default=1)
@@ -381,7 +385,7 @@ def evaluate_files(ev: Evaluation, inputs: FileInputs, plans: Sequence[Sequence[
             parts = partitions(arrays, n, rows)
             count += len(parts)
             leaves = [delayed(_file_partition, pure=True)(ev, inputs, s, e, tuple(which),
-                                                          dask_key_name=f"lossctl-part-{run_token}-{n}-{s}-{e}")
+                                                          dask_key_name=f"lossctl-part-{run}-{n}-{s}-{e}")
                       for s, e in parts]
             roots.append((which, tree(leaves)))
         done = _compute(client, delayed(_collect, pure=True)(*(r for _, r in roots))) if len(roots) > 1 else \

@@ -25,7 +25,7 @@ from lossctl.expr import BoundTerm
 from lossctl.registry import LossSpec, Part
 from lossctl.accumulators import SampleStats, TermAccumulator
 from lossctl.binding import WEIGHTS
-from lossctl.intervals import GroupSums, part_sums, poisson_weights, bucket_of, row_sums
+from lossctl.intervals import BUCKETS, DRAW_BLOCK, GroupSums, part_sums, poisson_weights, bucket_of, row_sums
 from lossctl.slices import KEYS
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 16
@@ -86,6 +86,8 @@ class TermPlan:
         return self.row_ids[index] if self.row_ids is not None else index + self.start
     #: routes each chunk's sums by slice key (``--by``: a :class:`lossctl.slices.Slicer`)
     slicer: Any = None
+    #: the slice keys of the kept per-sample values (aligned with ``indices``: per-slice CLT moments)
+    keys: list[np.ndarray] = field(default_factory=list)
 
     @property
     def spec(self) -> LossSpec:
@@ -293,6 +295,7 @@ class _ChunkResult:
     weights: np.ndarray | None = None  # the chunk's sample weights (--weights)
     groups: Any = None  # ("rows", per-row sums, rows) | ("groups", sums, stats) | ("unavailable", why)
     routed: Any = None  # the chunk's sums by slice key (--by)
+    keys: np.ndarray | None = None  # the kept rows' slice keys (--by)
 
 
 def _run_slow(group: Sequence[TermPlan], n: int, rows: int, nan_policy: str, on_progress: Any,
@@ -474,9 +477,80 @@ def _compute_chunk(plan: TermPlan, start: int, stop: int, cache: dict[Any, np.nd
                 return _as_part(spec.kernel(**sub, **extra))
 
         kept_keys = keys if len(index) == stop - start else keys[index - start]
-        routed = plan.slicer.split(part, kept_keys, weights, run_kernel, plan.sums, index)
+        groups_of = None
+        if groups is not None:
+            def groups_of(inverse: np.ndarray, count: int) -> tuple[np.ndarray | None, list[Any] | None, str]:
+                return _key_group_sums(plan, groups, kept, kwargs, weights, plan.global_rows(index), inverse, count)
+
+        routed = plan.slicer.split(part, kept_keys, weights, run_kernel, plan.sums, index, groups_of)
+        if groups is not None and groups[0] == "rows" and routed.groups is not None:
+            # the term's bucket/resample sums are its keys' (hash the rows and draw once, not twice)
+            groups = ("groups", routed.groups.sum(axis=0), None)
+        return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups,
+                            routed=routed, keys=kept_keys)
     return _ChunkResult(part=part, index=index, omitted=omitted, weights=weights, groups=groups,
                         routed=routed)
+
+
+def _key_group_sums(plan: TermPlan, groups: Any, chunk: dict[str, np.ndarray], kwargs: dict[str, Any],
+                    weights: np.ndarray | None, rows: np.ndarray, inverse: np.ndarray, count: int,
+                    ) -> tuple[np.ndarray | None, list[Any] | None, str]:
+    """One chunk's jackknife-bucket / bootstrap-resample sums per slice key (``--by`` with ``--ci``):
+    ``(sums (count, groups, 4), per-key extra stats or None, why unavailable)``.
+
+    Per-sample sums are routed at once: the jackknife by ``np.bincount`` on the combined index
+    key·K + bucket, the bootstrap by summing each key's rows of the Poisson draws (``np.add.reduceat``
+    over the rows sorted by key). A loss with statistics summed over samples (global Dice) runs
+    :func:`_group_sums` on each key's rows."""
+    gs = plan.groups
+    kind = groups[0]
+    if kind == "unavailable":
+        return None, None, groups[1]
+    out = np.zeros((count, gs.groups, 4))
+    if kind == "rows":
+        per_row = np.concatenate([groups[1], np.ones((len(rows), 1))], axis=1)
+        if gs.kind == "jackknife":
+            idx = inverse * BUCKETS + bucket_of(rows)
+            for j in range(4):
+                out[:, :, j] = np.bincount(idx, weights=per_row[:, j], minlength=count * BUCKETS).reshape(count, BUCKETS)
+            return out, None, ""
+        step = max(1, DRAW_BLOCK // gs.groups)
+        for s in range(0, len(rows), step):
+            inv = inverse[s:s + step]
+            order = np.argsort(inv, kind="stable")
+            present, starts = np.unique(inv[order], return_index=True)
+            draws = poisson_weights(rows[s:s + step][order], gs.seed, gs.groups)
+            block = per_row[s:s + step][order]
+            for j in range(3):
+                out[present, :, j] += np.add.reduceat(draws * block[:, j], starts, axis=1).T
+            out[present, :, 3] += np.add.reduceat(draws, starts, axis=1).T  # (the count column is all ones)
+        return out, None, ""
+    # statistics summed over samples: each key's rows on their own
+    spec = plan.spec
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=count))])
+    stats: list[Any] = [None] * count
+    why = ""
+    for j in range(count):
+        positions = order[bounds[j]:bounds[j + 1]]
+        if not len(positions):
+            continue
+        sub = {name: np.take(arr, positions, axis=spec.sample_axis(name)) for name, arr in chunk.items()}
+        kw = dict(kwargs)
+        w = None if weights is None else weights[positions]
+        if "sample_weight" in kw:
+            kw["sample_weight"] = w
+        with blamed_on_plugin(spec.plugin, spec.name):
+            part = _as_part(spec.kernel(**sub, **kw))
+        res = _group_sums(plan, part, sub, kw, w, rows[positions])
+        if res[0] == "unavailable":
+            why = why or res[1]
+        elif res[0] == "rows":
+            sums, _, _ = _key_group_sums(plan, res, sub, kw, w, rows[positions], np.zeros(len(positions), np.intp), 1)
+            out[j] = sums[0]
+        else:
+            out[j], stats[j] = res[1], res[2]
+    return out, stats, why
 
 
 def _group_sums(plan: TermPlan, part: Part, chunk: dict[str, np.ndarray], kwargs: dict[str, Any],
@@ -584,6 +658,8 @@ def _apply_chunk(plan: TermPlan, res: _ChunkResult | None) -> None:
     if plan.keep_values and part.values is not None:
         plan.values.append(np.asarray(part.values, dtype=np.float64))
         plan.indices.append(plan.global_rows(res.index))
+        if res.keys is not None:
+            plan.keys.append(res.keys)
 
 
 def _is_ratio(part: Part, weights: np.ndarray | None) -> bool:

@@ -486,9 +486,14 @@ DEFAULT_MIN_SLICE_SIZE = 30
 
 
 def apply_slice_gates(report: Report, fail_above: Iterable[FailAbove] = (), min_size: int | None = None,
-                      gate: bool = False) -> Report:
+                      gate: bool = False, inconclusive: str = "pass") -> Report:
     """Mark each slice as gated or not (``min_size`` samples at least) and, with ``gate``
-    (``--gate-slices``), check every gated slice against the ``--fail-above`` limits of its loss."""
+    (``--gate-slices``), check every gated slice against the ``--fail-above`` limits of its loss.
+    A slice with an interval (``--ci``) is tested as the whole result is: pass / fail /
+    inconclusive (:func:`interval_check`; an inconclusive slice warns, and fails only with
+    ``inconclusive="fail"``)."""
+    from lossctl.result import Interval
+
     min_size = DEFAULT_MIN_SLICE_SIZE if min_size is None else min_size
     for res in report.results:
         for sl in res.slices or ():
@@ -501,9 +506,12 @@ def apply_slice_gates(report: Report, fail_above: Iterable[FailAbove] = (), min_
                 continue
             for sl in res.slices or ():
                 if sl.gated:
-                    check = fail_above_check(f"{res.loss} [slice {sl.key}]", sl.value, g.limit)
+                    ci = None if sl.ci is None else Interval(**sl.ci)
+                    check = fail_above_check(f"{res.loss} [slice {sl.key}]", sl.value, g.limit, ci, inconclusive)
                     check.extra["slice"] = sl.key
                     sl.checks.append(check)
+                    if check.extra.get("verdict") == "inconclusive":
+                        report.warnings.append(Warning_(message=check.message, code="inconclusive"))
     return report
 
 

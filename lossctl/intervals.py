@@ -22,6 +22,7 @@ Zero variance gives the point interval [value, value] with se 0.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -107,6 +108,7 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t >= 0 else tail
 
 
+@functools.lru_cache(maxsize=256)  # (one per slice otherwise: the bisection costs ~1 ms)
 def t_quantile(p: float, df: float) -> float:
     """The p-quantile of Student's t with ``df`` degrees of freedom (bisection on :func:`t_cdf`)."""
     if p == 0.5:

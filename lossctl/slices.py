@@ -68,12 +68,18 @@ def group(keys: np.ndarray) -> tuple[list[Key], np.ndarray]:
 
 
 def _grow(arr: np.ndarray, size: int) -> np.ndarray:
-    return arr if len(arr) >= size else np.concatenate([arr, np.zeros(size - len(arr), dtype=arr.dtype)])
+    if len(arr) >= size:
+        return arr
+    return np.concatenate([arr, np.zeros((size - len(arr),) + arr.shape[1:], dtype=arr.dtype)])
 
 
 @dataclass
 class TermSlices:
-    """One term's additive sums per key: ``keys[i]`` owns element ``i`` of every array."""
+    """One term's additive sums per key: ``keys[i]`` owns element ``i`` of every array.
+
+    With ``--ci`` (jackknife/bootstrap) also each key's per-bucket / per-resample sums: ``groups``
+    (keys, groups, 4), as :class:`lossctl.intervals.GroupSums` keeps them for the whole term, and
+    ``group_stats`` for losses with extra sums; ``unavailable``: why a key's rows cannot be resampled."""
 
     keys: list[Key] = field(default_factory=list)
     total: CompensatedSum = field(default_factory=lambda: CompensatedSum(np.zeros(0), np.zeros(0)))
@@ -81,6 +87,9 @@ class TermSlices:
     denominator: CompensatedSum = field(default_factory=lambda: CompensatedSum(np.zeros(0), np.zeros(0)))
     samples: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     stats: dict[Key, dict[str, CompensatedSum]] = field(default_factory=dict)  # losses with extra sums only
+    groups: CompensatedSum | None = None
+    group_stats: dict[Key, dict[str, CompensatedSum]] = field(default_factory=dict)
+    unavailable: str = ""
 
     def __post_init__(self) -> None:
         self._where = {k: i for i, k in enumerate(self.keys)}
@@ -98,12 +107,20 @@ class TermSlices:
         for cs in (self.total, self.numerator, self.denominator):
             cs.hi, cs.lo = _grow(cs.hi, size), _grow(cs.lo, size)
         self.samples = _grow(self.samples, size)
+        if self.groups is not None:
+            self.groups.hi, self.groups.lo = _grow(self.groups.hi, size), _grow(self.groups.lo, size)
         return out
 
     def add(self, labels: Sequence[Key], counts: np.ndarray, total: np.ndarray, numerator: np.ndarray,
             denominator: np.ndarray, stats: Sequence[dict[str, Any] | None] | None = None,
-            lo: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
-        """Add per-key sums (arrays aligned with ``labels``); ``lo``: their compensation words (merge)."""
+            lo: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None, groups: np.ndarray | None = None,
+            group_stats: Sequence[dict[str, Any] | None] | None = None, groups_lo: np.ndarray | None = None,
+            unavailable: str = "") -> None:
+        """Add per-key sums (arrays aligned with ``labels``); ``lo``/``groups_lo``: their compensation
+        words (merge); ``groups``: per-key bucket/resample sums (len(labels), groups, 4)."""
+        if groups is not None and self.groups is None:
+            shape = (len(self.keys),) + groups.shape[1:]
+            self.groups = CompensatedSum(np.zeros(shape), np.zeros(shape))
         pos = self.positions(labels)
         size = len(self.keys)
         for j, (cs, x) in enumerate(((self.total, total), (self.numerator, numerator),
@@ -118,24 +135,24 @@ class TermSlices:
                     extra[pos] = lo[j]
                     cs.lo = cs.lo + extra
         np.add.at(self.samples, pos, np.asarray(counts, dtype=np.int64))
-        for key, sums in zip(labels, stats or ()):
-            if not sums:
-                continue
-            mine = self.stats.setdefault(key, {})
-            for name, val in sums.items():
-                if isinstance(val, CompensatedSum):
-                    mine[name] = mine[name].merge(val) if name in mine else val
-                elif name in mine:
-                    mine[name].add(val)
-                else:
-                    mine[name] = CompensatedSum(val)
+        _add_stats(self.stats, labels, stats)
+        if groups is not None:  # (positions are distinct: one row per label)
+            g = self.groups
+            with np.errstate(invalid="ignore", over="ignore"):
+                g.hi[pos], err = _two_sum(g.hi[pos], groups)
+                g.lo[pos] = g.lo[pos] + err + (0.0 if groups_lo is None else groups_lo)
+        _add_stats(self.group_stats, labels, group_stats)
+        self.unavailable = self.unavailable or unavailable
 
     def merge(self, other: TermSlices) -> TermSlices:
         """A new table with both tables' keys (the union) and their sums added."""
         out = TermSlices()
         for src in (self, other):
+            g = src.groups
             out.add(src.keys, src.samples, src.total.hi, src.numerator.hi, src.denominator.hi,
-                    [src.stats.get(k) for k in src.keys], lo=(src.total.lo, src.numerator.lo, src.denominator.lo))
+                    [src.stats.get(k) for k in src.keys], lo=(src.total.lo, src.numerator.lo, src.denominator.lo),
+                    groups=None if g is None else g.hi, groups_lo=None if g is None else g.lo,
+                    group_stats=[src.group_stats.get(k) for k in src.keys], unavailable=src.unavailable)
         return out
 
     def index_of(self, key: Key) -> int:
@@ -149,6 +166,96 @@ class TermSlices:
             return None
         parts = [CompensatedSum(cs.hi[i], cs.lo[i]) for cs in (self.total, self.numerator, self.denominator)]
         return TermAccumulator(*parts, stats=dict(self.stats.get(key, {})), samples=int(self.samples[i]))
+
+    def group_sums(self, key: Key) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        """The key's bucket/resample sums (groups, 4) and extra stats (groups, …); None if not kept."""
+        i = self._where.get(key)
+        if i is None or self.groups is None:
+            return None
+        sums = CompensatedSum(self.groups.hi[i], self.groups.lo[i]).value
+        stats = {k: np.asarray(v.value, dtype=np.float64) for k, v in self.group_stats.get(key, {}).items()}
+        return np.asarray(sums, dtype=np.float64), stats
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_where"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"groups": None, "group_stats": {}, "unavailable": "", **state})
+        self.__post_init__()
+
+
+def _add_stats(table: dict[Key, dict[str, CompensatedSum]], labels: Sequence[Key],
+               stats: Sequence[dict[str, Any] | None] | None) -> None:
+    for key, sums in zip(labels, stats or ()):
+        if not sums:
+            continue
+        mine = table.setdefault(key, {})
+        for name, val in sums.items():
+            if isinstance(val, CompensatedSum):
+                mine[name] = mine[name].merge(val) if name in mine else val
+            elif name in mine:
+                mine[name].add(val)
+            else:
+                mine[name] = CompensatedSum(val)
+
+
+@dataclass
+class KeyMoments:
+    """Per key: the count, mean and Σ(x − mean)² of the finite per-sample values of an expression
+    (the per-slice CLT interval), merged pairwise (Chan et al.), vectorised over the keys."""
+
+    keys: list[Key] = field(default_factory=list)
+    n: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    mean: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    m2: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __post_init__(self) -> None:
+        self._where = {k: i for i, k in enumerate(self.keys)}
+
+    def update(self, keys: np.ndarray, values: np.ndarray) -> None:
+        """Add per-sample ``values`` whose slice keys are ``keys`` (non-finite values are left out)."""
+        values = np.asarray(values, dtype=np.float64)
+        finite = np.isfinite(values)
+        if not finite.all():
+            keys, values = np.asarray(keys)[finite], values[finite]
+        if not len(values):
+            return
+        labels, inverse = group(keys)
+        n_b = np.bincount(inverse, minlength=len(labels))
+        present = np.flatnonzero(n_b)
+        means = np.bincount(inverse, weights=values, minlength=len(labels)) / np.maximum(n_b, 1)
+        mean_b = means[present]
+        d = values - means[inverse]
+        m2_b = np.bincount(inverse, weights=d * d, minlength=len(labels))[present]
+        self._combine([labels[j] for j in present], n_b[present], mean_b, m2_b)
+
+    def _combine(self, labels: Sequence[Key], n_b: np.ndarray, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
+        pos = np.empty(len(labels), dtype=np.intp)
+        for j, key in enumerate(labels):
+            i = self._where.get(key)
+            if i is None:
+                i = self._where[key] = len(self.keys)
+                self.keys.append(key)
+            pos[j] = i
+        size = len(self.keys)
+        self.n, self.mean, self.m2 = _grow(self.n, size), _grow(self.mean, size), _grow(self.m2, size)
+        n_a, mean_a = self.n[pos], self.mean[pos]
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        self.mean[pos] = mean_a + delta * (n_b / n)
+        self.m2[pos] = self.m2[pos] + m2_b + delta * delta * (n_a * n_b / n)
+        self.n[pos] = n
+
+    def merge(self, other: KeyMoments) -> KeyMoments:
+        out = KeyMoments(list(self.keys), self.n.copy(), self.mean.copy(), self.m2.copy())
+        if other.keys:
+            out._combine(other.keys, other.n, other.mean, other.m2)
+        return out
+
+    def get(self, key: Key) -> tuple[int, float, float]:
+        """``(n, mean, m2)`` of the key's finite values (0, 0, 0 if none)."""
+        i = self._where.get(key)
+        return (0, 0.0, 0.0) if i is None else (int(self.n[i]), float(self.mean[i]), float(self.m2[i]))
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "_where"}
@@ -171,6 +278,9 @@ class Routed:
     numerator: np.ndarray
     denominator: np.ndarray
     stats: list[dict[str, Any] | None] | None = None
+    groups: np.ndarray | None = None  # (keys, groups, 4): bucket/resample sums (--ci)
+    group_stats: list[dict[str, Any] | None] | None = None
+    unavailable: str = ""
 
     def occurring(self) -> Routed:
         """Only the keys with rows in the chunk (:func:`group` may name a whole range of integers)."""
@@ -178,7 +288,9 @@ class Routed:
             return self
         keep = np.flatnonzero(self.counts)
         return Routed([self.labels[j] for j in keep], self.counts[keep], self.total[keep], self.numerator[keep],
-                      self.denominator[keep], None if self.stats is None else [self.stats[j] for j in keep])
+                      self.denominator[keep], None if self.stats is None else [self.stats[j] for j in keep],
+                      None if self.groups is None else self.groups[keep],
+                      None if self.group_stats is None else [self.group_stats[j] for j in keep], self.unavailable)
 
 
 class Slicer:
@@ -189,15 +301,24 @@ class Slicer:
 
     def split(self, part: Any, keys: np.ndarray, weights: np.ndarray | None, run_kernel: Callable[[np.ndarray], Any],
               sums_of: Callable[[Any, np.ndarray | None], tuple[float, float, float, dict[str, Any] | None]],
-              index: np.ndarray) -> Routed:
+              index: np.ndarray, groups_of: Callable[[np.ndarray, int], Any] | None = None) -> Routed:
         """Split one chunk's ``part`` (``keys``: one per row of the chunk, after the NaN policy).
 
         ``run_kernel(positions)`` evaluates the kernel on those rows of the chunk; ``sums_of(part,
         weights)`` is the engine's ``(total, numerator, denominator, stats)`` of a part; ``index``:
-        the rows' global indices.
+        the rows' global indices. ``groups_of(inverse, count)``: the per-key bucket/resample sums
+        ``(sums, stats, why)`` of the chunk (``--ci``), given each row's key position.
         """
         labels, inverse = group(keys)
         count = len(labels)
+        routed = self._split(part, keys, weights, run_kernel, sums_of, index, labels, inverse, count)
+        if groups_of is not None:
+            routed.groups, routed.group_stats, routed.unavailable = groups_of(inverse, count)
+        return routed.occurring()
+
+    def _split(self, part: Any, keys: np.ndarray, weights: np.ndarray | None, run_kernel: Callable[[np.ndarray], Any],
+               sums_of: Callable[..., Any], index: np.ndarray, labels: list[Key], inverse: np.ndarray,
+               count: int) -> Routed:
         counts = np.bincount(inverse, minlength=count)
         per_row = _per_row_sums(part, len(keys), weights)
         if per_row is not None:
@@ -211,7 +332,7 @@ class Slicer:
                 return sums[id(x)]
 
             # rows: the global rows of key j are index[inverse == j] (a row-keyed interval takes them here)
-            return Routed(labels, counts, *(by_key(x) for x in per_row)).occurring()
+            return Routed(labels, counts, *(by_key(x) for x in per_row))
         order = np.argsort(inverse, kind="stable")
         bounds = np.concatenate([[0], np.cumsum(counts)])
         sums = np.zeros((3, count))
@@ -225,11 +346,12 @@ class Slicer:
             t, m, d, s = _key_sums(run_kernel, sums_of, positions, weights, rows)
             sums[:, j] = (t, m, d)
             stats.append(s)
-        return Routed(labels, counts, sums[0], sums[1], sums[2], stats).occurring()
+        return Routed(labels, counts, sums[0], sums[1], sums[2], stats)
 
     def absorb(self, routed: Routed) -> None:
         self.table.add(routed.labels, routed.counts, routed.total, routed.numerator, routed.denominator,
-                       routed.stats)
+                       routed.stats, groups=routed.groups, group_stats=routed.group_stats,
+                       unavailable=routed.unavailable)
 
 
 def _key_sums(run_kernel: Callable[[np.ndarray], Any], sums_of: Callable[..., Any], positions: np.ndarray,

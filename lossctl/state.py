@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from lossctl import diagnostics
-from lossctl.accumulators import SampleStats, TermAccumulator
+from lossctl.accumulators import CompensatedSum, SampleStats, TermAccumulator
 from lossctl.calibration import PROBABILISTIC, CalibrationObserver, ReliabilityBins
 from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights, normalize_shapes, resolve_inputs,
                              sample_count, weights_for)
@@ -39,7 +39,7 @@ from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array
 from lossctl.registry import REDUCTIONS
 from lossctl.result import Comparison, Interval, LossResult, SliceResult, TermResult
-from lossctl.slices import KEYS, Slicer, TermSlices, keys_for, keys_input
+from lossctl.slices import KEYS, KeyMoments, Slicer, TermSlices, keys_for, keys_input
 
 
 class LossState:
@@ -82,6 +82,8 @@ class LossState:
         self.moments: Moments | None = Moments() if clt and not summary else None
         self.rows = 0  # samples updated so far: the default ``start`` of the next update
         self.slices: list[TermSlices] | None = None  # per term, the sums by slice key (``keys=``, --by)
+        #: per slice key, the moments of the expression's per-sample values (the per-slice CLT interval)
+        self.slice_moments: KeyMoments | None = None
         calibrated = [i for i, t in enumerate(self.bound) if t.spec.name in PROBABILISTIC]
         self.calibration: ReliabilityBins | None = ReliabilityBins() if calibration and calibrated else None
         self.calibrated_term = calibrated[0] if calibrated else -1
@@ -123,6 +125,9 @@ class LossState:
         out = []
         if keys is not None and self.slices is None:
             self.slices = [TermSlices() for _ in self.bound]
+        if keys is not None and self.ci is not None and self.ci.method in ("auto", "clt") \
+                and self.slice_moments is None:
+            self.slice_moments = KeyMoments()
         for i, term in enumerate(self.bound):
             arrays = normalize_shapes(term.spec, resolve_inputs(term.spec, sources), term.params)
             n = sample_count(term.spec, arrays)
@@ -161,7 +166,7 @@ class LossState:
         to the per-sample statistics and dropped from the plans (returned for a per-sample file)."""
         if self.samples is None and self.moments is None:
             return None
-        chunk = combine_values(plans)
+        chunk = self.chunk_values(plans)
         if chunk is None:
             return None
         values, index = chunk
@@ -174,6 +179,20 @@ class LossState:
             index = np.arange(self.samples.count, self.samples.count + len(score))
         self.samples.update(score, index)
         return values, index
+
+    def chunk_values(self, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
+        """:func:`combine_values` of the chunk; the per-sample values also go into the per-slice
+        moments (:attr:`slice_moments`) under their slice keys."""
+        keys = next((np.concatenate(p.keys) if len(p.keys) > 1 else p.keys[0] for p in plans if p.keys), None)
+        for plan in plans:
+            plan.keys.clear()
+        chunk = combine_values(plans)
+        if chunk is not None and keys is not None and self.slice_moments is not None:
+            values = chunk[0]
+            score = values if values.ndim == 1 else values.reshape(len(values), -1).mean(axis=1)
+            if len(score) == len(keys):  # (not per-element values of a sample-less loss)
+                self.slice_moments.update(keys, score)
+        return chunk
 
     def update(self, preds: Any = None, targets: Any = None, *, start: int | None = None, weights: Any = None,
                rows: Any = None, keys: Any = None, **inputs: Any) -> LossState:
@@ -250,16 +269,20 @@ class LossState:
         else:
             empty = [TermSlices() for _ in self.bound]
             out.slices = [a.merge(b) for a, b in zip(self.slices or empty, other.slices or empty)]
+        a, b = self.slice_moments, other.slice_moments
+        out.slice_moments = a.merge(b) if a is not None and b is not None else (a or b)
         return out
 
     def __getstate__(self) -> dict[str, Any]:  # the expression is re-bound on load (kernels are code)
         return {"expr": self.expr, "reduction": self.reduction, "worst": self.worst,
                 "nan_policy": self.nan_policy, "terms": self.terms, "samples": self.samples, "rows": self.rows,
                 "ci": self.ci, "groups": self.groups, "show_summary": self.show_summary, "moments": self.moments,
-                "slices": self.slices, "calibration": self.calibration, "calibrated_term": self.calibrated_term}
+                "slices": self.slices, "calibration": self.calibration, "calibrated_term": self.calibrated_term,
+                "slice_moments": self.slice_moments}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"slices": None, "calibration": None, "calibrated_term": -1, **state})
+        self.__dict__.update({"slices": None, "calibration": None, "calibrated_term": -1, "slice_moments": None,
+                              **state})
         self._bind()
         self.__dict__.setdefault("ci", None)  # (states pickled before intervals)
         self.__dict__.setdefault("groups", [None] * len(self.bound))
@@ -319,6 +342,10 @@ class LossState:
             samples[found] = np.maximum(samples[found], table.samples[where[found]])
             values = v if len(self.bound) == 1 and term.weight == 1.0 else values + term.weight * v
         out = [SliceResult(key=k, samples=int(n), value=float(x)) for k, n, x in zip(order, samples, values)]
+        if self.ci is not None:
+            method = self.interval_method()
+            for sl in out:
+                sl.ci = self.slice_interval(sl.key, sl.value, method).as_dict()
         out.sort(key=lambda s: (math.isnan(s.value), -s.value if not math.isnan(s.value) else 0.0, str(s.key)))
         return out
 
@@ -352,21 +379,80 @@ class LossState:
             return "clt" if self.is_plain_mean() else "jackknife"
         return method
 
-    def replicates(self) -> dict[int, float]:
+    def replicates(self, groups: Sequence[GroupSums | None] | None = None) -> dict[int, float]:
         """The expression's value per jackknife replicate (all rows but bucket k) or per bootstrap
-        resample: the weighted sum of each term's value from its group sums."""
+        resample: the weighted sum of each term's value from its group sums (``groups``: per term,
+        default the whole state's; a slice passes its own)."""
         per_term = []
-        for term, groups in zip(self.bound, self.groups):
-            if groups is None:
+        for term, gs in zip(self.bound, self.groups if groups is None else groups):
+            if gs is None:
                 raise UsageError(f"{term.spec.name}: no bucket sums were kept for its interval")
-            with blamed_on_plugin(term.spec.plugin, term.spec.name):
-                per_term.append({g: acc.value(term.spec.finalize, term.reduction or self.reduction, term.params)
-                                 for g, acc in groups.group_accumulators().items()})
+            per_term.append(self._term_replicates(term, gs))
         common = set(per_term[0]).intersection(*per_term[1:]) if per_term else set()
         return {g: sum(t.weight * vals[g] for t, vals in zip(self.bound, per_term)) for g in sorted(common)}
 
+    def _term_replicates(self, term: BoundTerm, groups: GroupSums) -> dict[int, float]:
+        """One term's value per replicate; a plain ratio of sums (no ``finalize``) all at once."""
+        reduction = term.reduction or self.reduction
+        if term.spec.finalize is not None or groups.stats:
+            with blamed_on_plugin(term.spec.plugin, term.spec.name):
+                return {g: acc.value(term.spec.finalize, reduction, term.params)
+                        for g, acc in groups.group_accumulators().items()}
+        sums = np.asarray(groups.sums.value, dtype=np.float64)
+        if groups.kind == "jackknife":  # all rows but bucket g, for the non-empty buckets
+            keep = np.flatnonzero(sums[:, 3] > 0)
+            reps = sums.sum(axis=0) - sums[keep]
+        else:
+            keep, reps = np.arange(len(sums)), sums
+        if reduction == "sum":
+            vals = reps[:, 0]
+        else:
+            with np.errstate(all="ignore"):
+                vals = np.where(reps[:, 2] == 0, np.nan, reps[:, 1] / np.where(reps[:, 2] == 0, 1.0, reps[:, 2]))
+        return dict(zip(keep.tolist(), vals.tolist()))
+
     def unavailable(self) -> str:
         return next((g.unavailable for g in self.groups if g is not None and g.unavailable), "")
+
+    def slice_interval(self, key: Any, value: float, method: str) -> Interval:
+        """One slice's interval by the whole result's ``method``: the CLT from the slice's moments
+        (:attr:`slice_moments`), or the jackknife/bootstrap from its bucket/resample sums."""
+        cfg = self.ci
+        tables = self.slices or []
+        if method == "clt":
+            if not self.is_plain_mean():
+                return Interval(None, None, cfg.level, "clt", None,
+                                f"{self.expr} is not a mean of per-sample values; use the jackknife or the bootstrap")
+            if self.slice_moments is None:
+                return Interval(None, None, cfg.level, "clt", None, "no per-sample values were kept for the slices")
+            n, mean, m2 = self.slice_moments.get(key)
+            scale = 1.0
+            if self.expr_reduction == "sum":
+                per = set()
+                for table in tables:
+                    i = table.index_of(key)
+                    if i >= 0 and table.samples[i]:
+                        per.add(float(table.denominator.value[i]) / int(table.samples[i]))
+                if len(per) != 1:
+                    return Interval(None, None, cfg.level, "clt", None, "terms with different sample sizes: no "
+                                                                         "interval for their sum")
+                scale = per.pop() * n
+            return clt_interval(n, mean, m2, cfg.level, scale, center=value)
+        why = self.unavailable() or next((t.unavailable for t in tables if t.unavailable), "")
+        if why:
+            return Interval(None, None, cfg.level, method, None, why)
+        per_term: list[GroupSums | None] = []
+        for gs, table in zip(self.groups, tables):
+            data = None if gs is None else table.group_sums(key)
+            if data is None:
+                return Interval(None, None, cfg.level, method, None, "no bucket sums were kept for this slice")
+            sums, stats = data
+            per_term.append(GroupSums(gs.kind, gs.groups, gs.seed, CompensatedSum(sums),
+                                      {k: CompensatedSum(v) for k, v in stats.items()}))
+        reps = np.array(list(self.replicates(per_term).values()))
+        if method == "jackknife":
+            return jackknife_interval(value, reps, cfg.level)
+        return bootstrap_interval(reps, cfg.level)
 
     def interval(self, value: float) -> Interval:
         """The confidence interval of the value (SPEC §9); see :mod:`lossctl.intervals`."""
@@ -575,7 +661,7 @@ class PairedState:
 
 
 def _chunk(state: LossState, plans: Sequence[TermPlan]) -> tuple[np.ndarray, np.ndarray] | None:
-    return state.take_chunk(plans) if state.samples is not None else combine_values(plans)
+    return state.take_chunk(plans) if state.samples is not None else state.chunk_values(plans)
 
 
 def _scores(values: np.ndarray, index: np.ndarray) -> np.ndarray:

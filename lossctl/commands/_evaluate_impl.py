@@ -196,7 +196,7 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
     if s.by:
         from lossctl.gates import apply_slice_gates
 
-        apply_slice_gates(report, gates, s.min_slice_size, s.gate_slices)
+        apply_slice_gates(report, gates, s.min_slice_size, s.gate_slices, inconclusive=s.inconclusive or "pass")
 
     for w in report.warnings:
         if w.level == "info":  # a note (how an input was read), not a warning: --strict lets it pass

@@ -102,13 +102,13 @@ def _html(report: Report, doc: dict[str, Any], figures: list[Any], notes: list[s
             continue
         shown = r["slices"][: markdown.MAX_SLICES]
         parts.append(f"<h2>Worst slices of <code>{e(r['loss'])}</code> ({len(r['slices'])} slices)</h2>")
-        parts.append("<table><tr><th>key</th><th>samples</th><th>value</th><th>gates</th></tr>")
+        parts.append("<table><tr><th>key</th><th>samples</th><th>value</th><th>interval</th><th>gates</th></tr>")
         for s in shown:
             key = "(missing)" if s["key"] is None else str(s["key"])
             gate = ("pass" if all(c["passed"] for c in s["checks"]) else "FAIL") if s["checks"] else (
                 "not gated (small)" if not s["gated"] else "—")
             parts.append(f"<tr><td>{e(key)}</td><td>{s['samples']}</td><td>{e(markdown.num(s['value']))}</td>"
-                         f"<td>{gate}</td></tr>")
+                         f"<td>{e(markdown.slice_interval_text(s.get('ci')))}</td><td>{gate}</td></tr>")
         parts.append("</table>")
         if len(r["slices"]) > len(shown):
             parts.append(f"<p>… {len(r['slices']) - len(shown)} more slices in report.json.</p>")

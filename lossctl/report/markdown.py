@@ -200,13 +200,26 @@ def _slice_lines(report: Report) -> list[str]:
         lines += ["", f"**Worst slices of {code(r.loss)}** ({len(r.slices)} slice{'s' if len(r.slices) != 1 else ''})",
                   "", "| key | n | value | interval | |", "|---|---:|---:|---:|:-:|"]
         for sl in r.slices[:MAX_SLICES]:
-            ci = f"[{num(sl.ci.get('low'))}, {num(sl.ci.get('high'))}]" if sl.ci else "—"
-            mark = (PASS if sl.passed else FAIL) if sl.checks else ("not gated (small)" if not sl.gated else "")
+            ci = slice_interval_text(sl.ci)
+            mark = ("not gated (small)" if not sl.gated else "")
+            if sl.checks:
+                inconclusive = any(c.extra.get("verdict") == "inconclusive" for c in sl.checks)
+                mark = (PASS if sl.passed else FAIL) if not inconclusive else \
+                    ("inconclusive" if sl.passed else f"{FAIL} inconclusive")
             key = "(missing)" if sl.key is None else code(str(sl.key))
             lines.append(f"| {key} | {sl.samples} | {num(sl.value)} | {ci} | {mark} |")
         if len(r.slices) > MAX_SLICES:
             lines.append(f"| … {len(r.slices) - MAX_SLICES} more slices (see the JSON report) | | | | |")
     return lines
+
+
+def slice_interval_text(ci: dict[str, Any] | None) -> str:
+    """A slice's interval cell: ``[low, high]``, ``no interval`` (too few samples: see the JSON note), ``—`` without --ci."""
+    if not ci:
+        return "—"
+    if ci.get("low") is None or ci.get("high") is None:
+        return "no interval"
+    return f"[{num(ci['low'])}, {num(ci['high'])}]"
 
 
 def _footer(report: Report) -> str:
