@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -75,6 +76,16 @@ def _merge_sum_dicts(a: dict[str, CompensatedSum], b: dict[str, CompensatedSum])
     return out
 
 
+def add_to_sums(sums: dict[str, CompensatedSum], values: Mapping[str, Any] | None) -> None:
+    """Add each named statistic of a chunk (scalars or arrays) to its compensated sum in ``sums``."""
+    for key, val in (values or {}).items():
+        acc = sums.get(key)
+        if acc is None:
+            sums[key] = CompensatedSum(val)
+        else:
+            acc.add(val)
+
+
 @dataclass
 class TermAccumulator:
     """One term's additive statistics; ``value()`` turns them into the reduced loss.
@@ -97,12 +108,7 @@ class TermAccumulator:
         self.total.add(total)
         self.numerator.add(numerator)
         self.denominator.add(weight)
-        for key, val in (stats or {}).items():
-            acc = self.stats.get(key)
-            if acc is None:
-                self.stats[key] = CompensatedSum(val)
-            else:
-                acc.add(val)
+        add_to_sums(self.stats, stats)
 
     def merge(self, other: TermAccumulator) -> TermAccumulator:
         return TermAccumulator(self.total.merge(other.total), self.numerator.merge(other.numerator),

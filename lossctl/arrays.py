@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from lossctl.errors import InputError, LossctlError
+from lossctl.words import did_you_mean
 
 NUMERIC_KINDS = "biuf"  # the dtype kinds an input may have: bool, int, uint, float
 
@@ -69,6 +71,24 @@ def reading(label: str) -> Iterator[None]:
         raise
     except parse_error_types() as exc:
         raise input_problem(label, exc) from None
+
+
+_INDEX_RE = re.compile(r"^-?\d+$")
+
+
+def select_columns(selector: str, columns: Sequence[str], label: str) -> list[str]:
+    """The columns ``selector`` names (``a,b`` or 0-based indices, a name first) of a table input
+    (``file.csv:COL``, ``file.parquet:COL``); an unknown one is an InputError naming the choices."""
+    chosen = []
+    for col in (c.strip() for c in selector.split(",")):
+        if col in columns:  # a name first, then a 0-based index
+            chosen.append(col)
+        elif _INDEX_RE.match(col) and 0 <= int(col) < len(columns):
+            chosen.append(columns[int(col)])
+        else:
+            raise InputError(f"{label}: no column {col!r}{did_you_mean(col, columns)} "
+                             f"(columns: {', '.join(columns)}; or a 0-based index)")
+    return chosen
 
 
 def input_label(name: str, where: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.accumulators import CompensatedSum, TermAccumulator
+from lossctl.accumulators import CompensatedSum, TermAccumulator, add_to_sums
 from lossctl.errors import UsageError, option
 from lossctl.result import Interval
 
@@ -329,12 +329,7 @@ class GroupSums:
     def add_groups(self, sums: np.ndarray, stats: dict[str, np.ndarray] | None) -> None:
         """Add per-group sums (groups, 4) and per-group extra stats (groups, …) of one chunk."""
         self.sums.add(sums)
-        for key, val in (stats or {}).items():
-            acc = self.stats.get(key)
-            if acc is None:
-                self.stats[key] = CompensatedSum(val)
-            else:
-                acc.add(val)
+        add_to_sums(self.stats, stats)
 
     def merge(self, other: GroupSums) -> GroupSums:
         stats = dict(self.stats)

@@ -26,7 +26,6 @@ independently.
 from __future__ import annotations
 
 import os
-import re
 import threading
 import weakref
 from collections import OrderedDict
@@ -36,13 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, input_label, reading
+from lossctl.arrays import LazyArray, input_label, reading, select_columns
 from lossctl.errors import InputError, option
-from lossctl.words import did_you_mean
 
 ARROW_SUFFIXES = (".parquet", ".pq", ".feather", ".arrow", ".ipc")
 INSTALL = "pip install 'lossctl[parquet]'"
-_INT_RE = re.compile(r"^-?\d+$")
 #: Units (row groups / record batches) kept decoded when a read used only part of them.
 CACHE_UNITS = 4
 #: Decoded ranges kept for the columns not yet asked for (one per worker thread in flight).
@@ -456,15 +453,7 @@ def open_arrow(path: str, selector: str | None, name: str, *, classes: Sequence[
     columns = source.columns
     schema = source.schema
     if selector:
-        chosen = []
-        for col in (c.strip() for c in selector.split(",")):
-            if col in columns:  # a name first, then a 0-based index
-                chosen.append(col)
-            elif _INT_RE.match(col) and 0 <= int(col) < len(columns):
-                chosen.append(columns[int(col)])
-            else:
-                raise InputError(f"{label}: no column {col!r}{did_you_mean(col, columns)} "
-                                 f"(columns: {', '.join(columns)}; or a 0-based index)")
+        chosen = select_columns(selector, columns, label)
     else:
         chosen = [c for c in columns if _numpy_dtype(schema.field(c).type) is not None]
         text = [c for c in columns if _text(schema.field(c).type)]

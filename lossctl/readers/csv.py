@@ -20,11 +20,9 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels, workers
-from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label, reading
+from lossctl.arrays import NUMERIC_KINDS, LazyArray, input_label, reading, select_columns
 from lossctl.errors import InputError, UsageError, option
-from lossctl.words import did_you_mean
 
-_INT_RE = re.compile(r"^-?\d+$")
 
 #: compressed CSV suffixes and the module that decompresses them (all read as streams)
 COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
@@ -845,14 +843,7 @@ def open_csv(path: str, selector: str | None, name: str, sep: str | None, *, hea
     columns = source.columns[1:] if index else source.columns
     chosen = []
     if selector:
-        for col in (c.strip() for c in selector.split(",")):
-            if col in columns:  # a name first, then a 0-based index
-                chosen.append(col)
-            elif _INT_RE.match(col) and 0 <= int(col) < len(columns):
-                chosen.append(columns[int(col)])
-            else:
-                raise InputError(f"{label}: no column {col!r}{did_you_mean(col, columns)} "
-                                 f"(columns: {', '.join(columns)}; or a 0-based index)")
+        chosen = select_columns(selector, columns, label)
         for col in chosen:
             if source.dtypes[col] is None and classes is None:  # names the first non-numeric value and its line
                 source.read([col], 0, min(source.n_rows, CSV_CHUNK_ROWS))
