@@ -40,7 +40,7 @@ the same format as a JSON Schema (tests keep the two in agreement)::
     no_fail: false
     github: false
     strict: false
-    against: ../sample_data/regression_preds_baseline.npy   # = --against (a paired comparison)
+    against: examples/regression_preds_worse.npy   # = --against (a paired comparison)
     ci: {level: 0.95, method: auto, seed: 0, resamples: 1000}   # = --ci ...; or ci: true
     inconclusive: pass           # pass | fail: an inconclusive gate (with ci)
 
