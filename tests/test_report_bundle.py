@@ -78,7 +78,9 @@ def test_bundle_on_the_sample_data(runner, tmp_path):
     pngs = [f["name"] for f in manifest["files"] if f["name"].endswith(".png")]
     assert {"distribution.png", "values.png", "reliability.png", "slices.png"} <= set(pngs)
     _check_pngs(out, pngs)
-    assert json.loads((out / "report.json").read_text())["results"] == json.loads(result.stdout)["results"]
+    bundle_only = ("summary", "calibration")  # (stdout shows them only when asked: --worst)
+    assert [{k: v for k, v in r.items() if k not in bundle_only}
+            for r in json.loads((out / "report.json").read_text())["results"]] == json.loads(result.stdout)["results"]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(pngs)
     md = (out / "report.md").read_text()
@@ -202,3 +204,22 @@ def test_whiskers_follow_the_spec_json_shape():
     assert _baseline_value({"comparison": {"baseline_value": 0.7}, "checks": []}) == 0.7
     assert _baseline_value({"checks": [{"kind": "baseline", "baseline": 0.9}]}) == 0.9
     assert _baseline_value({"checks": []}) is None
+
+
+@pytest.mark.parametrize("fmt, extra", [("json", []), ("markdown", []), ("table", []), ("json", ["--worst", "3"])])
+def test_report_dir_does_not_change_what_stdout_shows(runner, tmp_path, fmt, extra):
+    """The bundle needs per-sample summaries and reliability bins; stdout shows them only when asked
+    (--worst), as without --report-dir. The bundle's report.json keeps them."""
+    args = ["evaluate", str(SAMPLES / "multiclass_logits.npy"), str(SAMPLES / "multiclass_labels.npy"),
+            "--loss", "cross_entropy", "--format", fmt, "--hash", "none", *extra]
+    plain = runner.invoke(app, args)
+    bundled = runner.invoke(app, [*args, "--report-dir", str(tmp_path / "b")])
+    assert plain.exit_code == bundled.exit_code == 0, bundled.stderr
+    if fmt == "json":  # (float32 logits: the summary's kernel path and the fused path agree to ~1e-9)
+        a, b = json.loads(plain.stdout)["results"][0], json.loads(bundled.stdout)["results"][0]
+        assert a.keys() == b.keys() and ("summary" in a) == bool(extra)
+        assert b["value"] == pytest.approx(a["value"], rel=1e-7)
+    else:
+        assert bundled.stdout == plain.stdout
+    saved = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert saved["results"][0]["summary"] is not None and saved["results"][0]["calibration"]

@@ -203,11 +203,12 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
             console.note(f"note: {worded(w.message, cli=True)}")
         else:
             console.warn(w.message)
-    text = render(report, fmt_)
+    shown = _as_without_bundle(report, s) if s.report_dir else report
+    text = render(shown, fmt_)
     if s.output:
         out_fmt = s.format or output_format(s.output)
         if not _is_stdout(s.output):  # the report goes to stdout anyway: once is enough
-            write_output(s.output, text if out_fmt == fmt_ else render(report, out_fmt))
+            write_output(s.output, text if out_fmt == fmt_ else render(shown, out_fmt))
     if s.report_dir:
         from lossctl.report.bundle import write_bundle
 
@@ -242,3 +243,13 @@ def _run(state: dict[str, bool], flags: ScoringConfig, config: str | None) -> in
         console.note(verdict)
         return ExitCode.CHECK_FAILED
     return ExitCode.OK
+
+
+def _as_without_bundle(report: Any, s: ScoringConfig) -> Any:
+    """The report as it reads without ``--report-dir``: the bundle's figures need per-sample summaries
+    and reliability bins, which stdout and ``--output`` show only when they were asked for."""
+    from dataclasses import replace
+
+    keep = bool(s.worst)
+    return replace(report, results=[replace(r, summary=r.summary if keep or r.reduction == "none" else None,
+                                            calibration=None) for r in report.results])
