@@ -87,6 +87,41 @@ def add_to_sums(sums: dict[str, CompensatedSum], values: Mapping[str, Any] | Non
 
 
 @dataclass
+class Moments:
+    """n, mean and Σ(x − mean)² of a stream of values, merged pairwise (Chan et al.)."""
+
+    n: int = 0
+    mean: float = 0.0
+    m2: float = 0.0
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float64).reshape(-1)
+        if x.size:
+            mean = float(np.add.reduce(x)) / x.size
+            d = x - mean
+            d *= d
+            self._combine(x.size, mean, float(np.add.reduce(d)))
+
+    def add(self, n_b: int, total: float, m2_b: float) -> None:
+        """Add ``n_b`` values given by their sum and their Σ(x − their mean)²."""
+        if n_b:
+            self._combine(n_b, total / n_b, m2_b)
+
+    def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / n)
+        self.m2 += m2_b + delta * delta * (self.n * n_b / n)
+        self.n = n
+
+    def merge(self, other: Moments) -> Moments:
+        out = Moments(self.n, self.mean, self.m2)
+        if other.n:
+            out._combine(other.n, other.mean, other.m2)
+        return out
+
+
+@dataclass
 class TermAccumulator:
     """One term's additive statistics; ``value()`` turns them into the reduced loss.
 

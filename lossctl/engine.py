@@ -70,7 +70,7 @@ class TermPlan:
     start: int = 0  # global index of the plan's first sample (per-sample indices)
     #: where the fused path may put per-sample statistics directly (the values are wanted for nothing else)
     samples: SampleStats | None = None
-    #: or only their moments (the CLT of --ci without a summary: lossctl.intervals.Moments)
+    #: or only their moments (the CLT of --ci without a summary: lossctl.accumulators.Moments)
     moments: Any = None
     #: --against --ci: (the baseline's preds, the Moments of the per-row differences) for a fused pass
     #: that forms d = f(preds - targets) - f(baseline - targets) beside the sum (lossctl.state.PairedState)

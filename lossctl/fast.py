@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from lossctl import ckernels
-from lossctl.accumulators import SKETCH_HALF, SampleStats
+from lossctl.accumulators import SKETCH_HALF, Moments, SampleStats
 
 #: Elements per sub-chunk (on a fixed grid of samples): its scratch arrays stay in L2/L3 cache, and
 #: each NumPy call is long enough that two worker threads rarely wait for the GIL.
@@ -346,12 +346,9 @@ def _stats_path(plan: Any, fused: Fused | None) -> bool:
 MOMENTS = -1
 
 
-class _TaskMoments:
+class _TaskMoments(Moments):
     """n, mean and Σ(v − mean)² of one fused window's per-sample values (the CLT of ``--ci``), from
-    the C kernel ``residual_moments`` per sub-chunk, combined in order (Chan et al.)."""
-
-    def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+    the C kernel ``residual_moments`` per sub-chunk, combined in order."""
 
     def run(self, kind: int, knee: float, a: np.ndarray, b: np.ndarray, offset: int) -> float | None:
         out = ckernels.kernels.residual_moments(kind, a, b, knee)
@@ -359,15 +356,6 @@ class _TaskMoments:
             return None
         self.add(a.size, *out)
         return out[0]
-
-    def add(self, n_b: int, total: float, m2: float) -> None:
-        """Add a sub-chunk of ``n_b`` values with sum ``total`` and Σ(v − their mean)² ``m2``."""
-        if n_b:
-            n = self.n + n_b
-            delta = total / n_b - self.mean
-            self.mean += delta * (n_b / n)
-            self.m2 += m2 + delta * delta * (self.n * n_b / n)
-            self.n = n
 
     def result(self) -> tuple[int, float, float]:
         return self.n, self.mean, self.m2

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, no_release, reading
+from lossctl.arrays import LazyArray, check_dtype, no_release, reading
 from lossctl.errors import InputError
 
 
@@ -136,6 +136,23 @@ def open_binary(path: str) -> Any:
 
     module = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}[os.path.splitext(path)[1].lower()]
     return importlib.import_module(module).open(path, "rb")
+
+
+def read_npy_header(fh: Any) -> tuple[Any, bool, np.dtype, int]:
+    """The ``.npy`` header at the start of ``fh``: (shape, fortran, dtype, offset of the data).
+    A ValueError, as ``numpy.lib.format`` raises it, for what is not one (object arrays too)."""
+    version = np.lib.format.read_magic(fh)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(fh)
+    return shape, fortran, np.dtype(dtype), fh.tell()
+
+
+def check_npy_header(shape: Any, dtype: np.dtype, label: str) -> None:
+    """A header lossctl reads: a numeric dtype in native byte order and a shape that can exist."""
+    check_dtype(dtype, label)
+    if not dtype.isnative:
+        raise InputError(f"{label}: byte-swapped arrays are not supported; re-save with native byte order")
+    check_shape(shape, label)
 
 
 def check_shape(shape: Any, label: str) -> None:

@@ -160,39 +160,6 @@ def poisson_weights(rows: np.ndarray, seed: int, resamples: int) -> np.ndarray:
     return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
 
 
-# ------------------------------------------------------------------------------------ moments
-
-
-@dataclass
-class Moments:
-    """n, mean and Σ(x − mean)² of a stream of values, merged pairwise (Chan et al.)."""
-
-    n: int = 0
-    mean: float = 0.0
-    m2: float = 0.0
-
-    def update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, dtype=np.float64).reshape(-1)
-        if x.size:
-            mean = float(np.add.reduce(x)) / x.size
-            d = x - mean
-            d *= d
-            self._combine(x.size, mean, float(np.add.reduce(d)))
-
-    def _combine(self, n_b: int, mean_b: float, m2_b: float) -> None:
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * (n_b / n)
-        self.m2 += m2_b + delta * delta * (self.n * n_b / n)
-        self.n = n
-
-    def merge(self, other: Moments) -> Moments:
-        out = Moments(self.n, self.mean, self.m2)
-        if other.n:
-            out._combine(other.n, other.mean, other.m2)
-        return out
-
-
 def clt_interval(n: int, mean: float, m2: float, level: float, scale: float = 1.0, center: float | None = None,
                  ) -> Interval:
     """x̄ ± z·s/√n (times ``scale``: a sum is n·D times a mean), centred on ``center`` (default x̄·scale)."""

@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from lossctl import diagnostics
-from lossctl.accumulators import CompensatedSum, SampleStats, TermAccumulator
+from lossctl.accumulators import CompensatedSum, Moments, SampleStats, TermAccumulator
 from lossctl.calibration import PROBABILISTIC, CalibrationObserver, ReliabilityBins
 from lossctl.binding import (WEIGHTS, Sources, check_named_inputs, check_weights, normalize_shapes, resolve_inputs,
                              sample_count, weights_for)
 from lossctl.engine import NAN_POLICIES, TermPlan, run
 from lossctl.errors import InputError, UsageError, blamed_on_plugin, option
-from lossctl.intervals import (BUCKETS, CIConfig, GroupSums, Moments, bootstrap_interval, clt_interval,
+from lossctl.intervals import (BUCKETS, CIConfig, GroupSums, bootstrap_interval, clt_interval,
                                jackknife_interval)
 from lossctl.expr import BoundTerm, bind, format_expr, parse
 from lossctl.arrays import LazyArray, from_array

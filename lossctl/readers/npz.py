@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, MemoryArray, check_dtype, input_label
+from lossctl.arrays import LazyArray, MemoryArray, input_label
 from lossctl.errors import InputError
-from lossctl.filearray import FileArray, StreamNpyArray, check_shape
+from lossctl.filearray import FileArray, StreamNpyArray, check_npy_header, read_npy_header
 from lossctl.words import did_you_mean
 
 
@@ -46,24 +46,17 @@ def _npz_member(path: str, zf: Any, info: Any, key: str, name: str, label: str) 
     where = f"{label}:{key}"
     try:
         with zf.open(info) as fh:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(fh)
-            header_len = fh.tell()
+            shape, fortran, dtype, header_len = read_npy_header(fh)
     except (ValueError, OSError, zipfile.BadZipFile) as exc:
         if "pickle" in str(exc).lower() or "object" in str(exc).lower():
             raise InputError(f"{where}: object arrays need pickle, which lossctl never loads; "
                              f"save numeric arrays") from None
         raise InputError(f"{where}: not a valid array in the .npz ({exc}); write it with numpy.savez") from None
-    dtype = np.dtype(dtype)
-    check_dtype(dtype, where)
-    check_shape(shape, where)
+    check_npy_header(shape, dtype, where)
     nbytes = math.prod(shape) * dtype.itemsize
     if header_len + nbytes != info.file_size:  # the header must describe the member, not the file after it
         raise InputError(f"{where}: the array's header claims shape {tuple(shape)} ({nbytes} bytes) but the member "
                          f"holds {max(0, info.file_size - header_len)} bytes; re-save it with numpy.savez")
-    if not dtype.isnative:
-        raise InputError(f"{where}: byte-swapped arrays are not supported; re-save with native byte order")
     if info.compress_type == zipfile.ZIP_STORED:
         with open(path, "rb") as raw:  # the member's data starts after its local file header
             raw.seek(info.header_offset)

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from lossctl.arrays import LazyArray, check_dtype, input_label, no_release, reading
+from lossctl.arrays import LazyArray, input_label, no_release, reading
+from lossctl.filearray import check_npy_header, read_npy_header
 from lossctl.errors import InputError
 
 INSTALL = "pip install 'lossctl[remote]'"
@@ -84,20 +85,13 @@ def open_remote_npy(fs: Any, path: str, url: str, name: str) -> RemoteNpyArray:
     label = input_label(name, url)
     with fs.open(path, "rb", block_size=1 << 16) as fh:
         try:
-            version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = read_header(fh)
+            shape, fortran, dtype, offset = read_npy_header(fh)
         except ValueError as exc:
             raise InputError(f"{label}: not a valid .npy file ({exc}); write it with numpy.save") from None
-        offset = fh.tell()
-    dtype = np.dtype(dtype)
-    check_dtype(dtype, label)
+    check_npy_header(shape, dtype, label)
     if fortran and len(shape) > 1:
         raise InputError(f"{label}: a Fortran-ordered array cannot be read by ranges; save it C-ordered "
                          f"(numpy.ascontiguousarray)")
-    if not dtype.isnative:
-        raise InputError(f"{label}: byte-swapped arrays are not supported; re-save with native byte order")
     meta = describe_object(fs, path)
     needed = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if meta["size"] is not None and meta["size"] < needed:
